@@ -1,0 +1,37 @@
+# Quick start: `make demo` (install + train on the embedded digits set), `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -rf runs/demo
+	$(VENV)/bin/qcompile train models/lenet_digits_w4a4.toml --out runs/demo
+
+# pytest exits 5 when it collects nothing: that is a failure here, and says so.
+test: install
+	@$(PY) -m pytest --doctest-modules qcompile tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: PYTEST_ARGS += -m "not slow"
+test-fast: test
+
+lint: install
+	$(VENV)/bin/ruff check qcompile tests bench
+	$(VENV)/bin/ruff format --check qcompile tests bench
+
+bench: install
+	$(PY) bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

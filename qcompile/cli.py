@@ -1,0 +1,104 @@
+"""The ``qcompile`` command line (click).
+
+User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qcompile.errors import QCompileError
+from qcompile.stages import PLANNED, STAGES
+
+METHODS = sorted(set(STAGES) | set(PLANNED))
+
+
+def emit(result: dict[str, Any], as_json: bool, human: str) -> None:
+    """Print ``human`` (stdout, or stderr under --json) and, with --json, ``result`` as the
+    last stdout line."""
+    if as_json:
+        if human:
+            click.echo(human, err=True)
+        click.echo(json.dumps(result))
+    else:
+        click.echo(human)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qcompile")
+def cli() -> None:
+    """Train mixed-precision quantized networks and compile them bit-exactly to hardware."""
+
+
+@cli.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2) or FILE.py:FACTORY. [default: lenet]")
+@click.option("--data", help="digits, mnist5k, cifar10 or imagefolder. [default: digits]")
+@click.option("--data-dir", help="Directory for cifar10 (python batches) or imagefolder.")
+@click.option("--method", help=f"Training stage: {' | '.join(METHODS)}. [default: uniform]")
+@click.option("--wbits", type=int, help="Weight bits, 1..8, or 32 for float. [default: 4]")
+@click.option("--abits", type=int, help="Activation bits, 1..8, or 32 for float. [default: 4]")
+@click.option("--epochs", type=int, help="Training epochs. [default: 15]")
+@click.option("--batch-size", type=int, help="Global batch size (split across DDP ranks). [default: 64]")
+@click.option("--lr", type=float, help="Base learning rate. [default: 0.01]")
+@click.option("--seed", type=int, help="Seed for initialisation, batch order and augmentation. [default: 0]")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory. [default: runs/MODEL-DATA-METHOD-wWaA-sSEED]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line.")
+def train(recipe: str | None, model: str | None, data: str | None, data_dir: str | None,
+          method: str | None, wbits: int | None, abits: int | None, epochs: int | None,
+          batch_size: int | None, lr: float | None, seed: int | None, out: str | None,
+          resume: bool, as_json: bool) -> None:  # fmt: skip
+    """Train RECIPE (a TOML file in models/), with flags overriding its values.
+
+    Writes OUT/checkpoint.pt (each epoch, atomically), OUT/metrics.jsonl and OUT/summary.json.
+    Under `torchrun --nproc_per_node N -m qcompile train ...` it trains with DDP (gloo).
+    """
+    from qcompile.recipe import load_recipe
+    from qcompile.train import train as run
+
+    overrides = {
+        "model.name": model, "data.name": data, "data.dir": data_dir, "stage.method": method,
+        "stage.wbits": wbits, "stage.abits": abits, "train.epochs": epochs,
+        "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
+    }  # fmt: skip
+    r = load_recipe(recipe, overrides)
+    summary = run(r, Path(out) if out else None, resume=resume)
+    from qcompile import distributed as D
+
+    if D.rank() != 0:
+        return
+    bits = ", ".join(f"{k}:{v}" for k, v in summary["bits"].items())
+    human = (
+        f"test_acc {summary['test_acc']:.4f}  ({r.model.name} on {r.data.name}, {r.method}, "
+        f"{r.train.epochs} epochs, {summary['wall_time_s']:.1f}s)\nweight bits  {bits}\n"
+        f"checkpoint   {summary['checkpoint']}"
+    )
+    emit(summary, as_json, human)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="qcompile", standalone_mode=False)
+    except QCompileError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

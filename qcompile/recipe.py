@@ -1,0 +1,196 @@
+"""Recipes: architecture + dataset + stage + hyper-parameters, from TOML with flag overrides.
+
+A recipe file has four tables; every key is optional and has the default shown by
+``qcompile train --help``::
+
+    [model]   name = "lenet"            # plus the architecture's options, e.g. width = 0.5
+    [data]    name = "digits"           # dir = "..." for cifar10 / imagefolder
+    [stage]   method = "uniform"        # plus the method's options: wbits, abits, ...
+    [train]   epochs = 15               # optimizer, lr, schedule, seed, ...
+
+Unknown or mistyped keys are errors that name the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qcompile.errors import QCompileError, did_you_mean
+from qcompile.stages import StageConfig, stage_class
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "lenet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "digits"
+    dir: str = ""
+    image_size: int = 32
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings. ``step`` decays the rate by ``gamma`` at each of ``milestones``
+    (fractions of the run, e.g. 0.5 and 0.75, or absolute epochs when > 1)."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: ModelSpec
+    data: DataSpec
+    method: str
+    stage: StageConfig
+    train: TrainSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (TOML/JSON/checkpoint safe) that :func:`from_dict` reads back."""
+        return {
+            "model": {"name": self.model.name, **self.model.options},
+            "data": dataclasses.asdict(self.data),
+            "stage": {"method": self.method, **dataclasses.asdict(self.stage)},
+            "train": {**dataclasses.asdict(self.train), "milestones": list(self.train.milestones)},
+        }
+
+
+SECTIONS = ("model", "data", "stage", "train")
+
+
+def _check_type(value: Any, hint: Any) -> Any:
+    """Return ``value`` coerced to ``hint`` (int -> float, list -> tuple) or raise TypeError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _check_type(value, arg)
+            except TypeError:
+                continue
+        raise TypeError(_type_name(hint))
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise TypeError("a list")
+        return tuple(_check_type(v, item) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise TypeError("an integer")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise TypeError(_type_name(hint))
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise QCompileError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}"
+            )
+        try:
+            kwargs[key] = _check_type(value, hints[key])
+        except TypeError as e:
+            raise QCompileError(f"{where}: '{key}' must be {e}, got {value!r}") from None
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise QCompileError(f"{where}: {e}") from None
+
+
+def from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a nested recipe dict (as read from TOML) into a :class:`Recipe`."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise QCompileError(
+                f"{source}: unknown table [{key}]{did_you_mean(key, SECTIONS)}; "
+                f"valid: {', '.join(f'[{s}]' for s in SECTIONS)}"
+            )
+        if not isinstance(raw[key], dict):
+            raise QCompileError(f"{source}: '{key}' must be a table ([{key}])")
+    model = dict(raw.get("model", {}))
+    name = model.pop("name", ModelSpec.name)
+    if not isinstance(name, str):
+        raise QCompileError(f"{source} [model]: 'name' must be a string, got {name!r}")
+    stage = dict(raw.get("stage", {}))
+    method = stage.pop("method", "uniform")
+    if not isinstance(method, str):
+        raise QCompileError(f"{source} [stage]: 'method' must be a string, got {method!r}")
+    config_class = stage_class(method).config_class
+    return Recipe(
+        model=ModelSpec(name, model),
+        data=_build(DataSpec, raw.get("data", {}), f"{source} [data]"),
+        method=method,
+        stage=_build(config_class, stage, f"{source} [stage] (method {method})"),
+        train=_build(TrainSpec, raw.get("train", {}), f"{source} [train]"),
+    )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise QCompileError(f"recipe {p}: no such file")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise QCompileError(f"recipe {p}: not valid TOML: {e}") from None
+
+
+def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> Recipe:
+    """Read ``path`` (or start from defaults) and apply ``overrides`` given as
+    ``{"section.key": value}`` (flags the user passed; ``None`` values are ignored).
+
+    >>> load_recipe(None, {"stage.wbits": 2, "train.epochs": 3}).stage.wbits
+    2
+    """
+    raw = read_toml(path) if path is not None else {}
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        raw.setdefault(section, {})[key] = value
+    return from_dict(raw, str(path) if path is not None else "recipe")

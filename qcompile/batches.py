@@ -19,9 +19,7 @@ def shard_order(n: int, gen: torch.Generator, rank: int, world: int) -> Tensor:
     (as DistributedSampler does) so every rank runs the same number of steps."""
     order = torch.randperm(n, generator=gen)
     per_rank = -(-n // world)
-    if per_rank * world > n:
-        order = torch.cat([order, order[: per_rank * world - n]])
-    return order[rank::world]
+    return order.repeat(-(-per_rank * world // n))[: per_rank * world][rank::world]
 
 
 def random_crop_flip(x: Tensor, gen: torch.Generator, pad: int = 4) -> Tensor:
@@ -50,16 +48,16 @@ def batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Shuffled ``(inputs, labels)`` batches of this rank for one epoch.
 
-    ``batch_size`` is the global batch: each of ``world`` ranks takes ``batch_size / world``.
-    A trailing batch of one sample is dropped (BatchNorm cannot normalise it).
+    ``batch_size`` is the global batch: each of ``world`` ranks takes ``batch_size / world``,
+    at least 2. A trailing batch of one sample is dropped (BatchNorm cannot normalise it).
     """
+    local = local_batch(batch_size, world)
     order = shard_order(len(x), gen, rank, world)
     # Ranks share the order's generator; each draws its own crops and flips.
     aug_gen = torch.Generator().manual_seed(gen.initial_seed() + 7919 * (rank + 1))
-    local = max(1, batch_size // world)
     for start in range(0, len(order), local):
         idx = order[start : start + local]
-        if len(idx) < 2 and len(order) >= 2:
+        if len(idx) == 1 and start > 0:
             break
         xb = x[idx]
         if augment:
@@ -67,8 +65,17 @@ def batches(
         yield xb, y[idx]
 
 
+def local_batch(batch_size: int, world: int) -> int:
+    local = batch_size // world
+    if local < 2:
+        raise ValueError(
+            f"batch_size {batch_size} over {world} rank(s) leaves {local} sample(s) per rank; "
+            "BatchNorm needs at least 2"
+        )
+    return local
+
+
 def num_batches(n: int, batch_size: int, world: int = 1) -> int:
-    per_rank = -(-n // world)
-    local = max(1, batch_size // world)
-    full, rest = divmod(per_rank, local)
-    return full + (1 if rest >= 2 or (rest and per_rank < 2) else 0)
+    """How many batches :func:`batches` yields on each rank."""
+    full, rest = divmod(-(-n // world), local_batch(batch_size, world))
+    return full + (1 if rest >= 2 or (rest == 1 and full == 0) else 0)

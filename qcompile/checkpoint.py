@@ -50,12 +50,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise QCompileError(f"checkpoint {p}: no such file")
+    if not zipfile.is_zipfile(p):
+        raise QCompileError(
+            f"checkpoint {p} is corrupt, truncated or not a PyTorch checkpoint (not a zip archive)"
+        )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError:
         raise QCompileError(
-            f"checkpoint {p} is corrupt or not a PyTorch file saved with plain tensors ({first[:160]})"
+            f"checkpoint {p} holds pickled Python objects, not only tensors and plain containers; "
+            "refusing to load it (not a qcompile checkpoint, or tampered with)"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged archives
+        raise QCompileError(
+            f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); re-run training or "
+            "use an intact copy"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise QCompileError(

@@ -38,19 +38,33 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--model", help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2) or FILE.py:FACTORY. [default: lenet]")
+@click.option(
+    "--model",
+    help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2) "
+    "or FILE.py:FACTORY. [default: lenet]",
+)
 @click.option("--data", help="digits, mnist5k, cifar10 or imagefolder. [default: digits]")
 @click.option("--data-dir", help="Directory for cifar10 (python batches) or imagefolder.")
 @click.option("--method", help=f"Training stage: {' | '.join(METHODS)}. [default: uniform]")
 @click.option("--wbits", type=int, help="Weight bits, 1..8, or 32 for float. [default: 4]")
 @click.option("--abits", type=int, help="Activation bits, 1..8, or 32 for float. [default: 4]")
 @click.option("--epochs", type=int, help="Training epochs. [default: 15]")
-@click.option("--batch-size", type=int, help="Global batch size (split across DDP ranks). [default: 64]")
+@click.option(
+    "--batch-size", type=int, help="Global batch size (split across DDP ranks). [default: 64]"
+)
 @click.option("--lr", type=float, help="Base learning rate. [default: 0.01]")
-@click.option("--seed", type=int, help="Seed for initialisation, batch order and augmentation. [default: 0]")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory. [default: runs/MODEL-DATA-METHOD-wWaA-sSEED]")
+@click.option(
+    "--seed", type=int, help="Seed for initialisation, batch order and augmentation. [default: 0]"
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run directory. [default: runs/MODEL-DATA-METHOD-wWaA-sSEED]",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line."
+)
 def train(recipe: str | None, model: str | None, data: str | None, data_dir: str | None,
           method: str | None, wbits: int | None, abits: int | None, epochs: int | None,
           batch_size: int | None, lr: float | None, seed: int | None, out: str | None,

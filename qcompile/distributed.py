@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -54,7 +53,6 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
 
 
 def all_reduce_max(t: Tensor) -> Tensor:

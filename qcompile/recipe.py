@@ -14,12 +14,13 @@ Unknown or mistyped keys are errors that name the key and the closest valid one.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from qcompile.errors import QCompileError, did_you_mean
 from qcompile.stages import StageConfig, stage_class
@@ -60,8 +61,8 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -192,5 +193,8 @@ def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> Recipe:
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        raw.setdefault(section, {})[key] = value
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise QCompileError(f"{path}: '{section}' must be a table ([{section}])")
+        table[key] = value
     return from_dict(raw, str(path) if path is not None else "recipe")

@@ -50,7 +50,9 @@ def build_quant_model(recipe: Recipe, dataset: Dataset) -> QuantModel:
     """The recipe's architecture for ``dataset``, wrapped by the recipe's stage."""
     import dataclasses
 
-    net = build_model(recipe.model.name, dataset.in_shape, dataset.num_classes, **recipe.model.options)
+    net = build_model(
+        recipe.model.name, dataset.in_shape, dataset.num_classes, **recipe.model.options
+    )
     stage = make_stage(recipe.method, **dataclasses.asdict(recipe.stage))
     return stage.wrap(net)
 
@@ -58,7 +60,10 @@ def build_quant_model(recipe: Recipe, dataset: Dataset) -> QuantModel:
 def default_out(recipe: Recipe) -> Path:
     model = recipe.model.name.rpartition(":")[2]
     s = recipe.stage
-    return Path("runs") / f"{model}-{recipe.data.name}-{recipe.method}-w{s.wbits}a{s.abits}-s{recipe.train.seed}"
+    return (
+        Path("runs")
+        / f"{model}-{recipe.data.name}-{recipe.method}-w{s.wbits}a{s.abits}-s{recipe.train.seed}"
+    )
 
 
 @torch.no_grad()
@@ -91,11 +96,15 @@ def _recipe_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = old.get(section, {}), new.get(section, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} (checkpoint) vs {b.get(key)!r} (now)")
+                diffs.append(
+                    f"{section}.{key}: {a.get(key)!r} (checkpoint) vs {b.get(key)!r} (now)"
+                )
     return diffs
 
 
-def _restore(out: Path, recipe: Recipe, model: QuantModel, opt: torch.optim.Optimizer, resume: bool) -> RunState:
+def _restore(
+    out: Path, recipe: Recipe, model: QuantModel, opt: torch.optim.Optimizer, resume: bool
+) -> RunState:
     ckpt_path = out / CHECKPOINT
     if not ckpt_path.exists():
         if resume and D.rank() == 0:
@@ -103,7 +112,8 @@ def _restore(out: Path, recipe: Recipe, model: QuantModel, opt: torch.optim.Opti
         return RunState(0, [])
     if not resume:
         raise QCompileError(
-            f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out"
+            f"{out} already holds a run ({CHECKPOINT}); "
+            "pass --resume to continue it or choose another --out"
         )
     ckpt = load_checkpoint(ckpt_path)
     diffs = _recipe_diff(ckpt["recipe"], recipe.to_dict())
@@ -113,7 +123,9 @@ def _restore(out: Path, recipe: Recipe, model: QuantModel, opt: torch.optim.Opti
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise QCompileError(f"--resume: {ckpt_path} does not fit this model: {str(e).splitlines()[0]}") from None
+        raise QCompileError(
+            f"--resume: {ckpt_path} does not fit this model: {str(e).splitlines()[0]}"
+        ) from None
     torch.set_rng_state(ckpt["rng"])
     history = _read_history(out / METRICS)[: ckpt["epoch"]]
     return RunState(int(ckpt["epoch"]), history)
@@ -163,7 +175,10 @@ def train(
     opt = make_optimizer(model, spec)
     state = _restore(out, recipe, model, opt, resume)
     runner: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    steps = num_batches(len(data.train_x), spec.batch_size, world)
+    try:
+        steps = num_batches(len(data.train_x), spec.batch_size, world)
+    except ValueError as e:
+        raise QCompileError(f"--batch-size: {e}") from None
     total = steps * spec.epochs
     history = state.history
     t_run = time.perf_counter()
@@ -190,7 +205,10 @@ def train(
             objective.backward()
             opt.step()
             n = len(yb)
-            sums += torch.tensor([float(loss.detach()) * n, float((logits.argmax(1) == yb).sum()), n], dtype=torch.float64)
+            sums += torch.tensor(
+                [float(loss.detach()) * n, float((logits.argmax(1) == yb).sum()), n],
+                dtype=torch.float64,
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}")
         bar.close()
@@ -226,7 +244,9 @@ def train(
             )
     summary = _summary(recipe, model, data, history, out, world, time.perf_counter() - t_run)
     if rank == 0:
-        atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+        atomic_write(
+            out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        )
     if D.is_distributed():
         dist.barrier()
     return summary

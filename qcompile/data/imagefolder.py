@@ -47,6 +47,8 @@ def load_imagefolder(directory: str, image_size: int = 32) -> Dataset:
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
         classes = _classes(root / "train")
+        if len(classes) < 2:
+            raise QCompileError(f"imagefolder: {root / 'train'} needs at least 2 class folders")
         if _classes(test_dir) != classes:
             raise QCompileError(
                 f"imagefolder: class folders differ between {root / 'train'} and {test_dir}"

@@ -26,7 +26,9 @@ class BWN(Quantizer):
         self.per_channel = per_channel
 
     def beta(self, x: Tensor) -> Tensor:
-        return channel_rows(x.detach(), self.per_channel).abs().mean(dim=1)
+        # float64 makes the mean of equal values exact, so Q(Q(w)) == Q(w) bit for bit.
+        rows = channel_rows(x.detach(), self.per_channel).double()
+        return rows.abs().mean(dim=1).to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         b = expand_rows(self.beta(x), x)
@@ -52,11 +54,11 @@ class TWN(Quantizer):
         self.per_channel = per_channel
 
     def thresholds(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        a = channel_rows(x.detach(), self.per_channel).abs()
+        a = channel_rows(x.detach(), self.per_channel).abs().double()  # exact, as in BWN.beta
         delta = 0.7 * a.mean(dim=1)
         big = a > delta.unsqueeze(1)
         beta = (a * big).sum(dim=1) / big.sum(dim=1).clamp_min(1)
-        return delta, beta
+        return delta.to(x.dtype), beta.to(x.dtype)
 
     def _codes(self, x: Tensor, delta: Tensor) -> Tensor:
         d = expand_rows(delta, x)

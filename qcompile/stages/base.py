@@ -67,7 +67,7 @@ class StageConfig:
             raise ValueError(f"input_bits must be 2..8, got {self.input_bits}")
         if self.first_last_wbits != "same":
             if not isinstance(self.first_last_wbits, int):
-                raise ValueError("first_last_wbits must be 1..8, 32 or \"same\"")
+                raise ValueError('first_last_wbits must be 1..8, 32 or "same"')
             _check_bits("first_last_wbits", self.first_last_wbits)
         if self.pact_init <= 0:
             raise ValueError(f"pact_init must be positive, got {self.pact_init}")
@@ -77,14 +77,16 @@ class StageConfig:
             raise ValueError(_choices("act_quant", self.act_quant, ACT_QUANTIZERS))
         fixed = FIXED_BITS.get(self.weight_quant)
         if fixed is not None and self.wbits not in (fixed, FLOAT_BITS):
-            raise ValueError(f"weight_quant {self.weight_quant} is {fixed}-bit; got wbits={self.wbits}")
+            raise ValueError(
+                f"weight_quant {self.weight_quant} is {fixed}-bit; got wbits={self.wbits}"
+            )
         if self.weight_quant == "sawb_closed":
             for key in ("wbits", "first_last_wbits"):
                 bits = getattr(self, key)
                 if bits not in (*SAWB_CLOSED_FORM, FLOAT_BITS, "same"):
                     raise ValueError(
                         f"sawb_closed has constants for {sorted(SAWB_CLOSED_FORM)} bits; "
-                        f"got {key}={bits} (use weight_quant = \"sawb\")"
+                        f'got {key}={bits} (use weight_quant = "sawb")'
                     )
 
 
@@ -121,9 +123,7 @@ class Stage(ABC):
     def wrap(self, model: nn.Module) -> QuantModel:
         """A quantized copy of ``model`` (the original is left untouched)."""
         net = copy.deepcopy(model)
-        weights = [
-            (n, m) for n, m in net.named_modules() if type(m) in (nn.Conv2d, nn.Linear)
-        ]
+        weights = [(n, m) for n, m in net.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
         replace: dict[str, nn.Module] = {}
         for i, (name, layer) in enumerate(weights):
             bits = self.layer_wbits(i, len(weights))
@@ -148,10 +148,10 @@ class Stage(ABC):
         """Extra loss term added to the task loss (None: nothing to add)."""
         return None
 
-    def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:
+    def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:  # noqa: B027
         """Called before every optimizer step's forward pass."""
 
-    def on_epoch_end(self, model: QuantModel, epoch: int, total_epochs: int) -> None:
+    def on_epoch_end(self, model: QuantModel, epoch: int, total_epochs: int) -> None:  # noqa: B027
         """Called after each training epoch (``epoch`` counts from 0)."""
 
     def report(self, model: QuantModel) -> dict[str, Any]:

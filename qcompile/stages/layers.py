@@ -134,7 +134,9 @@ class QuantModel(nn.Module):
     def weight_layers(self) -> dict[str, QuantConv2d | QuantLinear]:
         """Quantized weight layers by their name inside ``net``, in definition order."""
         return {
-            name: m for name, m in self.net.named_modules() if isinstance(m, QuantConv2d | QuantLinear)
+            name: m
+            for name, m in self.net.named_modules()
+            if isinstance(m, QuantConv2d | QuantLinear)
         }
 
     def weight_bits(self) -> dict[str, int]:

@@ -53,7 +53,9 @@ def load_user_factory(spec: str) -> Callable[..., nn.Module]:
     try:
         mod_spec.loader.exec_module(module)
     except Exception as e:  # the user's file: report its error, not ours
-        raise QCompileError(f"--model {spec}: importing {file} failed: {type(e).__name__}: {e}") from None
+        raise QCompileError(
+            f"--model {spec}: importing {file} failed: {type(e).__name__}: {e}"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]

@@ -7,7 +7,12 @@ from torch import nn
 
 
 def conv_bn(
-    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU
+    cin: int,
+    cout: int,
+    k: int = 3,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
 ) -> nn.Sequential:
     """Conv (no bias: BN follows) + BatchNorm + optional activation, "same" padding."""
     layers: list[nn.Module] = [

@@ -19,7 +19,9 @@ class LeNet(nn.Module):
     torch.Size([2, 10])
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0
+    ) -> None:
         super().__init__()
         c, h, w = check_shape("lenet", in_shape, min_side=4)
         k = 5 if min(h, w) >= 20 else 3
@@ -36,4 +38,3 @@ class LeNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
-

@@ -44,7 +44,9 @@ class MobileNetV2(nn.Module):
     the first stride-2 stage, so 32x32 inputs end on a 4x4 map instead of 1x1.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0
+    ) -> None:
         super().__init__()
         c, h, w = check_shape("mobilenetv2", in_shape)
         small = min(h, w) <= 64

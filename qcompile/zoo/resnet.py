@@ -18,9 +18,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, act=None))
         self.shortcut = (
-            conv_bn(cin, cout, 1, stride, act=None)
-            if stride != 1 or cin != cout
-            else nn.Identity()
+            conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
         )
         self.relu = nn.ReLU()
 

@@ -14,7 +14,9 @@ class VGGSmall(nn.Module):
     map (floor), so inputs down to 8x8 work.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0
+    ) -> None:
         super().__init__()
         c = check_shape("vgg_small", in_shape, min_side=8)[0]
         layers: list[nn.Module] = []

@@ -31,7 +31,8 @@ lint: install
 	$(VENV)/bin/ruff format --check qcompile tests bench
 
 bench: install
-	$(PY) bench/train_overhead.py
+	$(PY) -m bench.train_accuracy
+	$(PY) -m bench.train_overhead
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -61,7 +61,11 @@ def cli() -> None:
     type=click.Path(file_okay=False),
     help="Run directory. [default: runs/MODEL-DATA-METHOD-wWaA-sSEED]",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last checkpoint (a new run if it has none).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line."
 )

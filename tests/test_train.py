@@ -49,7 +49,8 @@ def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
 def _spawn(out: Path, epochs: int) -> subprocess.Popen:
     args = ["train", "--model", "lenet", "--data", "mnist5k", "--wbits", "2", "--abits", "2",
             "--epochs", str(epochs), "--out", str(out), "--json"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Two runs go side by side: one thread each keeps them from fighting over the cores.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "qcompile", *args, "--resume"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 

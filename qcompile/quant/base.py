@@ -62,6 +62,10 @@ class Quantizer(nn.Module, ABC):
 
     bits: int
     uniform: bool = True
+    # True when every output is >= 0 and inputs <= 0 get no gradient (PACT): a ReLU in front
+    # of such a quantizer changes neither values nor gradients and is skipped. (Unsigned LSQ
+    # clamps too, but passes a gradient at exactly 0, where ReLU does not.)
+    unsigned: bool = False
 
     @abstractmethod
     def forward(self, x: Tensor) -> Tensor: ...

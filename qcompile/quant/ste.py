@@ -17,9 +17,9 @@ class _UniformFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, lo: Tensor, step: Tensor, qmax: int, clip_grad: bool) -> Tensor:  # type: ignore[override]
         code = uniform_codes(x, lo, step, qmax)
-        if clip_grad:
+        ctx.clip_grad = clip_grad and ctx.needs_input_grad[0]
+        if ctx.clip_grad:
             ctx.save_for_backward((x >= lo) & (x <= lo + qmax * step))
-        ctx.clip_grad = clip_grad
         return lo + code * step
 
     @staticmethod
@@ -30,9 +30,14 @@ class _UniformFakeQuant(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def uniform_codes(x: Tensor, lo: Tensor, step: Tensor, qmax: int) -> Tensor:
-    """Codes of ``x`` on the grid ``lo + k * step``, k = 0..qmax, as floats (exact integers)."""
-    return torch.clamp(torch.round((x - lo) / step), 0, qmax)
+def uniform_codes(x: Tensor, lo: Tensor | None, step: Tensor, qmax: int) -> Tensor:
+    """Codes of ``x`` on the grid ``lo + k * step``, k = 0..qmax, as floats (exact integers).
+
+    ``lo=None`` means a grid starting at 0 (unsigned activations); ``x - 0`` is exactly ``x``,
+    so the codes are the same as with ``lo=0``, one pass cheaper.
+    """
+    t = (x if lo is None else x - lo) / step
+    return t.round_().clamp_(0, qmax)
 
 
 def uniform_fake_quant(

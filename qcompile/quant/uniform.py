@@ -66,8 +66,7 @@ class MinMax(GridQuantizer):
     """
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        rows = channel_rows(x.detach(), self.per_channel)
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
         return lo, safe_step((hi - lo) / (2**self.bits - 1))
 
 

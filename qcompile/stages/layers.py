@@ -97,9 +97,11 @@ class QuantAct(nn.Module, QuantLayer):
         super().__init__()
         self.fn = fn if fn is not None else nn.Identity()
         self.quant = quant
+        # The quantizer clamps at 0 with no gradient below: ReLU would be a wasted pass.
+        self._skip_fn = fn is None or (type(fn) is nn.ReLU and quant.unsigned)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.quant(self.fn(x))
+        return self.quant(x if self._skip_fn else self.fn(x))
 
     def export(self) -> ActExport:
         grid = getattr(self.quant, "grid", None)

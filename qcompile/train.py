@@ -228,28 +228,38 @@ def train(
         history.append(record)
         if rank == 0:
             _write_jsonl(out / METRICS, history)
-            save_checkpoint(
-                out / CHECKPOINT,
-                {
-                    "recipe": recipe.to_dict(),
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-            )
+            _save(out, recipe, epoch + 1, model, opt)
             log(
                 f"epoch {epoch + 1}/{spec.epochs}  loss {record['loss']:.4f}  "
                 f"train_acc {record['train_acc']:.4f}  test_acc {test_acc:.4f}  {epoch_time:.1f}s"
             )
+    final = stage.finalize(model, lambda: evaluate(model, data.test_x, data.test_y))
     summary = _summary(recipe, model, data, history, out, world, time.perf_counter() - t_run)
+    summary.update(final)
     if rank == 0:
-        atomic_write(
-            out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        )
+        if final:  # the deployed form differs from the last epoch's: checkpoint it
+            _save(out, recipe, spec.epochs, model, opt)
+        summary["plots"] = [str(p) for p in stage.plots(out, history)]
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(text))
     if D.is_distributed():
         dist.barrier()
     return summary
+
+
+def _save(
+    out: Path, recipe: Recipe, epoch: int, model: QuantModel, opt: torch.optim.Optimizer
+) -> None:
+    save_checkpoint(
+        out / CHECKPOINT,
+        {
+            "recipe": recipe.to_dict(),
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+    )
 
 
 def _summary(

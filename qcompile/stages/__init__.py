@@ -9,6 +9,7 @@ from torch import nn
 
 from qcompile.errors import QCompileError, did_you_mean, unknown_choice
 from qcompile.stages.base import Stage, StageConfig
+from qcompile.stages.dqa import BRStage, DQAStage
 from qcompile.stages.layers import (
     ActExport,
     QuantAct,
@@ -20,9 +21,9 @@ from qcompile.stages.layers import (
 )
 from qcompile.stages.uniform import UniformStage
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (UniformStage,)}
+STAGES: dict[str, type[Stage]] = {s.name: s for s in (UniformStage, DQAStage, BRStage)}
 # Named by the CLI contract but not in this version yet; asked for, they get a clear error.
-PLANNED = ("br", "dqa", "sdq", "ddq", "dmbq")
+PLANNED = ("sdq", "ddq", "dmbq")
 
 
 def stage_class(method: str) -> type[Stage]:

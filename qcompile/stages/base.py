@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -157,6 +158,15 @@ class Stage(ABC):
     def report(self, model: QuantModel) -> dict[str, Any]:
         """Stage-specific figures for metrics.jsonl and summary.json."""
         return {}
+
+    def finalize(self, model: QuantModel, evaluate: Callable[[], float]) -> dict[str, Any]:
+        """Turn the trained model into the one that deploys (e.g. snap a mixture to its
+        lowest-bit member) after the last epoch; returns figures for summary.json."""
+        return {}
+
+    def plots(self, out: Path, history: list[dict[str, Any]]) -> list[Path]:
+        """Write the stage's plots into the run directory ``out``; returns their paths."""
+        return []
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:

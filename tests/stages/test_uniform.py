@@ -119,10 +119,10 @@ def test_options_are_validated() -> None:
         make_stage("uniform", wbitz=3)
     with pytest.raises(QCompileError, match=r"wbits must be 1\.\.8 or 32"):
         make_stage("uniform", wbits=9)
-    with pytest.raises(QCompileError, match="valid: uniform"):
+    with pytest.raises(QCompileError, match="valid: br, dqa, uniform"):
         make_stage("nope")
     with pytest.raises(QCompileError, match="not implemented"):
-        make_stage("dqa")
+        make_stage("sdq")
 
 
 def test_readme_example_runs() -> None:
@@ -135,3 +135,19 @@ def test_readme_example_runs() -> None:
     loss.backward()
     assert qnet.weight_bits() == {"0": 8, "4": 8}
     assert qnet.net[0].export().weight.codes.shape == (8, 1, 3, 3)
+
+
+def test_skipping_the_relu_before_pact_changes_nothing() -> None:
+    from qcompile.quant import make_act_quantizer
+
+    q = make_act_quantizer("pact", 3, 2.0)
+    x = torch.linspace(-3, 3, 97, requires_grad=True)  # holds 0 and the clip 2.0 exactly
+    layer = QuantAct(nn.ReLU(), q)
+    g = torch.randn(97)
+    (layer(x) * g).sum().backward()
+    skipped = x.grad.clone()
+    x.grad = None
+    (q(torch.relu(x)) * g).sum().backward()
+    assert layer._skip_fn
+    assert torch.equal(layer(x), q(torch.relu(x)))
+    assert torch.equal(skipped, x.grad)

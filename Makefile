@@ -33,6 +33,7 @@ lint: install
 bench: install
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
+	$(PY) -m bench.accuracy_dqa
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

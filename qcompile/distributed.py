@@ -25,39 +25,26 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def _all_reduce(t: Tensor, op: dist.ReduceOp) -> Tensor:
+    if not is_distributed():
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=op)
+    return t
+
+
 def all_reduce_mean(t: Tensor) -> Tensor:
     """Mean of ``t`` across ranks (``t`` itself when not distributed).
 
     Lazily initialised statistics (LSQ's step from the first batch) must agree on every rank,
     because DDP only synchronises parameters when it wraps the model.
     """
-    if not is_distributed():
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t / dist.get_world_size()
+    return _all_reduce(t, dist.ReduceOp.SUM) / world_size()
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
-    if not is_distributed():
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def broadcast_object(obj: object) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return _all_reduce(t, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(t: Tensor) -> Tensor:
-    if not is_distributed():
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
+    return _all_reduce(t, dist.ReduceOp.MAX)

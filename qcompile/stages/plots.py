@@ -15,6 +15,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_attention(out: Path, history: list[dict[str, Any]], max_layers: int = 4) -> Path | None:
     """``attention.png``: each member's weight a_k per epoch, one panel per layer (Fig. 3a)."""
     rows = [h for h in history if h.get("attention")]
@@ -30,11 +37,7 @@ def plot_attention(out: Path, history: list[dict[str, Any]], max_layers: int = 4
             ax.plot(epochs, values, marker=".", label=f"Q{k + 1}")
         ax.set(title=layer, xlabel="epoch", ylabel="attention a_k", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "attention.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "attention.png")
 
 
 def plot_quantizer(out: Path, history: list[dict[str, Any]]) -> Path | None:
@@ -53,8 +56,4 @@ def plot_quantizer(out: Path, history: list[dict[str, Any]]) -> Path | None:
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.6, ls="--", label="identity")
     ax.set(title=f"{rows[-1]['qfunc']['layer']}, channel 0", xlabel="w", ylabel="q(w)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "quantizer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "quantizer.png")

@@ -38,7 +38,7 @@ from qcompile.data import Dataset, load_dataset
 from qcompile.errors import QCompileError
 from qcompile.optim import learning_rate, make_optimizer, set_learning_rate
 from qcompile.recipe import Recipe
-from qcompile.stages import QuantModel, make_stage
+from qcompile.stages import QuantModel, stage_class
 from qcompile.zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -48,13 +48,11 @@ SUMMARY = "summary.json"
 
 def build_quant_model(recipe: Recipe, dataset: Dataset) -> QuantModel:
     """The recipe's architecture for ``dataset``, wrapped by the recipe's stage."""
-    import dataclasses
-
     net = build_model(
         recipe.model.name, dataset.in_shape, dataset.num_classes, **recipe.model.options
     )
-    stage = make_stage(recipe.method, **dataclasses.asdict(recipe.stage))
-    return stage.wrap(net)
+    # The recipe's stage config is already validated: build the stage from it directly.
+    return stage_class(recipe.method)(recipe.stage).wrap(net)
 
 
 def default_out(recipe: Recipe) -> Path:

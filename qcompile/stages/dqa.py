@@ -224,9 +224,10 @@ class DQAStage(MixtureStage):
             return None
         layers = model.weight_layers()
         total = sum(m.weight.numel() for m in layers.values())
+        mixtures = self.mixtures(model)
+        acts = [m for n, m in mixtures.items() if n not in layers]
         terms = []
-        acts = [m for n, m in self.mixtures(model).items() if n not in layers]
-        for name, m in self.mixtures(model).items():
+        for name, m in mixtures.items():
             share = layers[name].weight.numel() / total if name in layers else 1.0 / len(acts)
             g = self.penalty_vector(len(m.members))
             terms.append(share * torch.dot(g, m.weights()))

@@ -101,6 +101,96 @@ def train(recipe: str | None, model: str | None, data: str | None, data_dir: str
     emit(summary, as_json, human)
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write MODEL.qir. [default: model.qir beside the checkpoint]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def freeze(checkpoint: str, output: str | None, as_json: bool) -> None:
+    """Freeze a trained CHECKPOINT into the integer IR file MODEL.qir.
+
+    Folds BatchNorm and activation scales into per-channel integer LUTs and biases, chooses
+    fixed-point fractions and accumulator widths, packs the codes and verifies the graph.
+    """
+    from qcompile.freeze import freeze_checkpoint
+    from qcompile.ir import qir
+    from qcompile.report import summary
+
+    out = Path(output) if output else Path(checkpoint).parent / "model.qir"
+    graph = freeze_checkpoint(checkpoint)
+    qir.save(graph, out)
+    s = summary(graph)
+    result = {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+    }
+    human = (
+        f"froze {checkpoint} -> {out}: {len(graph.nodes)} nodes, "
+        f"{s['avg_weight_bits']:.2f} average weight bits, {s['model_bytes']} bytes"
+    )
+    emit(result, as_json, human)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def inspect(model: str, as_json: bool) -> None:
+    """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory."""
+    from qcompile.ir import qir
+    from qcompile.report import summary, table
+
+    s = summary(qir.load(model))
+    emit(s, as_json, "" if as_json else table(s))
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", help="Dataset whose test split to run. [default: the one trained on]")
+@click.option(
+    "--inputs",
+    type=click.Path(dir_okay=False),
+    help="Your own float inputs, a .npy array N x the model's input shape.",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Number of inputs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
+    """Run MODEL.qir through the integer simulator and the PyTorch frozen model and compare
+    their outputs bit for bit (and report the fake-quant model's accuracy)."""
+    from qcompile.ir import qir
+    from qcompile.simulate import simulate as run
+
+    if data and inputs:
+        raise QCompileError("give --data or --inputs, not both")
+    if Path(model).is_dir():
+        raise QCompileError(
+            f"{model} is a directory; this version simulates .qir files "
+            "(backend artifacts come with `qcompile export`)"
+        )
+    r = run(qir.load(model), data, inputs, n)
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    human = (
+        f"{r['n']} inputs ({r['inputs']}): exact {100 * r['exact']:.1f}% across "
+        f"{', '.join(r['compared'])}, max_abs_diff {r['max_abs_diff']:g}\n"
+        f"accuracy: fake-quant {pct(r['acc_fakequant'])}, frozen {pct(r['acc_frozen'])}, "
+        f"simulator {pct(r['acc_sim'])}"
+    )
+    emit(r, as_json, human)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="qcompile", standalone_mode=False)

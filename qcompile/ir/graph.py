@@ -1,0 +1,248 @@
+"""The frozen integer IR: typed, immutable dataclasses.
+
+A :class:`Graph` is a list of :class:`Node` in topological order over one quantized input.
+Every node produces one tensor (:class:`TensorInfo`); what it computes is fixed by its op
+(one of the attribute classes below), its :class:`Weights` and its :class:`Requant`:
+
+    conv2d / dense   acc = sum(x * LUT[c, code]) + bias[c]
+    add              acc = sum_i x_i * multipliers[i]
+    avgpool          acc = sum of the window (zero padding); the 1/N lives in the scale
+    clip             acc = x
+    then             y = clip((acc * multiplier + 2^(shift-1)) >> shift, lo, hi)
+
+    maxpool          y = max of the window (padding never wins)
+    flatten          y = x reshaped to one dimension
+
+Construction checks each object on its own; :func:`qcompile.ir.verify` checks the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from qcompile.ir.packing import pack_codes, packed_words, unpack_codes
+from qcompile.ir.types import TensorInfo
+
+Pair = tuple[int, int]
+
+
+def _pair(name: str, v: Pair, low: int) -> None:
+    if len(v) != 2 or any(not isinstance(x, int) or x < low for x in v):
+        raise ValueError(f"{name} must be two integers >= {low}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    kind: ClassVar[str] = "conv2d"
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        _pair("stride", self.stride, 1)
+        _pair("padding", self.padding, 0)
+        _pair("dilation", self.dilation, 1)
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {self.groups!r}")
+
+
+@dataclass(frozen=True)
+class Dense:
+    kind: ClassVar[str] = "dense"
+
+
+@dataclass(frozen=True)
+class Add:
+    """Sum of the inputs, each times an integer multiplier (aligns their scales)."""
+
+    kind: ClassVar[str] = "add"
+    multipliers: tuple[int, ...] = (1, 1)
+
+    def __post_init__(self) -> None:
+        if len(self.multipliers) < 2 or any(not isinstance(m, int) for m in self.multipliers):
+            raise ValueError("add needs an integer multiplier for each of >= 2 inputs")
+
+
+@dataclass(frozen=True)
+class Pool:
+    kernel: Pair
+    stride: Pair
+    padding: Pair = (0, 0)
+
+    def __post_init__(self) -> None:
+        _pair("kernel", self.kernel, 1)
+        _pair("stride", self.stride, 1)
+        _pair("padding", self.padding, 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
+            raise ValueError("pool padding must be at most half the kernel")
+
+
+@dataclass(frozen=True)
+class MaxPool(Pool):
+    kind: ClassVar[str] = "maxpool"
+
+
+@dataclass(frozen=True)
+class AvgPool(Pool):
+    kind: ClassVar[str] = "avgpool"
+
+
+@dataclass(frozen=True)
+class Clip:
+    kind: ClassVar[str] = "clip"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    kind: ClassVar[str] = "flatten"
+
+
+Op = Conv2d | Dense | Add | MaxPool | AvgPool | Clip | Flatten
+OPS: dict[str, type] = {c.kind: c for c in (Conv2d, Dense, Add, MaxPool, AvgPool, Clip, Flatten)}
+WEIGHTED = ("conv2d", "dense")
+REQUANTIZED = ("conv2d", "dense", "add", "avgpool", "clip")
+
+
+@dataclass(frozen=True)
+class Requant:
+    """``y = clip((acc * multiplier + round) >> shift, lo, hi)``, round = ``2^(shift-1)``
+    (round half up; 0 when shift is 0). ``acc_bits`` is the signed accumulator width the
+    node was built for; the verifier proves no input in range can exceed it."""
+
+    shift: int
+    lo: int
+    hi: int
+    acc_bits: int
+    multiplier: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.shift, int) or not 0 <= self.shift <= 62:
+            raise ValueError(f"requant shift must be 0..62, got {self.shift!r}")
+        if not (isinstance(self.lo, int) and isinstance(self.hi, int)) or self.lo > self.hi:
+            raise ValueError(f"requant clip needs integers lo <= hi, got {self.lo!r}..{self.hi!r}")
+        if not isinstance(self.acc_bits, int) or not 2 <= self.acc_bits <= 64:
+            raise ValueError(f"acc_bits must be 2..64, got {self.acc_bits!r}")
+        if not isinstance(self.multiplier, int) or self.multiplier == 0:
+            raise ValueError("requant multiplier must be a non-zero integer")
+
+    @property
+    def rounding(self) -> int:
+        return 1 << (self.shift - 1) if self.shift else 0
+
+
+@dataclass(frozen=True, eq=False)
+class Weights:
+    """Weight codes (``bits`` each) with per-channel integer levels.
+
+    ``data`` holds the codes as uint8 shaped ``shape`` or, once packed, as uint32 words
+    (:mod:`qcompile.ir.packing`). ``lut`` is int64 ``[C, 2^bits]``, C = 1 (per layer) or
+    ``shape[0]`` (per output channel); ``bias`` is int64 ``[shape[0]]`` or None. ``uniform``
+    records whether the trained levels were an evenly spaced grid (rounding to fixed point
+    can make the integer LUT rows slightly uneven).
+    """
+
+    bits: int
+    shape: tuple[int, ...]
+    data: np.ndarray
+    packed: bool
+    lut: np.ndarray
+    bias: np.ndarray | None
+    uniform: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
+            raise ValueError(f"weight bits must be 1..8, got {self.bits!r}")
+        if self.packed:
+            if self.data.dtype != np.uint32 or self.data.shape != (self.words,):
+                raise ValueError(f"packed codes must be {self.words} uint32 words")
+        elif self.data.dtype != np.uint8 or self.data.shape != self.shape:
+            raise ValueError(f"codes must be uint8 shaped {self.shape}")
+        if self.lut.dtype != np.int64 or self.lut.ndim != 2:
+            raise ValueError("lut must be a 2-D int64 array")
+        if self.bias is not None and (self.bias.dtype != np.int64 or self.bias.ndim != 1):
+            raise ValueError("bias must be a 1-D int64 array")
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def words(self) -> int:
+        return packed_words(self.count, self.bits)
+
+    def codes(self) -> np.ndarray:
+        """Codes as uint8 shaped ``shape`` (unpacked if needed)."""
+        if not self.packed:
+            return self.data
+        return unpack_codes(self.data, self.bits, self.count).reshape(self.shape)
+
+    def pack(self) -> Weights:
+        if self.packed:
+            return self
+        words = pack_codes(self.data, self.bits)
+        return Weights(self.bits, self.shape, words, True, self.lut, self.bias, self.uniform)
+
+    def decoded(self) -> np.ndarray:
+        """Integer weight values ``LUT[channel, code]`` shaped ``shape`` (int64)."""
+        codes = self.codes().reshape(self.shape[0], -1).astype(np.int64)
+        rows = self.lut if self.lut.shape[0] == self.shape[0] else self.lut[[0] * self.shape[0]]
+        return np.take_along_axis(rows, codes, axis=1).reshape(self.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    name: str
+    op: Op
+    inputs: tuple[str, ...]
+    output: TensorInfo
+    weights: Weights | None = None
+    requant: Requant | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.op.kind
+
+
+@dataclass(frozen=True)
+class InputQuant:
+    """How float inputs become the graph's integer input: ``q = clip(round((x - lo) / step),
+    0, 2^bits - 1) + zero`` in float32, as the trained model's input quantizer does."""
+
+    bits: int
+    lo: float
+    step: float
+    zero: int
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    name: str
+    input: TensorInfo
+    input_quant: InputQuant
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        out = {self.input.name: self.input}
+        out.update((n.output.name, n.output) for n in self.nodes)
+        return out
+
+    def weighted(self) -> Iterator[Node]:
+        return (n for n in self.nodes if n.weights is not None)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def replace_nodes(self, nodes: tuple[Node, ...] | list[Node]) -> Graph:
+        return Graph(
+            self.name, self.input, self.input_quant, tuple(nodes), self.outputs, self.metadata
+        )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.metadata)

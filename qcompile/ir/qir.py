@@ -1,0 +1,267 @@
+"""The .qir file: an ONNX ModelProto whose nodes are in the ``ai.qcompile`` op domain.
+
+Packed codes, LUTs and biases are initializers (``NODE.codes`` uint32, ``NODE.lut`` and
+``NODE.bias`` int64); op parameters, requant parameters and the output type are node
+attributes; the format version, the input quantizer and a SHA-256 of everything else are in
+``metadata_props``. Netron opens it; ``onnx.checker`` checks its structure.
+
+Loading trusts nothing: a truncated, tampered, foreign or future-version file is one
+:class:`QCompileError`, never a traceback, and a loaded graph has passed ``verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qcompile.checkpoint import atomic_write
+from qcompile.errors import QCompileError
+from qcompile.ir.graph import OPS, Add, Conv2d, Graph, InputQuant, Node, Pool, Requant, Weights
+from qcompile.ir.types import QType, TensorInfo
+from qcompile.ir.verify import verify
+
+DOMAIN = "ai.qcompile"
+FORMAT_VERSION = 1
+KEY_VERSION, KEY_INPUT, KEY_HASH, KEY_META = (
+    "qcompile.format_version",
+    "qcompile.input",
+    "qcompile.sha256",
+    "qcompile.meta",
+)
+
+
+def to_onnx(graph: Graph) -> onnx.ModelProto:
+    """The graph as an ONNX model (codes packed), with its content hash."""
+    nodes, inits = [], []
+    for n in graph.nodes:
+        inputs = list(n.inputs)
+        attrs: dict[str, Any] = _op_attrs(n)
+        if n.weights is not None:
+            w = n.weights.pack()
+            inits += [
+                numpy_helper.from_array(w.data, f"{n.name}.codes"),
+                numpy_helper.from_array(w.lut, f"{n.name}.lut"),
+            ]
+            inputs += [f"{n.name}.codes", f"{n.name}.lut"]
+            if w.bias is not None:
+                inits.append(numpy_helper.from_array(w.bias, f"{n.name}.bias"))
+                inputs.append(f"{n.name}.bias")
+            attrs.update(bits=w.bits, weight_shape=list(w.shape), uniform=int(w.uniform))
+        if n.requant is not None:
+            r = n.requant
+            attrs.update(
+                shift=r.shift, clip=[r.lo, r.hi], acc_bits=r.acc_bits, multiplier=r.multiplier
+            )
+        attrs.update(_type_attrs(n.output))
+        nodes.append(
+            helper.make_node(n.kind, inputs, [n.output.name], n.name, domain=DOMAIN, **attrs)
+        )
+    tensors = graph.tensors()
+    g = helper.make_graph(
+        nodes,
+        graph.name,
+        [_value_info(graph.input)],
+        [_value_info(tensors[t]) for t in graph.outputs],
+        inits,
+        value_info=[
+            _value_info(n.output) for n in graph.nodes if n.output.name not in graph.outputs
+        ],
+    )
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid(DOMAIN, 1)], producer_name="qcompile"
+    )
+    iq = graph.input_quant
+    x = graph.input
+    meta = {
+        KEY_VERSION: str(FORMAT_VERSION),
+        KEY_INPUT: json.dumps(
+            {
+                "bits": x.qtype.bits,
+                "signed": x.qtype.signed,
+                "frac": x.qtype.frac,
+                "scale": x.scale,
+                "quant_bits": iq.bits,
+                "lo": iq.lo,
+                "step": iq.step,
+                "zero": iq.zero,
+            }
+        ),
+        KEY_META: json.dumps(dict(graph.metadata)),
+    }
+    helper.set_model_props(model, meta)
+    digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+    model.metadata_props.add(key=KEY_HASH, value=digest)
+    return model
+
+
+def save(graph: Graph, path: str | Path) -> None:
+    """Verify ``graph`` and write it atomically to ``path``."""
+    data = to_onnx(verify(graph)).SerializeToString()
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def load(path: str | Path) -> Graph:
+    """Read, check and verify a .qir file."""
+    p = Path(path)
+    if not p.is_file():
+        raise QCompileError(f"{p}: no such file")
+    return loads(p.read_bytes(), str(p))
+
+
+def loads(data: bytes, where: str = "<bytes>") -> Graph:
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:  # protobuf raises DecodeError, RuntimeError, ... on garbage
+        raise QCompileError(
+            f"{where} is not a .qir file (not a readable ONNX model); it is truncated or corrupt"
+        ) from None
+    props = {p.key: p.value for p in model.metadata_props}
+    version = props.get(KEY_VERSION)
+    if version is None:
+        raise QCompileError(
+            f"{where} is an ONNX model but not a .qir file (no {KEY_VERSION}); "
+            "write one with `qcompile freeze`"
+        )
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise QCompileError(
+            f"{where} has .qir format version {version!r}; this qcompile reads "
+            f"up to {FORMAT_VERSION}: upgrade qcompile"
+        )
+    _check_hash(model, props.get(KEY_HASH), where)
+    try:
+        graph = _from_onnx(model, props)
+    except QCompileError:
+        raise
+    except Exception as e:  # any inconsistency in an intact-hash file: report, don't crash
+        raise QCompileError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+    try:
+        return verify(graph)
+    except QCompileError as e:
+        raise QCompileError(f"{where} fails verification: {e}") from None
+
+
+def _check_hash(model: onnx.ModelProto, digest: str | None, where: str) -> None:
+    props = model.metadata_props
+    if digest is None or not len(props) or props[len(props) - 1].key != KEY_HASH:
+        raise QCompileError(f"{where} has no content hash as its last property; tampered?")
+    del props[len(props) - 1]
+    if hashlib.sha256(model.SerializeToString()).hexdigest() != digest:
+        raise QCompileError(
+            f"{where} does not match its content hash: it was modified or "
+            "damaged after `qcompile freeze` wrote it"
+        )
+
+
+def _value_info(t: TensorInfo) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(t.name, TensorProto.INT64, ["N", *t.shape])
+
+
+def _type_attrs(t: TensorInfo) -> dict[str, Any]:
+    return {
+        "out_bits": t.qtype.bits,
+        "out_signed": int(t.qtype.signed),
+        "out_frac": t.qtype.frac,
+        "out_scale": repr(float(t.scale)),
+    }
+
+
+def _op_attrs(n: Node) -> dict[str, Any]:
+    op = n.op
+    if isinstance(op, Conv2d):
+        return {
+            "strides": list(op.stride),
+            "pads": list(op.padding),
+            "dilations": list(op.dilation),
+            "group": op.groups,
+        }
+    if isinstance(op, Pool):
+        return {"kernel": list(op.kernel), "strides": list(op.stride), "pads": list(op.padding)}
+    if isinstance(op, Add):
+        return {"multipliers": list(op.multipliers)}
+    return {}
+
+
+def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    spec = json.loads(props[KEY_INPUT])
+    if len(g.input) != 1:
+        raise ValueError(f"expected one graph input, found {len(g.input)}")
+    x_in = TensorInfo(
+        g.input[0].name,
+        _shape(g.input[0]),
+        QType(_int(spec["bits"]), bool(spec["signed"]), _int(spec["frac"])),
+        float(spec["scale"]),
+    )
+    iq = InputQuant(
+        _int(spec["quant_bits"]), float(spec["lo"]), float(spec["step"]), _int(spec["zero"])
+    )
+    shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
+    nodes = tuple(_node(n, inits, shapes) for n in g.node)
+    meta = json.loads(props.get(KEY_META, "{}"))
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{KEY_META} must map names to strings")
+    outputs = tuple(o.name for o in g.output)
+    return Graph(g.name, x_in, iq, nodes, outputs, tuple(sorted(meta.items())))
+
+
+def _int(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return v
+
+
+def _shape(v: onnx.ValueInfoProto) -> tuple[int, ...]:
+    dims = v.type.tensor_type.shape.dim
+    return tuple(_int(d.dim_value) for d in dims[1:])
+
+
+def _node(
+    n: onnx.NodeProto, inits: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
+) -> Node:
+    if n.domain != DOMAIN or n.op_type not in OPS:
+        raise ValueError(f"node {n.name!r}: unknown op {n.domain}:{n.op_type}")
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    kind = n.op_type
+    ints = lambda k: tuple(_int(v) for v in a[k])  # noqa: E731
+    if kind == "conv2d":
+        op: Any = Conv2d(ints("strides"), ints("pads"), ints("dilations"), _int(a["group"]))
+    elif kind in ("maxpool", "avgpool"):
+        op = OPS[kind](ints("kernel"), ints("strides"), ints("pads"))
+    elif kind == "add":
+        op = Add(ints("multipliers"))
+    else:
+        op = OPS[kind]()
+    inputs = list(n.input)
+    weights = None
+    if kind in ("conv2d", "dense"):
+        names = inputs[1:]
+        if len(names) not in (2, 3) or any(k not in inits for k in names):
+            raise ValueError(f"node {n.name!r}: needs codes, lut (and bias) initializers")
+        arrays = [inits[k] for k in names]
+        bias = arrays[2] if len(arrays) == 3 else None
+        weights = Weights(
+            _int(a["bits"]),
+            ints("weight_shape"),
+            arrays[0],
+            True,
+            arrays[1],
+            bias,
+            bool(a["uniform"]),
+        )
+        inputs = inputs[:1]
+    requant = None
+    if "shift" in a:
+        lo, hi = ints("clip")
+        requant = Requant(_int(a["shift"]), lo, hi, _int(a["acc_bits"]), _int(a["multiplier"]))
+    if len(n.output) != 1 or n.output[0] not in shapes:
+        raise ValueError(f"node {n.name!r}: needs one output with a value_info shape")
+    qtype = QType(_int(a["out_bits"]), bool(a["out_signed"]), _int(a["out_frac"]))
+    out = TensorInfo(n.output[0], shapes[n.output[0]], qtype, float(a["out_scale"].decode()))
+    return Node(n.name, op, tuple(inputs), out, weights, requant)

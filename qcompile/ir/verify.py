@@ -1,0 +1,91 @@
+"""``verify(graph)``: the well-formedness rules of the IR, each error naming the node.
+
+Rules: unique names; inputs defined before use; op arity; output shape equals the inferred
+one; weights (LUT size, code range, bias size); requant clip inside the output type;
+accumulators proven wide enough for every input in range (no silent wrap) and within
+``MAX_ACC_BITS``; pass-through ops keep their input type and scale.
+"""
+
+from __future__ import annotations
+
+from qcompile.errors import QCompileError
+from qcompile.ir import ops
+from qcompile.ir.graph import REQUANTIZED, WEIGHTED, Graph, Node
+from qcompile.ir.types import TensorInfo
+
+# The PyTorch reference emulates integer arithmetic in float64, exact below 2**53.
+MAX_ACC_BITS = 53
+
+
+class VerifyError(QCompileError):
+    """A graph breaks an IR rule; the message names the node and the rule."""
+
+
+def verify(graph: Graph) -> Graph:
+    """Check every rule; return ``graph`` unchanged, or raise :class:`VerifyError`."""
+    known: dict[str, TensorInfo] = {graph.input.name: graph.input}
+    names: set[str] = set()
+    iq = graph.input_quant
+    if graph.input.qtype.bits != iq.bits or not graph.input.qtype.contains(
+        iq.zero, iq.zero + (1 << iq.bits) - 1
+    ):
+        raise VerifyError(
+            f"graph input: type {graph.input.qtype} does not hold the "
+            f"{iq.bits}-bit input codes offset by {iq.zero}"
+        )
+    for node in graph.nodes:
+        if node.name in names:
+            raise VerifyError(f"node {node.name}: duplicate node name")
+        names.add(node.name)
+        if node.output.name in known:
+            raise VerifyError(f"node {node.name}: tensor {node.output.name} is defined twice")
+        try:
+            _check_node(node, [_lookup(known, t) for t in node.inputs])
+        except ValueError as e:
+            raise VerifyError(f"node {node.name} ({node.kind}): {e}") from None
+        known[node.output.name] = node.output
+    if not graph.outputs:
+        raise VerifyError("graph has no outputs")
+    for t in graph.outputs:
+        if t not in known:
+            raise VerifyError(f"graph output {t} is not produced by any node")
+    return graph
+
+
+def _lookup(known: dict[str, TensorInfo], name: str) -> TensorInfo:
+    if name not in known:
+        raise ValueError(f"input {name} is not defined before this node")
+    return known[name]
+
+
+def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
+    if len(inputs) != ops.arity(node):
+        raise ValueError(f"takes {ops.arity(node)} inputs, got {len(inputs)}")
+    if node.kind in WEIGHTED:
+        ops.check_weights(node)
+    elif node.weights is not None:
+        raise ValueError("has weights but its op takes none")
+    shape = ops.infer_shape(node, [t.shape for t in inputs])
+    if shape != node.output.shape:
+        raise ValueError(f"output shape {node.output.shape} should be {shape}")
+    out = node.output.qtype
+    if node.kind not in REQUANTIZED:
+        if node.requant is not None:
+            raise ValueError("has requant parameters but its op does not requantize")
+        src = inputs[0]
+        if src.qtype != out or src.scale != node.output.scale:
+            raise ValueError(f"must keep its input's type {src.qtype} and scale")
+        return
+    r = node.requant
+    if r is None:
+        raise ValueError("needs requant parameters")
+    if not out.contains(r.lo, r.hi):
+        raise ValueError(f"clip [{r.lo}, {r.hi}] exceeds the output type {out}")
+    need = ops.acc_bits_needed(node, [t.qtype.range for t in inputs])
+    if need > r.acc_bits:
+        raise ValueError(
+            f"accumulator needs {need} bits for inputs in range, "
+            f"declared {r.acc_bits} (it could overflow)"
+        )
+    if r.acc_bits > MAX_ACC_BITS:
+        raise ValueError(f"accumulator of {r.acc_bits} bits exceeds {MAX_ACC_BITS}")

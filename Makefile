@@ -1,4 +1,5 @@
-# Quick start: `make demo` (install + train on the embedded digits set), `make test`.
+# Quick start: `make demo` (install, train on the embedded digits set, freeze, simulate),
+# `make test`.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -17,6 +18,8 @@ install: $(STAMP)
 demo: install
 	rm -rf runs/demo
 	$(VENV)/bin/qcompile train models/lenet_digits_w4a4.toml --out runs/demo
+	$(VENV)/bin/qcompile freeze runs/demo/checkpoint.pt -o runs/demo/lenet.qir
+	$(VENV)/bin/qcompile simulate runs/demo/lenet.qir
 
 # pytest exits 5 when it collects nothing: that is a failure here, and says so.
 test: install
@@ -34,6 +37,8 @@ bench: install
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.accuracy_dqa
+	$(PY) -m bench.freeze_accuracy
+	$(PY) -m bench.sim
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -1,9 +1,5 @@
-"""What `qcompile inspect` reports: per-layer bits, levels, parameters and weight memory.
-
->>> from qcompile.ir.graph import Graph  # doctest: +SKIP
->>> summary(graph)["avg_weight_bits"]    # doctest: +SKIP
-2.31
-"""
+"""What `qcompile inspect` reports: per-layer bits, levels, parameters and weight memory
+(``summary(graph)`` for the figures, ``table(summary)`` for the text)."""
 
 from __future__ import annotations
 

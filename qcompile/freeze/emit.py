@@ -7,9 +7,9 @@ For a value landing on an activation quantizer with step ``s_y`` (clip ``[lo, hi
     y = clip((acc + 2^(F-1)) >> F, lo, hi)
 
 A value with no quantizer after it (the logits, a residual sum feeding a pool) lands on a
-"wide" fixed-point tensor with scale 1: ``y = acc``, real value ``y * 2^-F``. F is the
-largest fraction for which every LUT entry and multiplier fits in ``LUT_BITS`` signed bits,
-lowered until the accumulator's proven worst case fits in ``MAX_ACC_BITS``.
+"wide" fixed-point tensor with scale 1: ``y = acc``, real value ``y * 2^-F``. F bounds the
+rounding error of the folded levels (:func:`choose_frac`) and is lowered where needed until
+the accumulator's proven worst case fits in ``MAX_ACC_BITS``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from qcompile.ir.types import QType, TensorInfo
 from qcompile.ir.verify import MAX_ACC_BITS
 
 LUT_BITS = 16
+ERR_BITS = 4
 MAX_FRAC = 40
 
 
@@ -45,18 +46,31 @@ class Target:
         return self.qtype is None
 
 
-def _fits(ratio: float) -> int:
-    return math.floor(math.log2(((1 << (LUT_BITS - 1)) - 1) / ratio)) if ratio > 0 else MAX_FRAC
+def _frac_for(ratio: float, bits: int) -> int:
+    """Largest F with ``ratio * 2^F`` inside ``bits`` signed bits."""
+    return math.floor(math.log2(((1 << (bits - 1)) - 1) / ratio)) if ratio > 0 else MAX_FRAC
+
+
+def _term(term: LinearTerm | ScaledTerm, t: Target) -> tuple[float, int]:
+    """(largest |integer coefficient| per 2^F, inputs summed) of one term."""
+    unit = term.src.info.unit / t.scale
+    if isinstance(term, LinearTerm):
+        return float(np.abs(term.levels).max()) * unit, int(np.prod(term.codes.shape[1:]))
+    return abs(term.coef) * unit, 1
 
 
 def choose_frac(p: Pending, t: Target) -> int:
-    fracs = []
+    """F: every LUT entry rounds by at most 2^-(F+1); summed over a term's inputs that is at
+    most ``fan_in * max|x| * 2^-(F+1)`` output steps, which F keeps below 2^-ERR_BITS (and
+    never coarser than a 16-bit LUT), while no entry may exceed 32 bits."""
+    need, cap = 0, MAX_FRAC
     for term in p.terms:
-        if isinstance(term, LinearTerm):
-            fracs.append(_fits(float(np.abs(term.levels).max()) * term.src.info.unit / t.scale))
-        else:
-            fracs.append(_fits(abs(term.coef) * term.src.info.unit / t.scale))
-    f = min(fracs)
+        ratio, fan_in = _term(term, t)
+        xmax = max(abs(v) for v in term.src.info.qtype.range)
+        precise = math.ceil(math.log2(fan_in * xmax)) + ERR_BITS if xmax else 0
+        need = max(need, _frac_for(ratio, LUT_BITS), precise)
+        cap = min(cap, _frac_for(ratio, 32))
+    f = min(need, cap)
     if t.wide:  # keep wide shortcuts exact: their multiplier is then a power of two
         f = max([f] + [s.src.info.qtype.frac for s in p.terms if isinstance(s, ScaledTerm)])
     return max(0, min(MAX_FRAC, f))
@@ -68,7 +82,18 @@ class Emitter:
     def __init__(self) -> None:
         self.nodes: list[Node] = []
 
+    def unique(self, name: str) -> str:
+        used = {n.name for n in self.nodes}
+        k, out = 1, name
+        while out in used or any(u.startswith(out + ".") for u in used):
+            k, out = k + 1, f"{name}_{k}"
+        return out
+
     def materialize(self, p: Pending, t: Target, name: str) -> Int:
+        """Emit ``p`` landing on ``t``. A lone weight layer keeps its own name; sums are named
+        after their consumer ``name``."""
+        linear = [x for x in p.terms if isinstance(x, LinearTerm)]
+        name = self.unique(linear[0].name if len(p.terms) == 1 and linear else name)
         frac = choose_frac(p, t)
         while True:
             nodes = build(p, t, frac, name)

@@ -18,6 +18,7 @@ Construction checks each object on its own; :func:`qcompile.ir.verify` checks th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -64,8 +65,10 @@ class Add:
     multipliers: tuple[int, ...] = (1, 1)
 
     def __post_init__(self) -> None:
-        if len(self.multipliers) < 2 or any(not isinstance(m, int) for m in self.multipliers):
-            raise ValueError("add needs an integer multiplier for each of >= 2 inputs")
+        if len(self.multipliers) < 2 or any(
+            not isinstance(m, int) or abs(m) >= 1 << 31 for m in self.multipliers
+        ):
+            raise ValueError("add needs a 32-bit integer multiplier for each of >= 2 inputs")
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,8 @@ class Requant:
             raise ValueError(f"requant clip needs integers lo <= hi, got {self.lo!r}..{self.hi!r}")
         if not isinstance(self.acc_bits, int) or not 2 <= self.acc_bits <= 64:
             raise ValueError(f"acc_bits must be 2..64, got {self.acc_bits!r}")
-        if not isinstance(self.multiplier, int) or self.multiplier == 0:
-            raise ValueError("requant multiplier must be a non-zero integer")
+        if not isinstance(self.multiplier, int) or not 0 < abs(self.multiplier) < 1 << 31:
+            raise ValueError("requant multiplier must be a non-zero integer within 32 bits")
 
     @property
     def rounding(self) -> int:
@@ -203,6 +206,12 @@ class Node:
     weights: Weights | None = None
     requant: Requant | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a node needs a non-empty string name")
+        if not all(isinstance(t, str) for t in self.inputs):
+            raise ValueError(f"node {self.name}: input names must be strings")
+
     @property
     def kind(self) -> str:
         return self.op.kind
@@ -217,6 +226,14 @@ class InputQuant:
     lo: float
     step: float
     zero: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+            raise ValueError(f"input quantizer bits must be 1..16, got {self.bits!r}")
+        if not (math.isfinite(self.step) and self.step > 0 and math.isfinite(self.lo)):
+            raise ValueError("input quantizer needs a finite lo and a finite step > 0")
+        if not isinstance(self.zero, int):
+            raise ValueError("input quantizer zero must be an integer")
 
 
 @dataclass(frozen=True, eq=False)

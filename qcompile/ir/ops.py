@@ -88,12 +88,13 @@ def check_weights(node: Node) -> None:
             f"lut is {list(w.lut.shape)}, must be [1 or {w.shape[0]}, {levels}] "
             f"for {w.bits}-bit codes"
         )
-    if w.lut.size and int(np.abs(w.lut).max()) >= LUT_LIMIT:
+    # min/max, not abs: abs(int64 min) wraps to a negative number
+    if w.lut.size and not -LUT_LIMIT < int(w.lut.min()) <= int(w.lut.max()) < LUT_LIMIT:
         raise ValueError("lut entries must fit in 32 bits")
     if w.bias is not None:
         if w.bias.shape != (w.shape[0],):
             raise ValueError(f"bias has {w.bias.shape[0]} entries for {w.shape[0]} channels")
-        if w.bias.size and int(np.abs(w.bias).max()) >= 1 << 62:
+        if w.bias.size and not -(1 << 62) < int(w.bias.min()) <= int(w.bias.max()) < 1 << 62:
             raise ValueError("bias entries must fit in 62 bits")
     if w.packed:
         from qcompile.ir.packing import padding_is_zero
@@ -139,4 +140,4 @@ def requant_range(node: Node, acc: Range) -> Range:
 def acc_bits_needed(node: Node, inputs: list[Range]) -> int:
     """Signed width holding the accumulator for every input in range."""
     lo, hi = requant_range(node, acc_range(node, inputs))
-    return max(int(-lo - 1).bit_length() if lo < 0 else 0, int(max(hi, 0)).bit_length()) + 1
+    return max(1, int(-lo - 1).bit_length() if lo < 0 else 0, int(max(hi, 0)).bit_length()) + 1

@@ -109,9 +109,13 @@ def save(graph: Graph, path: str | Path) -> None:
 def load(path: str | Path) -> Graph:
     """Read, check and verify a .qir file."""
     p = Path(path)
-    if not p.is_file():
-        raise QCompileError(f"{p}: no such file")
-    return loads(p.read_bytes(), str(p))
+    try:
+        if not p.is_file():
+            raise QCompileError(f"{p}: no such file")
+        data = p.read_bytes()
+    except OSError as e:  # unreadable, name too long, removed since is_file, ...
+        raise QCompileError(f"{p}: cannot read: {e.strerror or e}") from None
+    return loads(data, str(p))
 
 
 def loads(data: bytes, where: str = "<bytes>") -> Graph:
@@ -128,7 +132,11 @@ def loads(data: bytes, where: str = "<bytes>") -> Graph:
             f"{where} is an ONNX model but not a .qir file (no {KEY_VERSION}); "
             "write one with `qcompile freeze`"
         )
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    # ASCII digits only, few enough for int(): "²" and 5000-digit strings raise ValueError
+    known = version.isascii() and version.isdigit() and len(version) <= 9
+    if not known or int(version) < 1:
+        raise QCompileError(f"{where} has an invalid .qir format version {version!r}")
+    if int(version) > FORMAT_VERSION:
         raise QCompileError(
             f"{where} has .qir format version {version!r}; this qcompile reads "
             f"up to {FORMAT_VERSION}: upgrade qcompile"

@@ -51,7 +51,7 @@ class QType:
         """The narrowest QType holding every integer in ``[lo, hi]``."""
         if lo >= 0:
             return QType(max(1, int(hi).bit_length()), False, frac)
-        bits = max(int(-lo - 1).bit_length(), int(max(hi, 0)).bit_length()) + 1
+        bits = max(1, int(-lo - 1).bit_length(), int(max(hi, 0)).bit_length()) + 1
         return QType(bits, True, frac)
 
     def __str__(self) -> str:
@@ -69,8 +69,8 @@ class TensorInfo:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a tensor needs a name")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a tensor needs a non-empty string name")
         if not self.shape or any(not isinstance(d, int) or d < 1 for d in self.shape):
             raise ValueError(f"tensor {self.name}: bad shape {self.shape!r}")
         if not (math.isfinite(self.scale) and self.scale > 0):

@@ -197,6 +197,11 @@ class LSQ(Quantizer):
         s = self._scaled_step(x)
         return round_ste(torch.clamp(x / s, -self.qn, self.qp)) * s
 
+    def grid(self) -> tuple[Tensor, Tensor]:
+        """``(lo, step)`` of the learned levels (what freeze needs for activations)."""
+        step = self.step.detach()
+        return -self.qn * step, step
+
     def encode(self, x: Tensor) -> Encoded:
         s = self._scaled_step(x).detach()
         codes = torch.round(torch.clamp(x / s, -self.qn, self.qp)) + self.qn

@@ -1,0 +1,75 @@
+"""Frozen integer model vs the fake-quant model it came from: accuracy on the full test split.
+
+Trains lenet W2A4 (uniform min-max, and DQA over {2,4,8} bits) on digits and mnist5k for 15
+epochs, freezes each checkpoint and runs `qcompile simulate`'s comparison on every test
+image: fake-quant accuracy, frozen PyTorch accuracy, simulator accuracy and `exact`.
+
+    python -m bench.freeze_accuracy [--epochs 15] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench.report import machine, write_section
+from qcompile.freeze import freeze_checkpoint
+from qcompile.recipe import load_recipe
+from qcompile.simulate import simulate
+from qcompile.train import train
+
+CASES = [("digits", "uniform"), ("digits", "dqa"), ("mnist5k", "uniform"), ("mnist5k", "dqa")]
+
+
+def run(data: str, method: str, epochs: int, seed: int, out: Path) -> dict:
+    r = load_recipe(
+        None,
+        {
+            "model.name": "lenet",
+            "data.name": data,
+            "stage.method": method,
+            "stage.wbits": 2,
+            "stage.abits": 4,
+            "train.epochs": epochs,
+            "train.seed": seed,
+        },
+    )
+    train(r, out, progress=False, log=lambda m: None)
+    return simulate(freeze_checkpoint(out / "checkpoint.pt"), n=100_000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for data, method in CASES:
+            r = run(data, method, args.epochs, args.seed, Path(tmp) / f"{data}-{method}")
+            drop = 100 * (r["acc_fakequant"] - r["acc_frozen"])
+            print(data, method, r, flush=True)
+            rows.append(
+                f"| lenet / {data} | {method} W2A4 | {r['n']} | {100 * r['acc_fakequant']:.2f} | "
+                f"{100 * r['acc_frozen']:.2f} | {100 * r['acc_sim']:.2f} | {drop:+.2f} | "
+                f"{r['exact']:.3f} |"
+            )
+    body = "\n".join(
+        [
+            "## Frozen vs fake-quant accuracy (`python -m bench.freeze_accuracy`)",
+            "",
+            f"{args.epochs} epochs, seed {args.seed}, whole test split; {machine()}.",
+            "Drop = fake-quant minus frozen, in percentage points (goal: within 0.3).",
+            "",
+            "| model / data | stage | n | fake-quant % | frozen torch % | simulator % | drop pp "
+            "| exact |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    write_section("freeze_accuracy", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -58,7 +58,7 @@ def exactness(graph: Graph, n: int, seed: int = 1) -> dict:
 def test_zoo_model_frozen_is_bit_exact(name, shape, opts):
     q = prepared(build_model(name, shape, 10, **opts), shape, wbits=2, abits=4)
     graph = freeze_model(q, shape, name)
-    n = 200 if shape[1] > 64 else 1000
+    n = 1000
     r = exactness(graph, n)
     assert r["n"] == n and r["exact"] == 1.0 and r["max_abs_diff"] == 0.0
     kinds = {node.kind for node in graph.nodes}

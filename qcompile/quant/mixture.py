@@ -19,9 +19,52 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from qcompile.quant.base import Encoded, Quantizer
+from qcompile.quant.base import Encoded, Identity, Quantizer, channel_rows, expand_rows
+from qcompile.quant.ste import safe_step, uniform_codes
+from qcompile.quant.uniform import MinMax
 
 MODES = ("attention", "relax")
+
+
+class _MinMaxMix(torch.autograd.Function):
+    """``sum_k a_k Q_k(x)`` for min-max members (``bits[k]``; None = float) sharing one
+    min/max: the same values as mixing the members one by one, in one autograd node.
+
+    Gradients: ``x`` gets ``sum_k a_k`` (each member is straight-through), ``a_k`` gets
+    ``sum(grad * Q_k(x))``. Per-member autograd cost DQA ~40% of a W2 epoch on lenet.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, lo: Tensor, hi: Tensor, bits: tuple) -> Tensor:  # type: ignore[override]
+        qs, out = [], None
+        for k, b in enumerate(bits):
+            if b is None:
+                q = x
+            else:
+                step = safe_step((hi - lo) / (2**b - 1))
+                q = lo + uniform_codes(x, lo, step, 2**b - 1) * step
+            qs.append(q)
+            out = a[k] * q if out is None else out + a[k] * q
+        ctx.save_for_backward(a, *qs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        a, *qs = ctx.saved_tensors
+        gx = grad * a.sum() if ctx.needs_input_grad[0] else None
+        ga = torch.stack([(grad * q).sum() for q in qs]) if ctx.needs_input_grad[1] else None
+        return gx, ga, None, None, None
+
+
+def _minmax_bits(members: Sequence[Quantizer]) -> tuple[tuple[int | None, ...], bool] | None:
+    """Member widths (None for float) when every member is MinMax or Identity, sharing one
+    per-channel setting; None when the mixture cannot take the fused path."""
+    grids = [m for m in members if type(m) is MinMax]
+    if not grids or any(type(m) not in (MinMax, Identity) for m in members):
+        return None
+    if len({m.per_channel for m in grids}) != 1:
+        return None
+    return tuple(m.bits if type(m) is MinMax else None for m in members), grids[0].per_channel
 
 
 def dqa_init(bits: Sequence[int]) -> list[float]:
@@ -54,6 +97,7 @@ class Mixture(Quantizer):
         self.register_buffer("temperature", torch.tensor(1.0))
         self.register_buffer("omega", torch.tensor(1.0))
         self.register_buffer("snapped", torch.tensor(False))
+        self._fused = _minmax_bits(members)
 
     @property
     def member_bits(self) -> list[int]:
@@ -82,6 +126,10 @@ class Mixture(Quantizer):
         if bool(self.snapped):
             return self.members[0](x)
         a = self.weights()
+        if self._fused is not None:
+            bits, per_channel = self._fused
+            lo, hi = torch.aminmax(channel_rows(x.detach(), per_channel), dim=1)
+            return _MinMaxMix.apply(x, a, expand_rows(lo, x), expand_rows(hi, x), bits)
         out = a[0] * self.members[0](x)
         for k in range(1, len(self.members)):
             out = out + a[k] * self.members[k](x)

@@ -17,6 +17,7 @@ deploy its lowest-bit member. Choices where the paper is silent, and measured in
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,9 +124,18 @@ class MixtureStage(Stage):
         ]
         return Mixture(qs, self.mode)
 
+    def mixtures(self, model: QuantModel) -> dict[str, Mixture]:
+        """Every mixture by the name of the layer that holds it, weights first (found once
+        per model: the hooks ask every step, and walking the module tree costs ~1 ms)."""
+        cached = getattr(self, "_mixtures", None)
+        if cached is not None and cached[0]() is model:
+            return cached[1]
+        found = self.find_mixtures(model)
+        self._mixtures = (weakref.ref(model), found)
+        return found
+
     @staticmethod
-    def mixtures(model: QuantModel) -> dict[str, Mixture]:
-        """Every mixture by the name of the layer that holds it, weights first."""
+    def find_mixtures(model: QuantModel) -> dict[str, Mixture]:
         found: dict[str, Mixture] = {}
         for name, m in model.net.named_modules():
             q = getattr(m, "weight_quant", None) or (m.quant if isinstance(m, QuantAct) else None)

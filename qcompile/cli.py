@@ -170,25 +170,61 @@ def inspect(model: str, as_json: bool) -> None:
 def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
     """Run MODEL.qir through the integer simulator and the PyTorch frozen model and compare
     their outputs bit for bit (and report the fake-quant model's accuracy)."""
-    from qcompile.ir import qir
+    from qcompile.simulate import load_model
     from qcompile.simulate import simulate as run
 
     if data and inputs:
         raise QCompileError("give --data or --inputs, not both")
-    if Path(model).is_dir():
-        raise QCompileError(
-            f"{model} is a directory; this version simulates .qir files "
-            "(backend artifacts come with `qcompile export`)"
-        )
-    r = run(qir.load(model), data, inputs, n)
+    graph, impls, extra = load_model(model)
+    r = {**run(graph, data, inputs, n, impls), **extra}
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     human = (
         f"{r['n']} inputs ({r['inputs']}): exact {100 * r['exact']:.1f}% across "
         f"{', '.join(r['compared'])}, max_abs_diff {r['max_abs_diff']:g}\n"
-        f"accuracy: fake-quant {pct(r['acc_fakequant'])}, frozen {pct(r['acc_frozen'])}, "
-        f"simulator {pct(r['acc_sim'])}"
+        "accuracy: "
+        + ", ".join(f"{k.removeprefix('acc_')} {pct(v)}" for k, v in r.items() if k[:4] == "acc_")
     )
     emit(r, as_json, human)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    required=True,
+    help="fpga (the pynq-z2 profile), a profile in targets/ (pynq-z2, zcu104, alveo-u250) or "
+    "a PATH.toml.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Artifact directory to create.",
+)
+@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
+def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
+    """Compile MODEL.qir for a target into an artifact directory.
+
+    fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
+    manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++ and
+    checks it bit for bit against the integer simulator.
+    """
+    from qcompile.backends.hls4ml import export_fpga
+    from qcompile.backends.targets import load_target
+    from qcompile.ir import qir
+
+    t = load_target(target)
+    graph = qir.load(model)
+    info = export_fpga(graph, Path(output), t, force)
+    human = (
+        f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
+        f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
+        f"{info['weight_mem_bits']} bits packed vs "
+        f"{info['estimates']['hls4ml_default_weight_bits']} at hls4ml's default 16 bits"
+    )
+    emit({**info, "out": output}, as_json, human)
 
 
 def main(argv: list[str] | None = None) -> None:

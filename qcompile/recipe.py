@@ -14,13 +14,12 @@ Unknown or mistyped keys are errors that name the key and the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from qcompile.errors import QCompileError, did_you_mean
 from qcompile.stages import StageConfig, stage_class

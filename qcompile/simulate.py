@@ -31,6 +31,28 @@ def implementations(graph: Graph) -> dict[str, Impl]:
     return {"sim": lambda x: sim.run(x)[out], "frozen": lambda x: ref(x)[out]}
 
 
+def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
+    """A .qir file, or an exported artifact directory (its .qir plus the artifact itself)."""
+    from qcompile.ir import qir
+
+    p = Path(path)
+    if not p.is_dir():
+        graph = qir.load(p)
+        return graph, implementations(graph), {}
+    from qcompile.backends.artifact import read_manifest
+
+    info = read_manifest(p)
+    graph = qir.load(p / str(info.get("qir", "model.qir")))
+    impls = implementations(graph)
+    if info["target"] != "fpga":
+        raise QCompileError(f"{p}: artifacts for target {info['target']!r} are not supported")
+    from qcompile.backends.hls4ml import CSim
+
+    csim = CSim(p, graph, str(info.get("project", "myproject")))
+    impls["fpga_csim"] = csim
+    return graph, impls, {"artifact": str(p), "target": "fpga", "build_s": round(csim.build_s, 2)}
+
+
 def compare(
     graph: Graph, impls: dict[str, Impl], x_int: np.ndarray, labels: np.ndarray | None
 ) -> dict[str, Any]:
@@ -112,10 +134,16 @@ def fake_quant_accuracy(graph: Graph, x: np.ndarray, labels: np.ndarray | None) 
 
 
 def simulate(
-    graph: Graph, data: str | None = None, inputs: str | None = None, n: int = 1000
+    graph: Graph,
+    data: str | None = None,
+    inputs: str | None = None,
+    n: int = 1000,
+    impls: dict[str, Impl] | None = None,
 ) -> dict[str, Any]:
+    """Compare ``impls`` (default: simulator and frozen PyTorch) on ``n`` inputs."""
     x, labels, source = load_inputs(graph, data, inputs, n)
-    result = compare(graph, implementations(graph), quantize_input(graph, x), labels)
+    impls = impls if impls is not None else implementations(graph)
+    result = compare(graph, impls, quantize_input(graph, x), labels)
     result["acc_fakequant"] = fake_quant_accuracy(graph, x, labels)
     result["inputs"] = source
     return result

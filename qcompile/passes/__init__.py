@@ -14,6 +14,7 @@ from qcompile.ir.verify import verify
 from qcompile.passes.dead_code import eliminate_dead
 from qcompile.passes.fuse_activation import fuse_activation
 from qcompile.passes.pack import pack_codes
+from qcompile.passes.split_add import split_add
 
 Pass = Callable[[Graph], Graph]
 PIPELINE: tuple[Pass, ...] = (fuse_activation, eliminate_dead, pack_codes)
@@ -27,4 +28,11 @@ def run_pipeline(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> Graph:
     return graph
 
 
-__all__ = ["PIPELINE", "eliminate_dead", "fuse_activation", "pack_codes", "run_pipeline"]
+__all__ = [
+    "PIPELINE",
+    "eliminate_dead",
+    "fuse_activation",
+    "pack_codes",
+    "run_pipeline",
+    "split_add",
+]

@@ -1,0 +1,101 @@
+"""One hls4ml layer class for every IR node, registered through hls4ml's Extension API.
+
+The layer carries its node's kernel name, output type and packed weights; the templates
+render its config struct from :class:`KernelContext` and its call from ``call_KERNEL.tpl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import hls4ml
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
+from hls4ml.model.layers import Layer
+from hls4ml.model.types import IntegerPrecisionType
+
+from qcompile.backends.hls4ml.context import TEMPLATES, KernelContext
+
+HEADER = "nnet_utils/nnet_qcompile.h"
+
+
+def int_type(bits: int, signed: bool) -> IntegerPrecisionType:
+    return IntegerPrecisionType(width=bits, signed=signed)
+
+
+class QcompileLayer(Layer):
+    """An IR node: attributes ``qc_shape``, ``qc_type`` (bits, signed), ``qc_kernel``,
+    ``qc_context`` and, for weight layers, ``qc_codes`` (uint32 words), ``qc_lut``,
+    ``qc_bias`` with their types ``qc_lut_type``/``qc_bias_type`` (bits)."""
+
+    def initialize(self) -> None:
+        bits, signed = self.get_attr("qc_type")
+        self.add_output_variable(list(self.get_attr("qc_shape")), precision=int_type(bits, signed))
+        codes = self.get_attr("qc_codes")
+        if codes is not None:
+            self.add_weights_variable(
+                "codes", "c{index}", precision=int_type(32, False), data=codes
+            )
+            self.add_weights_variable(
+                "lut",
+                "l{index}",
+                data=self.get_attr("qc_lut"),
+                precision=int_type(self.get_attr("qc_lut_bits"), True),
+            )
+            self.add_weights_variable(
+                "bias",
+                "b{index}",
+                data=self.get_attr("qc_bias"),
+                precision=int_type(self.get_attr("qc_bias_bits"), True),
+            )
+
+
+class QcompileConfigTemplate(LayerConfigTemplate):
+    def __init__(self) -> None:
+        super().__init__(QcompileLayer)
+
+    def format(self, node: QcompileLayer) -> str:
+        ctx: KernelContext = node.get_attr("qc_context")
+        ctx = replace(ctx, res_t=node.get_output_variable().type.name)
+        if node.get_attr("qc_codes") is not None:
+            ctx = replace(
+                ctx,
+                lut_t=node.get_weights("lut").type.name,
+                bias_t=node.get_weights("bias").type.name,
+            )
+        return ctx.render(node.index)
+
+
+class QcompileFunctionTemplate(FunctionCallTemplate):
+    def __init__(self) -> None:
+        super().__init__(QcompileLayer, include_header=[HEADER])
+
+    def format(self, node: QcompileLayer) -> str:
+        out = node.get_output_variable()
+        params = {"config": f"config{node.index}", "output": out.name, "output_t": out.type.name}
+        for i, name in enumerate(node.inputs):
+            var = node.get_input_variable(name)
+            params[f"in{i}"], params[f"in{i}_t"] = var.name, var.type.name
+        params["input"], params["input_t"] = params["in0"], params["in0_t"]
+        if node.get_attr("qc_codes") is not None:
+            params.update(
+                codes=node.get_weights("codes").name,
+                lut=node.get_weights("lut").name,
+                bias=node.get_weights("bias").name,
+            )
+        template = TEMPLATES / f"call_{node.get_attr('qc_kernel')}.tpl"
+        return template.read_text().strip().format(**params)
+
+
+_registered: set[str] = set()
+
+
+def register(backend: str) -> None:
+    """Register the layer, its templates and the kernel header with ``backend`` (once)."""
+    if backend in _registered:
+        return
+    hls4ml.model.layers.register_layer("QcompileLayer", QcompileLayer)
+    b = hls4ml.backends.get_backend(backend)
+    b.register_template(QcompileConfigTemplate)
+    b.register_template(QcompileFunctionTemplate)
+    b.register_source(TEMPLATES / "nnet_qcompile.h")
+    _registered.add(backend)

@@ -1,0 +1,1 @@
+nnet::qc::clip<{input_t}, {output_t}, {config}>({input}, {output});

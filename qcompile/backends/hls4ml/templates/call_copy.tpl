@@ -1,0 +1,1 @@
+nnet::qc::copy<{input_t}, {output_t}, {config}>({input}, {output});

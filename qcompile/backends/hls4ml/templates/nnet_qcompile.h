@@ -1,0 +1,165 @@
+// qcompile's integer kernels for hls4ml: bit-packed LUT dense/conv, residual add, pools.
+// The arithmetic is the numeric contract of qcompile's IR, and nothing else:
+//   acc = sum x * LUT[row][code] + bias     (ap_int accumulators sized by the verifier)
+//   y   = clip((acc * mult + 2^(shift-1)) >> shift, lo, hi)
+// ">>" on ap_int is an arithmetic (flooring) shift, so "+ 2^(shift-1)" rounds half up
+// (AP_RND); the clip saturates (AP_SAT) to the activation's range, which may be narrower than
+// its type (ReLU6). Tensors are channels-first (C, H, W) flattened, as in the IR.
+#ifndef NNET_QCOMPILE_H_
+#define NNET_QCOMPILE_H_
+
+#include "ap_int.h"
+
+namespace nnet {
+namespace qc {
+
+template <typename CONFIG_T>
+typename CONFIG_T::res_t requant(typename CONFIG_T::accum_t acc) {
+    #pragma HLS INLINE
+    typename CONFIG_T::accum_t v = acc * CONFIG_T::multiplier;
+    if (CONFIG_T::shift > 0) {
+        v = (v + (typename CONFIG_T::accum_t(1) << (CONFIG_T::shift > 0 ? CONFIG_T::shift - 1 : 0))) >> CONFIG_T::shift;
+    }
+    if (v < CONFIG_T::lo) v = CONFIG_T::lo;
+    if (v > CONFIG_T::hi) v = CONFIG_T::hi;
+    return typename CONFIG_T::res_t(v);
+}
+
+// Code i of a tensor packed LSB-first, CONFIG_T::per_word codes to a 32-bit word.
+template <typename CONFIG_T>
+unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words], unsigned i) {
+    #pragma HLS INLINE
+    ap_uint<32> word = codes[i / CONFIG_T::per_word];
+    return (word >> (CONFIG_T::bits * (i % CONFIG_T::per_word))) & ((1u << CONFIG_T::bits) - 1);
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void lut_dense(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
+               const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
+               const typename CONFIG_T::lut_t lut[CONFIG_T::lut_rows * CONFIG_T::n_levels],
+               const typename CONFIG_T::bias_t bias[CONFIG_T::n_out]) {
+Outputs:
+    for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
+        #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
+        const unsigned row = CONFIG_T::lut_rows == 1 ? 0 : o;
+        typename CONFIG_T::accum_t acc = bias[o];
+    Inputs:
+        for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+            unsigned code = code_at<CONFIG_T>(codes, o * CONFIG_T::n_in + i);
+            acc += data[i] * lut[row * CONFIG_T::n_levels + code];
+        }
+        res[o] = requant<CONFIG_T>(acc);
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void lut_conv2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::in_width],
+                res_T res[CONFIG_T::n_filt * CONFIG_T::out_height * CONFIG_T::out_width],
+                const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
+                const typename CONFIG_T::lut_t lut[CONFIG_T::lut_rows * CONFIG_T::n_levels],
+                const typename CONFIG_T::bias_t bias[CONFIG_T::n_filt]) {
+    const unsigned cg = CONFIG_T::n_chan / CONFIG_T::groups;
+    const unsigned og = CONFIG_T::n_filt / CONFIG_T::groups;
+Filters:
+    for (unsigned o = 0; o < CONFIG_T::n_filt; o++) {
+        const unsigned row = CONFIG_T::lut_rows == 1 ? 0 : o;
+        const unsigned g = o / og;
+    Rows:
+        for (unsigned oh = 0; oh < CONFIG_T::out_height; oh++) {
+        Cols:
+            for (unsigned ow = 0; ow < CONFIG_T::out_width; ow++) {
+                #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
+                typename CONFIG_T::accum_t acc = bias[o];
+            Taps:
+                for (unsigned ci = 0; ci < cg; ci++) {
+                    for (unsigned kh = 0; kh < CONFIG_T::filt_height; kh++) {
+                        for (unsigned kw = 0; kw < CONFIG_T::filt_width; kw++) {
+                            int ih = int(oh * CONFIG_T::stride_height + kh * CONFIG_T::dilation_height) - int(CONFIG_T::pad_top);
+                            int iw = int(ow * CONFIG_T::stride_width + kw * CONFIG_T::dilation_width) - int(CONFIG_T::pad_left);
+                            if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
+                            unsigned idx = ((o * cg + ci) * CONFIG_T::filt_height + kh) * CONFIG_T::filt_width + kw;
+                            unsigned code = code_at<CONFIG_T>(codes, idx);
+                            acc += data[((g * cg + ci) * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw] *
+                                   lut[row * CONFIG_T::n_levels + code];
+                        }
+                    }
+                }
+                res[(o * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow] = requant<CONFIG_T>(acc);
+            }
+        }
+    }
+}
+
+template <class in0_T, class in1_T, class res_T, typename CONFIG_T>
+void add2(in0_T a[CONFIG_T::n_elem], in1_T b[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
+    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
+        #pragma HLS UNROLL factor=CONFIG_T::unroll
+        typename CONFIG_T::accum_t acc = typename CONFIG_T::accum_t(a[i]) * CONFIG_T::m0;
+        acc += typename CONFIG_T::accum_t(b[i]) * CONFIG_T::m1;
+        res[i] = requant<CONFIG_T>(acc);
+    }
+}
+
+template <class in0_T, class in1_T, class in2_T, class res_T, typename CONFIG_T>
+void add3(in0_T a[CONFIG_T::n_elem], in1_T b[CONFIG_T::n_elem], in2_T c[CONFIG_T::n_elem],
+          res_T res[CONFIG_T::n_elem]) {
+    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
+        #pragma HLS UNROLL factor=CONFIG_T::unroll
+        typename CONFIG_T::accum_t acc = typename CONFIG_T::accum_t(a[i]) * CONFIG_T::m0;
+        acc += typename CONFIG_T::accum_t(b[i]) * CONFIG_T::m1;
+        acc += typename CONFIG_T::accum_t(c[i]) * CONFIG_T::m2;
+        res[i] = requant<CONFIG_T>(acc);
+    }
+}
+
+// Window reduction over (C, H, W): max (padding never wins) or sum (zero padding).
+template <class data_T, class res_T, typename CONFIG_T>
+void pool2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::in_width],
+            res_T res[CONFIG_T::n_chan * CONFIG_T::out_height * CONFIG_T::out_width]) {
+    for (unsigned c = 0; c < CONFIG_T::n_chan; c++) {
+        for (unsigned oh = 0; oh < CONFIG_T::out_height; oh++) {
+            for (unsigned ow = 0; ow < CONFIG_T::out_width; ow++) {
+                #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
+                typename CONFIG_T::accum_t acc = 0;
+                bool first = true;
+                for (unsigned kh = 0; kh < CONFIG_T::pool_height; kh++) {
+                    for (unsigned kw = 0; kw < CONFIG_T::pool_width; kw++) {
+                        int ih = int(oh * CONFIG_T::stride_height + kh) - int(CONFIG_T::pad_top);
+                        int iw = int(ow * CONFIG_T::stride_width + kw) - int(CONFIG_T::pad_left);
+                        if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
+                        typename CONFIG_T::accum_t v = data[(c * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw];
+                        if (CONFIG_T::is_max) {
+                            if (first || v > acc) acc = v;
+                        } else {
+                            acc += v;
+                        }
+                        first = false;
+                    }
+                }
+                unsigned out = (c * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow;
+                res[out] = CONFIG_T::is_max ? res_T(acc) : requant<CONFIG_T>(acc);
+            }
+        }
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void clip(data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
+    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
+        #pragma HLS UNROLL factor=CONFIG_T::unroll
+        res[i] = requant<CONFIG_T>(typename CONFIG_T::accum_t(data[i]));
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void copy(data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
+    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
+        #pragma HLS UNROLL factor=CONFIG_T::unroll
+        res[i] = data[i];
+    }
+}
+
+} // namespace qc
+} // namespace nnet
+
+#endif

@@ -1,0 +1,80 @@
+"""Deployment target profiles: TOML files in the repository's ``targets/`` folder.
+
+>>> load_target("fpga").name
+'pynq-z2'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from qcompile.errors import QCompileError, unknown_choice
+
+TARGETS = Path(__file__).resolve().parents[2] / "targets"
+DEFAULTS = {"fpga": "pynq-z2"}
+PLANNED = ("arm", "cpu", "gpu")
+STRATEGIES = ("Latency", "Resource")
+HLS_BACKENDS = ("Vitis", "Vivado")
+
+
+@dataclass(frozen=True)
+class FpgaTarget:
+    name: str
+    part: str
+    clock_period: float = 10.0
+    backend: str = "Vitis"
+    strategy: str = "Latency"
+    reuse_factor: int = 1
+    io_type: str = "io_parallel"
+    kind: str = "fpga"
+
+    def __post_init__(self) -> None:
+        if self.backend not in HLS_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(HLS_BACKENDS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if not isinstance(self.reuse_factor, int) or self.reuse_factor < 1:
+            raise ValueError("reuse_factor must be an integer >= 1")
+        if not self.clock_period > 0:
+            raise ValueError("clock_period must be > 0 (ns)")
+        if self.io_type != "io_parallel":
+            raise ValueError("io_type: this version emits io_parallel projects only")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in TARGETS.glob("*.toml"))
+
+
+def load_target(spec: str) -> FpgaTarget:
+    """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
+    if spec in PLANNED:
+        raise QCompileError(
+            f"--target {spec}: the TVM backend (arm, cpu, gpu) is not in this "
+            "version; available: fpga, " + ", ".join(available())
+        )
+    path = Path(spec) if spec.endswith(".toml") else TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
+    if not path.is_file():
+        if spec.endswith(".toml"):
+            raise QCompileError(f"--target {spec}: no such file")
+        raise unknown_choice("target", spec, ["fpga", *available()])
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise QCompileError(f"target file {path}: {e}") from None
+    if raw.get("kind") != "fpga":
+        raise QCompileError(
+            f"target file {path}: kind {raw.get('kind')!r} is not supported "
+            'in this version (kind = "fpga")'
+        )
+    known = {f.name for f in fields(FpgaTarget)} - {"name"}
+    for key in raw:
+        if key not in known:
+            raise QCompileError(
+                f"target file {path}: unknown key '{key}'; valid: " + ", ".join(sorted(known))
+            )
+    try:
+        return FpgaTarget(name=path.stem, **raw)
+    except (TypeError, ValueError) as e:
+        raise QCompileError(f"target file {path}: {e}") from None

@@ -1,5 +1,5 @@
-# Quick start: `make demo` (install, train on the embedded digits set, freeze, simulate),
-# `make test`.
+# Quick start: `make demo` (install, train on the embedded digits set, freeze, simulate,
+# export an FPGA project and run its C simulation) and `make test`.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -20,6 +20,8 @@ demo: install
 	$(VENV)/bin/qcompile train models/lenet_digits_w4a4.toml --out runs/demo
 	$(VENV)/bin/qcompile freeze runs/demo/checkpoint.pt -o runs/demo/lenet.qir
 	$(VENV)/bin/qcompile simulate runs/demo/lenet.qir
+	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target fpga -o runs/demo/fpga
+	$(VENV)/bin/qcompile simulate runs/demo/fpga
 
 # pytest exits 5 when it collects nothing: that is a failure here, and says so.
 test: install
@@ -39,6 +41,8 @@ bench: install
 	$(PY) -m bench.accuracy_dqa
 	$(PY) -m bench.freeze_accuracy
 	$(PY) -m bench.sim
+	$(PY) -m bench.fpga_memory
+	$(PY) -m bench.dqa_ablation
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

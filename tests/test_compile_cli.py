@@ -167,3 +167,51 @@ def test_freeze_default_output_beside_checkpoint(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "model.qir").is_file()
     assert "average weight bits" in r.stdout
+
+
+@pytest.mark.slow
+def test_fpga_export_csim_is_exact_on_trained_model(trained):
+    art = trained["dir"] / "fpga"
+    r = run_cli("export", str(trained["qir"]), "--target", "fpga", "-o", str(art), "--json")
+    assert r.returncode == 0, r.stderr
+    manifest = last_json(r.stdout)
+    assert manifest["target"] == "fpga" and manifest["profile"]["name"] == "pynq-z2"
+    assert manifest["weight_mem_bits"] < manifest["estimates"]["hls4ml_default_weight_bits"]
+    data = load_dataset("digits")
+    x = np.concatenate([data.train_x.numpy(), data.test_x.numpy()])[:1000]
+    np.save(trained["dir"] / "x1000.npy", x)
+    r = run_cli("simulate", str(art), "--inputs", str(trained["dir"] / "x1000.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    res = last_json(r.stdout)
+    assert res["compared"] == ["fpga_csim", "frozen", "sim"]
+    assert res["n"] == 1000 and res["exact"] == 1.0 and res["max_abs_diff"] == 0.0
+    r = run_cli("simulate", str(art), "--json")  # the test split, with accuracies
+    res = last_json(r.stdout)
+    assert res["exact"] == 1.0 and res["acc_fpga_csim"] == res["acc_sim"]
+
+
+def test_export_mistakes_are_one_line(small_qir, tmp_path):
+    bad = tmp_path / "bad.qir"
+    bad.write_bytes(small_qir.read_bytes()[:300])
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    locked = tmp_path / "a-file"  # a file where a parent directory should be (root ignores
+    locked.write_text("x")  # permission bits, so no chmod trick)
+    cases = [
+        (("export", str(bad), "--target", "fpga", "-o", str(tmp_path / "a")), "corrupt"),
+        (("export", str(small_qir), "--target", "fpga", "-o", str(existing)), "--force"),
+        (
+            ("export", str(small_qir), "--target", "arm", "-o", str(tmp_path / "b")),
+            "not in this version",
+        ),
+        (("export", str(small_qir), "--target", "zcu105", "-o", str(tmp_path / "c")), "zcu10"),
+        (("export", str(small_qir), "--target", "fpga", "-o", str(locked / "d")), "cannot write"),
+        (("simulate", str(existing)), "not a qcompile artifact"),
+    ]
+    for args, msg in cases:
+        r = run_cli(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and msg in lines[0], (args, r.stderr)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "bad.qir", "exists"]

@@ -1,0 +1,220 @@
+"""FPGA backend: export to an hls4ml project, build its C simulation with g++, and compare
+it bit for bit with the integer simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qcompile.backends.hls4ml import CSim, export_fpga
+from qcompile.backends.hls4ml.context import kernel_context, table_type
+from qcompile.backends.hls4ml.project import HlsOptions, build, hls_config
+from qcompile.backends.targets import load_target
+from qcompile.errors import QCompileError
+from qcompile.freeze import freeze_model
+from qcompile.ir import (
+    Conv2d,
+    Dense,
+    Flatten,
+    Graph,
+    InputQuant,
+    Node,
+    QType,
+    Requant,
+    TensorInfo,
+    Weights,
+    ops,
+)
+from qcompile.passes import run_pipeline
+from qcompile.sim import Simulator, quantize_input
+from qcompile.stages import quantize
+from qcompile.zoo import build_model
+
+TARGET = load_target("zcu104")
+
+
+def csim_vs_sim(graph: Graph, out_dir, x_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    export_fpga(graph, out_dir, TARGET)
+    csim = CSim(out_dir, graph)
+    try:
+        return csim(x_int), Simulator(graph).run(x_int)[graph.outputs[0]]
+    finally:
+        csim.close()
+
+
+def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(0, 1.3, (n, *graph.input.shape)).astype(np.float32)
+    xi = quantize_input(graph, x)
+    lo, hi = graph.input.qtype.range
+    xi[0], xi[1] = lo, hi  # the extremes: where a narrow accumulator would wrap
+    return xi
+
+
+ZOO = [
+    ("mlp", (1, 8, 8), {}, 1000),
+    ("lenet", (1, 8, 8), {}, 1000),
+    ("resnet20", (3, 16, 16), {"width": 0.5}, 300),  # residual adds, global average pool
+    ("mobilenetv2", (3, 16, 16), {"width": 0.25}, 200),  # depthwise, ReLU6, 4-input adds
+]
+
+
+@pytest.mark.parametrize(("name", "shape", "opts", "n"), ZOO, ids=[z[0] for z in ZOO])
+def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
+    torch.manual_seed(0)
+    q = quantize(build_model(name, shape, 10, **opts), wbits=2, abits=4)
+    q.train()
+    with torch.no_grad():
+        q(torch.randn(16, *shape))
+    graph = freeze_model(q.eval(), shape, name)
+    x = random_inputs(graph, n)
+    got, want = csim_vs_sim(graph, tmp_path / "fpga", x)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def _lut(rng: np.random.Generator, levels: str, bits: int, rows: int) -> np.ndarray:
+    n = 1 << bits
+    if levels == "uniform":
+        return (np.arange(n) - n // 2) * rng.integers(1, 40, (rows, 1))
+    if bits <= 2:  # the tables hls4ml's own dense would misread as binary/ternary weights
+        return np.tile([-1, 1] if bits == 1 else [-1, 0, 1, 0], (rows, 1))
+    return np.sort(rng.integers(-3000, 3000, (rows, n)), axis=1)
+
+
+def chain(levels: str) -> Graph:
+    """Eight 3x3 convs at 1..8 weight bits, flatten, eight dense layers at 1..8 bits; LUTs
+    per channel: ``uniform`` grids or hand-made ``nonuniform`` levels."""
+    rng = np.random.default_rng(3)
+    x = TensorInfo("x", (3, 6, 6), QType(8, True), 0.05)
+    nodes: list[Node] = []
+    src = x
+    for i, bits in enumerate([*range(1, 9), *range(1, 9)]):
+        conv = i < 8
+        if not conv and len(src.shape) == 3:
+            flat = TensorInfo("flat", (int(np.prod(src.shape)),), src.qtype, src.scale)
+            nodes.append(Node("flat", Flatten(), (src.name,), flat))
+            src = flat
+        shape = (4, src.shape[0], 3, 3) if conv else (24, src.shape[0])
+        lut = _lut(rng, levels, bits, shape[0]).astype(np.int64)
+        codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
+        bias = rng.integers(-500, 500, shape[0]).astype(np.int64)
+        w = Weights(bits, shape, codes, False, lut, bias, levels == "uniform")
+        op = Conv2d((1, 1), (1, 1)) if conv else Dense()
+        name = f"{'conv' if conv else 'dense'}{bits}"
+        out_shape = (4, 6, 6) if conv else (24,)
+        probe = Node(name, op, (src.name,), src, w, Requant(9, 0, 0, 64))
+        need = ops.acc_bits_needed(probe, [src.qtype.range])
+        out = TensorInfo(name, out_shape, QType(6, True), 0.1)
+        nodes.append(Node(name, op, (src.name,), out, w, Requant(9, -20, 31, need)))
+        src = out
+    return Graph("chain", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+
+
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
+    graph = run_pipeline(chain(levels))
+    assert sorted({n.weights.bits for n in graph.weighted()}) == list(range(1, 9))
+    x = random_inputs(graph, 400)
+    got, want = csim_vs_sim(graph, tmp_path / levels, x)
+    assert np.array_equal(got, want)
+
+
+@pytest.fixture(scope="module")
+def small_graph() -> Graph:
+    torch.manual_seed(0)
+    q = quantize(build_model("mlp", (1, 8, 8), 10, hidden=(16,)), wbits=2, abits=3)
+    q.train()
+    with torch.no_grad():
+        q(torch.randn(16, 1, 8, 8))
+    return freeze_model(q.eval(), (1, 8, 8), "mlp", {"data": "digits"})
+
+
+def test_lut_types_are_never_read_as_ternary():
+    """hls4ml treats a signed 2-bit integer weight type as ternary {-1, 0, 1}: LUT and bias
+    tables get at least 3 bits, which its product selection reads as plain multiplies."""
+    from hls4ml.backends import get_backend
+    from hls4ml.model.types import IntegerPrecisionType
+
+    vitis = get_backend("Vitis")
+    for values in ([-1, 1], [-1, 0, 1], [0, 1], [0], [-2, 1]):
+        t = table_type(np.array(values))
+        bits = int(t[t.index("<") + 1 : -1])
+        assert bits >= 3, t
+        lut_t = IntegerPrecisionType(width=bits, signed=True)
+        assert vitis.product_type(IntegerPrecisionType(8, True), lut_t) == "mult"
+
+
+def test_hand_built_config_sets_channels_last_conversion(tmp_path, small_graph):
+    """Our kernels index channels-first tensors, as the IR lays them out: hls4ml must not
+    insert its channels-last transposes (it would with "full" or "internal")."""
+    cfg = hls_config(small_graph, tmp_path, HlsOptions())
+    assert cfg["HLSConfig"]["Model"]["ChannelsLastConversion"] == "off"
+    model = build(small_graph, tmp_path / "ok", HlsOptions())
+    kinds = {layer.class_name for layer in model.get_layers()}
+    assert kinds == {"Input", "QcompileLayer"}
+
+
+def test_accumulators_are_the_verified_widths(small_graph):
+    tensors = small_graph.tensors()
+    for node in small_graph.nodes:
+        ctx = kernel_context(node, [tensors[t] for t in node.inputs], 1)
+        if node.requant is not None:  # never hls4ml's default accum_t, which wraps (AP_WRAP)
+            assert ctx.accum_t == f"ap_int<{node.requant.acc_bits}>"
+            assert (ctx.lo, ctx.hi, ctx.shift) == (
+                node.requant.lo,
+                node.requant.hi,
+                node.requant.shift,
+            )
+
+
+def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
+    export_fpga(small_graph, tmp_path / "a", TARGET)
+    csim = CSim(tmp_path / "a", small_graph)
+    ok = np.zeros((1, 1, 8, 8), dtype=np.int64)
+    assert csim(ok).shape == (1, 10)
+    with pytest.raises(QCompileError, match="integers in"):
+        csim(np.full((1, 1, 8, 8), 0.5))  # a float the C sim would silently truncate
+    with pytest.raises(QCompileError, match="integers in"):
+        csim(np.full((1, 1, 8, 8), 300, dtype=np.int64))  # beyond int8
+    csim.close()
+
+
+def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkeypatch):
+    out = tmp_path / "art"
+    info = export_fpga(small_graph, out, TARGET)
+    assert {"model.qir", "manifest.json", "README.md", "build_prj.tcl", "firmware"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert info["profile"]["part"] == "xczu7ev-ffvc1156-2-e"
+    stamp = (out / "manifest.json").read_text()
+    with pytest.raises(QCompileError, match="already exists; pass --force"):
+        export_fpga(small_graph, out, TARGET)
+    assert (out / "manifest.json").read_text() == stamp
+
+    import qcompile.backends.hls4ml.export as ex
+
+    def boom(*a, **k):
+        raise QCompileError("simulated failure while writing")
+
+    monkeypatch.setattr(ex, "build", boom)
+    with pytest.raises(QCompileError, match="simulated failure"):
+        export_fpga(small_graph, out, TARGET, force=True)
+    assert (out / "manifest.json").read_text() == stamp  # the old artifact is intact
+    with pytest.raises(QCompileError):
+        export_fpga(small_graph, tmp_path / "new", TARGET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no partial, no temp dirs
+    monkeypatch.undo()
+    export_fpga(small_graph, out, TARGET, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_targets():
+    assert load_target("fpga").name == "pynq-z2"
+    assert load_target("alveo-u250").part == "xcu250-figd2104-2L-e"
+    for spec, msg in [
+        ("arm", "not in this version"),
+        ("nosuch", "nosuch"),
+        ("missing.toml", "no such file"),
+    ]:
+        with pytest.raises(QCompileError, match=msg):
+            load_target(spec)

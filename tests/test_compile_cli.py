@@ -114,7 +114,7 @@ def test_user_mistakes_are_one_line(small_qir, tmp_path):
         (("simulate", str(small_qir), "--data", "mnist5k"), "the model takes"),
         (("simulate", str(small_qir), "--data", "digits", "--inputs", str(wrong)), "not both"),
         (("simulate", str(small_qir), "--data", "nosuch"), "nosuch"),
-        (("simulate", str(tmp_path)), "is a directory"),
+        (("simulate", str(tmp_path)), "not a qcompile artifact"),
     ]
     for args, msg in cases:
         r = run_cli(*args)

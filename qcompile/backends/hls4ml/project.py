@@ -74,6 +74,9 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
 
     names = c_names(graph)
     tensors = graph.tensors()
+    # Latency: every loop pipelined at II=1 (and add/clip fully unrolled); Resource: the
+    # pipelines start a new iteration every reuse_factor cycles, sharing multipliers.
+    reuse = 1 if opts.strategy == "Latency" else opts.reuse_factor
     layers: list[dict[str, Any]] = [
         {"class_name": "InputLayer", "name": INPUT, "input_shape": list(graph.input.shape)}
     ]
@@ -87,7 +90,7 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
             "qc_shape": list(node.output.shape),
             "qc_type": (q.bits, q.signed),
             "qc_kernel": _kernel(node),
-            "qc_context": kernel_context(node, ins, opts.reuse_factor),
+            "qc_context": kernel_context(node, ins, reuse),
             "qc_codes": None,
         }
         w = node.weights

@@ -17,6 +17,7 @@ DEFAULTS = {"fpga": "pynq-z2"}
 PLANNED = ("arm", "cpu", "gpu")
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
+IO_TYPES = ("io_parallel", "io_stream")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class FpgaTarget:
             raise ValueError("reuse_factor must be an integer >= 1")
         if not self.clock_period > 0:
             raise ValueError("clock_period must be > 0 (ns)")
-        if self.io_type != "io_parallel":
-            raise ValueError("io_type: this version emits io_parallel projects only")
+        if self.io_type not in IO_TYPES:
+            raise ValueError(f"io_type must be one of {', '.join(IO_TYPES)}")
 
 
 def available() -> list[str]:

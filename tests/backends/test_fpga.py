@@ -3,6 +3,8 @@ it bit for bit with the integer simulator."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from qcompile.backends.hls4ml import CSim, export_fpga
 from qcompile.backends.hls4ml.context import kernel_context, table_type
 from qcompile.backends.hls4ml.project import HlsOptions, build, hls_config
-from qcompile.backends.targets import load_target
+from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
 from qcompile.ir import (
@@ -34,8 +36,10 @@ from qcompile.zoo import build_model
 TARGET = load_target("zcu104")
 
 
-def csim_vs_sim(graph: Graph, out_dir, x_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    export_fpga(graph, out_dir, TARGET)
+def csim_vs_sim(
+    graph: Graph, out_dir, x_int: np.ndarray, target: FpgaTarget = TARGET
+) -> tuple[np.ndarray, np.ndarray]:
+    export_fpga(graph, out_dir, target)
     csim = CSim(out_dir, graph)
     try:
         return csim(x_int), Simulator(graph).run(x_int)[graph.outputs[0]]
@@ -54,22 +58,39 @@ def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
 ZOO = [
     ("mlp", (1, 8, 8), {}, 1000),
     ("lenet", (1, 8, 8), {}, 1000),
-    ("resnet20", (3, 16, 16), {"width": 0.5}, 300),  # residual adds, global average pool
-    ("mobilenetv2", (3, 16, 16), {"width": 0.25}, 200),  # depthwise, ReLU6, 4-input adds
+    ("resnet20", (3, 16, 16), {"width": 0.5}, 1000),  # residual adds, global average pool
+    ("mobilenetv2", (3, 16, 16), {"width": 0.25}, 1000),  # depthwise, ReLU6, 4-input adds
 ]
 
 
-@pytest.mark.parametrize(("name", "shape", "opts", "n"), ZOO, ids=[z[0] for z in ZOO])
-def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
+def zoo_graph(name: str, shape: tuple[int, ...], opts: dict) -> Graph:
     torch.manual_seed(0)
     q = quantize(build_model(name, shape, 10, **opts), wbits=2, abits=4)
     q.train()
     with torch.no_grad():
         q(torch.randn(16, *shape))
-    graph = freeze_model(q.eval(), shape, name)
-    x = random_inputs(graph, n)
-    got, want = csim_vs_sim(graph, tmp_path / "fpga", x)
+    return freeze_model(q.eval(), shape, name)
+
+
+@pytest.mark.parametrize(("name", "shape", "opts", "n"), ZOO, ids=[z[0] for z in ZOO])
+def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
+    graph = zoo_graph(name, shape, opts)
+    got, want = csim_vs_sim(graph, tmp_path / "fpga", random_inputs(graph, n))
     assert got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "opts", "n"), [ZOO[1], ZOO[2]], ids=["lenet", "resnet20"]
+)
+def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
+    """io_stream: every layer drains its streams into buffers; residual inputs are cloned
+    by hls4ml's own pass."""
+    graph = zoo_graph(name, shape, opts)
+    target = replace(TARGET, io_type="io_stream", strategy="Resource", reuse_factor=2)
+    got, want = csim_vs_sim(graph, tmp_path / "stream", random_inputs(graph, 300), target)
+    assert np.array_equal(got, want)
+    text = (tmp_path / "stream" / "firmware" / "myproject.cpp").read_text()
+    assert "hls::stream" in text and "from_stream" in text
 
 
 def _lut(rng: np.random.Generator, levels: str, bits: int, rows: int) -> np.ndarray:

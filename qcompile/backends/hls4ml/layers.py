@@ -55,7 +55,10 @@ class QcompileConfigTemplate(LayerConfigTemplate):
 
     def format(self, node: QcompileLayer) -> str:
         ctx: KernelContext = node.get_attr("qc_context")
-        ctx = replace(ctx, res_t=node.get_output_variable().type.name)
+        res_t = node.get_output_variable().type.name
+        if node.model.config.get_config_value("IOType") == "io_stream":
+            res_t += "::value_type"  # streams carry nnet::array chunks of the element type
+        ctx = replace(ctx, res_t=res_t)
         if node.get_attr("qc_codes") is not None:
             ctx = replace(
                 ctx,
@@ -82,8 +85,44 @@ class QcompileFunctionTemplate(FunctionCallTemplate):
                 lut=node.get_weights("lut").name,
                 bias=node.get_weights("bias").name,
             )
-        template = TEMPLATES / f"call_{node.get_attr('qc_kernel')}.tpl"
-        return template.read_text().strip().format(**params)
+        kernel = node.get_attr("qc_kernel")
+        call = (TEMPLATES / f"call_{kernel}.tpl").read_text().strip()
+        if node.model.config.get_config_value("IOType") != "io_stream":
+            return call.format(**params)
+        return self._stream(node, kernel, call, params)
+
+    @staticmethod
+    def _stream(node: QcompileLayer, kernel: str, call: str, params: dict) -> str:
+        """The same call on buffers drained from, and streamed back into, the streams."""
+        reads, i = [], 0
+        while f"in{i}" in params:
+            var = node.get_input_variable(node.inputs[i])
+            n, buf = var.size(), f"qc_in{node.index}_{i}"
+            reads.append(
+                f"    {params[f'in{i}_t']}::value_type {buf}[{n}];\n"
+                f"    nnet::qc::from_stream<{params[f'in{i}_t']}, {n}>"
+                f"({params[f'in{i}']}, {buf});"
+            )
+            params[f"in{i}"], params[f"in{i}_t"] = buf, f"{params[f'in{i}_t']}::value_type"
+            i += 1
+        stream_out, out_t = params["output"], params["output_t"]
+        obuf = f"qc_out{node.index}"
+        params.update(
+            input=params["in0"],
+            input_t=params["in0_t"],
+            output=obuf,
+            output_t=f"{out_t}::value_type",
+        )
+        wrapper = (TEMPLATES / "call_stream.tpl").read_text()
+        return wrapper.format(
+            kernel=kernel,
+            reads="\n".join(reads),
+            output_t=out_t,
+            obuf=obuf,
+            n_out=node.get_output_variable().size(),
+            call=call.format(**params),
+            output=stream_out,
+        )
 
 
 _registered: set[str] = set()

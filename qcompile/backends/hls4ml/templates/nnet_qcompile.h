@@ -9,6 +9,7 @@
 #define NNET_QCOMPILE_H_
 
 #include "ap_int.h"
+#include "hls_stream.h"
 
 namespace nnet {
 namespace qc {
@@ -156,6 +157,33 @@ void copy(data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
     for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
         #pragma HLS UNROLL factor=CONFIG_T::unroll
         res[i] = data[i];
+    }
+}
+
+// io_stream: each layer drains its input streams into a buffer (the elements arrive in the
+// same row-major order as the io_parallel arrays), runs the kernel above, and streams out.
+template <class array_T, unsigned N>
+void from_stream(hls::stream<array_T> &in, typename array_T::value_type buf[N]) {
+    for (unsigned i = 0; i < N / array_T::size; i++) {
+        #pragma HLS PIPELINE
+        array_T chunk = in.read();
+        for (unsigned j = 0; j < array_T::size; j++) {
+            #pragma HLS UNROLL
+            buf[i * array_T::size + j] = chunk[j];
+        }
+    }
+}
+
+template <class array_T, unsigned N>
+void to_stream(typename array_T::value_type buf[N], hls::stream<array_T> &out) {
+    for (unsigned i = 0; i < N / array_T::size; i++) {
+        #pragma HLS PIPELINE
+        array_T chunk;
+        for (unsigned j = 0; j < array_T::size; j++) {
+            #pragma HLS UNROLL
+            chunk[j] = buf[i * array_T::size + j];
+        }
+        out.write(chunk);
     }
 }
 

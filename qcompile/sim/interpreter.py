@@ -1,7 +1,7 @@
 """numpy int64 interpreter of a verified :class:`~qcompile.ir.Graph`.
 
->>> # see tests/sim for graphs; typical use:
->>> # Simulator(graph).run(quantize_input(graph, x))[graph.outputs[0]]
+Typical use: ``Simulator(graph).run(quantize_input(graph, x))[graph.outputs[0]]``; the tests
+in tests/sim and tests/freeze hold worked examples.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Build an hls4ml ModelGraph from an IR graph (never from float PyTorch) and run its C sim."""
+"""Build an hls4ml ModelGraph from an IR graph (never from float PyTorch)."""
 
 from __future__ import annotations
 

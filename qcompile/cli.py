@@ -192,8 +192,8 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
 @click.option(
     "--target",
     required=True,
-    help="fpga (the pynq-z2 profile), a profile in targets/ (pynq-z2, zcu104, alveo-u250) or "
-    "a PATH.toml.",
+    help="fpga (the pynq-z2 profile), cpu (TVM, this host), a profile in targets/ "
+    "(pynq-z2, zcu104, alveo-u250, host) or a PATH.toml.",
 )
 @click.option(
     "-o",
@@ -208,22 +208,34 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
-    manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++ and
-    checks it bit for bit against the integer simulator.
+    manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
+    cpu: the graph compiled for the host by Apache TVM (model.so, weights.npz, manifest.json);
+    `qcompile simulate DIR` runs it with the TVM runtime. Both are checked bit for bit
+    against the integer simulator.
     """
-    from qcompile.backends.hls4ml import export_fpga
-    from qcompile.backends.targets import load_target
+    from qcompile.backends.targets import FpgaTarget, load_target
     from qcompile.ir import qir
 
     t = load_target(target)
     graph = qir.load(model)
-    info = export_fpga(graph, Path(output), t, force)
-    human = (
-        f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
-        f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
-        f"{info['weight_mem_bits']} bits packed vs "
-        f"{info['estimates']['hls4ml_default_weight_bits']} at hls4ml's default 16 bits"
-    )
+    if isinstance(t, FpgaTarget):
+        from qcompile.backends.hls4ml import export_fpga
+
+        info = export_fpga(graph, Path(output), t, force)
+        human = (
+            f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
+            f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
+            f"{info['weight_mem_bits']} bits packed vs "
+            f"{info['estimates']['hls4ml_default_weight_bits']} at hls4ml's default 16 bits"
+        )
+    else:
+        from qcompile.backends.tvm import export_tvm
+
+        info = export_tvm(graph, Path(output), t, force)
+        human = (
+            f"exported {model} -> {output} (TVM llvm {t.mtriple or 'host'}, built in "
+            f"{info['build_s']} s)"
+        )
     emit({**info, "out": output}, as_json, human)
 
 

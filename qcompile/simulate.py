@@ -44,6 +44,11 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
     info = read_manifest(p)
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
+    if info["target"] == "cpu":
+        from qcompile.backends.tvm import TvmRunner
+
+        impls["tvm_cpu"] = TvmRunner(p, graph, info)
+        return graph, impls, {"artifact": str(p), "target": "cpu"}
     if info["target"] != "fpga":
         raise QCompileError(f"{p}: artifacts for target {info['target']!r} are not supported")
     from qcompile.backends.hls4ml import CSim

@@ -13,8 +13,8 @@ from pathlib import Path
 from qcompile.errors import QCompileError, unknown_choice
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
-DEFAULTS = {"fpga": "pynq-z2"}
-PLANNED = ("arm", "cpu", "gpu")
+DEFAULTS = {"fpga": "pynq-z2", "cpu": "host"}
+PLANNED = ("arm", "gpu")
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -44,38 +44,66 @@ class FpgaTarget:
             raise ValueError(f"io_type must be one of {', '.join(IO_TYPES)}")
 
 
+@dataclass(frozen=True)
+class CpuTarget:
+    """A CPU compiled by TVM's llvm backend: ``mtriple``/``mcpu``/``mattr`` as LLVM takes them
+    (empty: the host)."""
+
+    name: str
+    mtriple: str = ""
+    mcpu: str = ""
+    mattr: tuple[str, ...] = ()
+    kind: str = "cpu"
+
+    def tvm_target(self) -> dict:
+        t: dict = {"kind": "llvm"}
+        if self.mtriple:
+            t["mtriple"] = self.mtriple
+        if self.mcpu:
+            t["mcpu"] = self.mcpu
+        if self.mattr:
+            t["mattr"] = list(self.mattr)
+        return t
+
+
+KINDS = {"fpga": FpgaTarget, "cpu": CpuTarget}
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in TARGETS.glob("*.toml"))
 
 
-def load_target(spec: str) -> FpgaTarget:
+def load_target(spec: str) -> FpgaTarget | CpuTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
     if spec in PLANNED:
         raise QCompileError(
-            f"--target {spec}: the TVM backend (arm, cpu, gpu) is not in this "
-            "version; available: fpga, " + ", ".join(available())
+            f"--target {spec}: the TVM arm and gpu targets are not in this version; "
+            "available: fpga, cpu, " + ", ".join(available())
         )
     path = Path(spec) if spec.endswith(".toml") else TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
     if not path.is_file():
         if spec.endswith(".toml"):
             raise QCompileError(f"--target {spec}: no such file")
-        raise unknown_choice("target", spec, ["fpga", *available()])
+        raise unknown_choice("target", spec, ["fpga", "cpu", *available()])
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise QCompileError(f"target file {path}: {e}") from None
-    if raw.get("kind") != "fpga":
+    cls = KINDS.get(raw.get("kind"))
+    if cls is None:
         raise QCompileError(
-            f"target file {path}: kind {raw.get('kind')!r} is not supported "
-            'in this version (kind = "fpga")'
+            f"target file {path}: kind {raw.get('kind')!r} is not supported in this version "
+            f"({' or '.join(KINDS)})"
         )
-    known = {f.name for f in fields(FpgaTarget)} - {"name"}
+    known = {f.name for f in fields(cls)} - {"name"}
     for key in raw:
         if key not in known:
             raise QCompileError(
                 f"target file {path}: unknown key '{key}'; valid: " + ", ".join(sorted(known))
             )
     try:
-        return FpgaTarget(name=path.stem, **raw)
+        if "mattr" in raw:
+            raw["mattr"] = tuple(raw["mattr"])
+        return cls(name=path.stem, **raw)
     except (TypeError, ValueError) as e:
         raise QCompileError(f"target file {path}: {e}") from None

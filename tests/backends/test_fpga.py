@@ -16,22 +16,13 @@ from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
 from qcompile.ir import (
-    Conv2d,
-    Dense,
-    Flatten,
     Graph,
-    InputQuant,
-    Node,
-    QType,
-    Requant,
-    TensorInfo,
-    Weights,
-    ops,
 )
 from qcompile.passes import run_pipeline
-from qcompile.sim import Simulator, quantize_input
+from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
+from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
 
 TARGET = load_target("zcu104")
 
@@ -47,32 +38,10 @@ def csim_vs_sim(
         csim.close()
 
 
-def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(0, 1.3, (n, *graph.input.shape)).astype(np.float32)
-    xi = quantize_input(graph, x)
-    lo, hi = graph.input.qtype.range
-    xi[0], xi[1] = lo, hi  # the extremes: where a narrow accumulator would wrap
-    return xi
+FPGA_ZOO = [(*z, 1000) for z in ZOO if z[0] in ("mlp", "lenet", "resnet20", "mobilenetv2")]
 
 
-ZOO = [
-    ("mlp", (1, 8, 8), {}, 1000),
-    ("lenet", (1, 8, 8), {}, 1000),
-    ("resnet20", (3, 16, 16), {"width": 0.5}, 1000),  # residual adds, global average pool
-    ("mobilenetv2", (3, 16, 16), {"width": 0.25}, 1000),  # depthwise, ReLU6, 4-input adds
-]
-
-
-def zoo_graph(name: str, shape: tuple[int, ...], opts: dict) -> Graph:
-    torch.manual_seed(0)
-    q = quantize(build_model(name, shape, 10, **opts), wbits=2, abits=4)
-    q.train()
-    with torch.no_grad():
-        q(torch.randn(16, *shape))
-    return freeze_model(q.eval(), shape, name)
-
-
-@pytest.mark.parametrize(("name", "shape", "opts", "n"), ZOO, ids=[z[0] for z in ZOO])
+@pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO, ids=[z[0] for z in FPGA_ZOO])
 def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     graph = zoo_graph(name, shape, opts)
     got, want = csim_vs_sim(graph, tmp_path / "fpga", random_inputs(graph, n))
@@ -91,44 +60,6 @@ def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert np.array_equal(got, want)
     text = (tmp_path / "stream" / "firmware" / "myproject.cpp").read_text()
     assert "hls::stream" in text and "from_stream" in text
-
-
-def _lut(rng: np.random.Generator, levels: str, bits: int, rows: int) -> np.ndarray:
-    n = 1 << bits
-    if levels == "uniform":
-        return (np.arange(n) - n // 2) * rng.integers(1, 40, (rows, 1))
-    if bits <= 2:  # the tables hls4ml's own dense would misread as binary/ternary weights
-        return np.tile([-1, 1] if bits == 1 else [-1, 0, 1, 0], (rows, 1))
-    return np.sort(rng.integers(-3000, 3000, (rows, n)), axis=1)
-
-
-def chain(levels: str) -> Graph:
-    """Eight 3x3 convs at 1..8 weight bits, flatten, eight dense layers at 1..8 bits; LUTs
-    per channel: ``uniform`` grids or hand-made ``nonuniform`` levels."""
-    rng = np.random.default_rng(3)
-    x = TensorInfo("x", (3, 6, 6), QType(8, True), 0.05)
-    nodes: list[Node] = []
-    src = x
-    for i, bits in enumerate([*range(1, 9), *range(1, 9)]):
-        conv = i < 8
-        if not conv and len(src.shape) == 3:
-            flat = TensorInfo("flat", (int(np.prod(src.shape)),), src.qtype, src.scale)
-            nodes.append(Node("flat", Flatten(), (src.name,), flat))
-            src = flat
-        shape = (4, src.shape[0], 3, 3) if conv else (24, src.shape[0])
-        lut = _lut(rng, levels, bits, shape[0]).astype(np.int64)
-        codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
-        bias = rng.integers(-500, 500, shape[0]).astype(np.int64)
-        w = Weights(bits, shape, codes, False, lut, bias, levels == "uniform")
-        op = Conv2d((1, 1), (1, 1)) if conv else Dense()
-        name = f"{'conv' if conv else 'dense'}{bits}"
-        out_shape = (4, 6, 6) if conv else (24,)
-        probe = Node(name, op, (src.name,), src, w, Requant(9, 0, 0, 64))
-        need = ops.acc_bits_needed(probe, [src.qtype.range])
-        out = TensorInfo(name, out_shape, QType(6, True), 0.1)
-        nodes.append(Node(name, op, (src.name,), out, w, Requant(9, -20, 31, need)))
-        src = out
-    return Graph("chain", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
 
 
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])

@@ -1,0 +1,93 @@
+"""`qcompile export --target cpu`: compile with TVM, write the library, weights and manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qcompile.backends.artifact import MANIFEST, write_artifact
+from qcompile.backends.targets import CpuTarget
+from qcompile.errors import QCompileError
+from qcompile.ir import qir
+from qcompile.ir.graph import Graph
+from qcompile.report import summary
+
+QIR, LIB, WEIGHTS = "model.qir", "model.so", "weights.npz"
+BATCH = 256
+
+
+def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
+    """(TVM executable, weights in call order)."""
+    import tvm
+    from tvm import te
+
+    from qcompile.backends.tvm.compute import build_program
+
+    prog = build_program(graph)
+    func = te.create_prim_func(prog.params)
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
+    return ex, prog.weights
+
+
+def export_tvm(graph: Graph, out: Path, target: CpuTarget, force: bool = False) -> dict:
+    qir_bytes = qir.to_onnx(graph).SerializeToString()
+    t = time.perf_counter()
+    ex, weights = compile_graph(graph, target)
+    build_s = time.perf_counter() - t
+    s = summary(graph)
+    info = {
+        "format": "qcompile-artifact",
+        "version": 1,
+        "target": target.kind,
+        "profile": {"name": target.name, "llvm": target.tvm_target()},
+        "qir": QIR,
+        "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
+        "library": LIB,
+        "weights": WEIGHTS,
+        "entry": "main",
+        "params": ["input", *[f"{n}.{k}" for n, k, _ in weights], "output"],
+        "input": s["input"],
+        "weight_mem_bits": s["weight_mem_bits"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "build_s": round(build_s, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+    def fill(tmp: Path) -> None:
+        ex.export_library(str(tmp / LIB))
+        np.savez(tmp / WEIGHTS, **{f"{i:03d}": a for i, (_, _, a) in enumerate(weights)})
+        (tmp / QIR).write_bytes(qir_bytes)
+        (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+
+    write_artifact(out, force, fill)
+    return info
+
+
+class TvmRunner:
+    """Runs an exported cpu artifact through the TVM runtime on integer input batches."""
+
+    def __init__(self, artifact: Path, graph: Graph, info: dict[str, Any]) -> None:
+        import tvm
+
+        self.graph = graph
+        self.dev = tvm.cpu()
+        try:
+            self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
+            with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
+                self.weights = [tvm.runtime.tensor(z[k], self.dev) for k in sorted(z.files)]
+        except (OSError, KeyError, ValueError) as e:
+            raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
+        self.out_shape = graph.tensors()[graph.outputs[0]].shape
+
+    def __call__(self, x_int: np.ndarray) -> np.ndarray:
+        import tvm
+
+        x = np.ascontiguousarray(x_int, dtype=np.int64)
+        out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
+        self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
+        return out.numpy()

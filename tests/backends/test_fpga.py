@@ -48,9 +48,7 @@ def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize(
-    ("name", "shape", "opts", "n"), [ZOO[1], ZOO[2]], ids=["lenet", "resnet20"]
-)
+@pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO[1:3], ids=["lenet", "resnet20"])
 def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     """io_stream: every layer drains its streams into buffers; residual inputs are cloned
     by hls4ml's own pass."""

@@ -1,5 +1,5 @@
 # Quick start: `make demo` (install, train on the embedded digits set, freeze, simulate,
-# export an FPGA project and run its C simulation) and `make test`.
+# export to FPGA, host CPU and ARM and run each, bit-exact) and `make test`.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -22,6 +22,10 @@ demo: install
 	$(VENV)/bin/qcompile simulate runs/demo/lenet.qir
 	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target fpga -o runs/demo/fpga
 	$(VENV)/bin/qcompile simulate runs/demo/fpga
+	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target cpu -o runs/demo/cpu
+	$(VENV)/bin/qcompile simulate runs/demo/cpu
+	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target arm -o runs/demo/arm
+	$(VENV)/bin/qcompile simulate runs/demo/arm
 
 # pytest exits 5 when it collects nothing: that is a failure here, and says so.
 test: install

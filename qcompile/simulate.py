@@ -44,6 +44,15 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
     info = read_manifest(p)
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
+    if info["target"] == "arm":
+        import numpy as np
+
+        from qcompile.backends.tvm.arm import ArmRunner
+
+        with np.load(p / str(info["weights"]), allow_pickle=False) as z:
+            weights = [z[k] for k in sorted(z.files)]
+        impls["arm_qemu"] = ArmRunner(p, graph, weights)
+        return graph, impls, {"artifact": str(p), "target": "arm"}
     if info["target"] == "cpu":
         from qcompile.backends.tvm import TvmRunner
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from qcompile.errors import QCompileError, unknown_choice
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
-DEFAULTS = {"fpga": "pynq-z2", "cpu": "host"}
-PLANNED = ("arm", "gpu")
+DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4"}
+PLANNED = ("gpu",)
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -77,14 +77,14 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
     if spec in PLANNED:
         raise QCompileError(
-            f"--target {spec}: the TVM arm and gpu targets are not in this version; "
-            "available: fpga, cpu, " + ", ".join(available())
+            f"--target {spec}: the TVM gpu target is not in this version; "
+            "available: fpga, cpu, arm, " + ", ".join(available())
         )
     path = Path(spec) if spec.endswith(".toml") else TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
     if not path.is_file():
         if spec.endswith(".toml"):
             raise QCompileError(f"--target {spec}: no such file")
-        raise unknown_choice("target", spec, ["fpga", "cpu", *available()])
+        raise unknown_choice("target", spec, ["fpga", "cpu", "arm", *available()])
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:

@@ -3,12 +3,15 @@ library with the integer simulator bit for bit."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 from qcompile.passes import run_pipeline
@@ -16,26 +19,60 @@ from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
 
 HOST = load_target("cpu")
+ARM = load_target("arm")
+ARM_TOOLS = shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc")
+KINDS = [
+    "cpu",
+    pytest.param(
+        "arm",
+        marks=pytest.mark.skipif(
+            not ARM_TOOLS,
+            reason="needs qemu-user and gcc-aarch64-linux-gnu (.ci/run installs them)",
+        ),
+    ),
+]
 
 
-def tvm_vs_sim(graph: Graph, out_dir, n: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    export_tvm(graph, out_dir, HOST)
-    run = TvmRunner(out_dir, graph, read_manifest(out_dir))
+def runner(kind: str, out_dir, graph: Graph):
+    info = read_manifest(out_dir)
+    if kind == "cpu":
+        return TvmRunner(out_dir, graph, info)
+    with np.load(out_dir / "weights.npz", allow_pickle=False) as z:
+        return ArmRunner(out_dir, graph, [z[k] for k in sorted(z.files)])
+
+
+def tvm_vs_sim(graph: Graph, out_dir, kind: str, n: int = 256) -> tuple[np.ndarray, ...]:
+    export_tvm(graph, out_dir, HOST if kind == "cpu" else ARM)
     x = random_inputs(graph, n)
-    return run(x), Simulator(graph).run(x)[graph.outputs[0]]
+    return runner(kind, out_dir, graph)(x), Simulator(graph).run(x)[graph.outputs[0]]
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("name", "shape", "opts"), ZOO, ids=[z[0] for z in ZOO])
-def test_zoo_model_tvm_cpu_is_bit_exact(tmp_path, name, shape, opts):
-    got, want = tvm_vs_sim(zoo_graph(name, shape, opts), tmp_path / "cpu")
+def test_zoo_model_is_bit_exact(tmp_path, name, shape, opts, kind):
+    got, want = tvm_vs_sim(zoo_graph(name, shape, opts), tmp_path / kind, kind)
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
-def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
+def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     graph = run_pipeline(chain(levels))
-    got, want = tvm_vs_sim(graph, tmp_path / levels)
+    got, want = tvm_vs_sim(graph, tmp_path / levels, kind)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
+def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
+    graph = zoo_graph("mlp", (1, 8, 8), {})
+    info = export_tvm(graph, tmp_path / "arm", ARM)
+    assert info["target"] == "arm"
+    names = {p.name for p in (tmp_path / "arm").iterdir()}
+    assert {"model.o", "model_runner", "main.c", "model.h", "Makefile", "include"} <= names
+    elf = (tmp_path / "arm" / "model_runner").read_bytes()[:20]
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
+    obj = (tmp_path / "arm" / "model.o").read_bytes()[:20]
+    assert int.from_bytes(obj[18:20], "little") == 183
 
 
 def test_cpu_artifact_contents_and_errors(tmp_path):

@@ -58,10 +58,22 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget, force: bool = False) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
+    arm = target.mtriple.startswith("aarch64")
+    if arm:
+        info.update(target="arm", library="model.o", runner="model_runner")
+
     def fill(tmp: Path) -> None:
-        ex.export_library(str(tmp / LIB))
         np.savez(tmp / WEIGHTS, **{f"{i:03d}": a for i, (_, _, a) in enumerate(weights)})
         (tmp / QIR).write_bytes(qir_bytes)
+        if arm:
+            from qcompile.backends.tvm.arm import link, write_sources
+
+            ex.mod.write_to_file(str(tmp / "model.o"))
+            write_sources(tmp)
+            (tmp / "model.h").write_text(_header(graph, target, info))
+            link(tmp)
+        else:
+            ex.export_library(str(tmp / LIB))
         (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
 
     write_artifact(out, force, fill)
@@ -91,3 +103,20 @@ class TvmRunner:
         out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
         self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
         return out.numpy()
+
+
+def _header(graph: Graph, target: CpuTarget, info: dict[str, Any]) -> str:
+    out = graph.tensors()[graph.outputs[0]]
+    params = "\n".join(f" *   {i:3d}  {p}" for i, p in enumerate(info["params"]))
+    text = (Path(__file__).parent / "templates" / "model.h.tpl").read_text()
+    return text.format(
+        name=graph.name,
+        triple=target.mtriple,
+        cpu=target.mcpu or "generic",
+        params=params,
+        in_shape=list(graph.input.shape),
+        out_shape=list(out.shape),
+        out_type=out.qtype,
+        out_frac=out.qtype.frac,
+        out_scale=out.scale,
+    )

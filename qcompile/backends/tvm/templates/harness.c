@@ -1,0 +1,86 @@
+/* qcompile's standalone runner for a TVM-compiled model object (no TVM runtime needed).
+ *
+ * usage: model_runner ARGS.bin OUT.bin
+ * ARGS.bin holds every argument of the model's `main` in order (input, weights..., output),
+ * each as: int32 dtype code, int32 dtype bits, int32 ndim, int64 shape[ndim], raw data.
+ * OUT.bin receives the raw data of the last argument (the output) after the call.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlpack/dlpack.h"
+#include "tvm/ffi/c_api.h"
+
+extern int __tvm_ffi_main(void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
+
+/* The one symbol the object imports: report TVM's argument checks on stderr. */
+void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int32_t n) {
+    fprintf(stderr, "%s: ", kind);
+    for (int32_t i = 0; i < n; i++) fputs(parts[i] ? parts[i] : "", stderr);
+    fputc('\n', stderr);
+}
+
+/* Workspace hooks (weak in the object): plain aligned heap memory. */
+static void* alloc_workspace(int device_type, int device_id, uint64_t nbytes, int code, int bits) {
+    (void)device_type; (void)device_id; (void)code; (void)bits;
+    void* p = NULL;
+    return posix_memalign(&p, 64, nbytes ? nbytes : 1) == 0 ? p : NULL;
+}
+static int free_workspace(int device_type, int device_id, void* ptr) {
+    (void)device_type; (void)device_id;
+    free(ptr);
+    return 0;
+}
+void* (*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = alloc_workspace;
+int (*__TVMBackendFreeWorkspace)(int, int, void*) = free_workspace;
+
+static void must(int ok, const char* what) {
+    if (!ok) { fprintf(stderr, "model_runner: %s\n", what); exit(2); }
+}
+
+int main(int argc, char** argv) {
+    must(argc == 3, "usage: model_runner ARGS.bin OUT.bin");
+    FILE* f = fopen(argv[1], "rb");
+    must(f != NULL, "cannot open the arguments file");
+    DLTensor tensors[256];
+    TVMFFIAny args[256];
+    int n = 0;
+    int32_t head[3];
+    while (fread(head, sizeof(int32_t), 3, f) == 3) {
+        must(n < 256 && head[2] >= 0 && head[2] <= 8, "malformed arguments file");
+        DLTensor* t = &tensors[n];
+        memset(t, 0, sizeof(*t));
+        t->ndim = head[2];
+        t->dtype.code = (uint8_t)head[0];
+        t->dtype.bits = (uint8_t)head[1];
+        t->dtype.lanes = 1;
+        t->device.device_type = kDLCPU;
+        t->shape = (int64_t*)malloc(sizeof(int64_t) * (t->ndim ? t->ndim : 1));
+        must(fread(t->shape, sizeof(int64_t), t->ndim, f) == (size_t)t->ndim, "truncated shape");
+        uint64_t count = 1;
+        for (int i = 0; i < t->ndim; i++) count *= (uint64_t)t->shape[i];
+        uint64_t bytes = count * (uint64_t)(head[1] / 8);
+        must(posix_memalign(&t->data, 64, bytes ? bytes : 1) == 0, "out of memory");
+        must(fread(t->data, 1, bytes, f) == bytes, "truncated data");
+        memset(&args[n], 0, sizeof(args[n]));
+        args[n].type_index = kTVMFFIDLTensorPtr;
+        args[n].v_ptr = t;
+        n++;
+    }
+    fclose(f);
+    must(n >= 2, "need at least an input and an output");
+    TVMFFIAny result;
+    memset(&result, 0, sizeof(result));
+    result.type_index = kTVMFFINone;
+    must(__tvm_ffi_main(NULL, args, n, &result) == 0, "the model call failed");
+    DLTensor* out = &tensors[n - 1];
+    uint64_t count = 1;
+    for (int i = 0; i < out->ndim; i++) count *= (uint64_t)out->shape[i];
+    FILE* g = fopen(argv[2], "wb");
+    must(g != NULL, "cannot open the output file");
+    must(fwrite(out->data, out->dtype.bits / 8, count, g) == count, "short write");
+    fclose(g);
+    return 0;
+}

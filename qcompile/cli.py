@@ -69,10 +69,22 @@ def cli() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line."
 )
-def train(recipe: str | None, model: str | None, data: str | None, data_dir: str | None,
-          method: str | None, wbits: int | None, abits: int | None, epochs: int | None,
-          batch_size: int | None, lr: float | None, seed: int | None, out: str | None,
-          resume: bool, as_json: bool) -> None:  # fmt: skip
+def train(
+    recipe: str | None,
+    model: str | None,
+    data: str | None,
+    data_dir: str | None,
+    method: str | None,
+    wbits: int | None,
+    abits: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int | None,
+    out: str | None,
+    resume: bool,
+    as_json: bool,
+) -> None:
     """Train RECIPE (a TOML file in models/), with flags overriding its values.
 
     Writes OUT/checkpoint.pt (each epoch, atomically), OUT/metrics.jsonl and OUT/summary.json.
@@ -82,10 +94,17 @@ def train(recipe: str | None, model: str | None, data: str | None, data_dir: str
     from qcompile.train import train as run
 
     overrides = {
-        "model.name": model, "data.name": data, "data.dir": data_dir, "stage.method": method,
-        "stage.wbits": wbits, "stage.abits": abits, "train.epochs": epochs,
-        "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
-    }  # fmt: skip
+        "model.name": model,
+        "data.name": data,
+        "data.dir": data_dir,
+        "stage.method": method,
+        "stage.wbits": wbits,
+        "stage.abits": abits,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.seed": seed,
+    }
     r = load_recipe(recipe, overrides)
     summary = run(r, Path(out) if out else None, resume=resume)
     from qcompile import distributed as D
@@ -184,6 +203,8 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
         "accuracy: "
         + ", ".join(f"{k.removeprefix('acc_')} {pct(v)}" for k, v in r.items() if k[:4] == "acc_")
     )
+    if "gpu" in r:
+        human += f"\ngpu: {r['gpu']}"
     emit(r, as_json, human)
 
 
@@ -192,8 +213,9 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
 @click.option(
     "--target",
     required=True,
-    help="fpga (the pynq-z2 profile), cpu (TVM, this host), a profile in targets/ "
-    "(pynq-z2, zcu104, alveo-u250, host) or a PATH.toml.",
+    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), a profile in targets/ "
+    "(pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or "
+    "a PATH.toml.",
 )
 @click.option(
     "-o",
@@ -209,9 +231,10 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
     manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
-    cpu: the graph compiled for the host by Apache TVM (model.so, weights.npz, manifest.json);
-    `qcompile simulate DIR` runs it with the TVM runtime. Both are checked bit for bit
-    against the integer simulator.
+    cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
+    static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
+    runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
+    CUDA device is present).
     """
     from qcompile.backends.targets import FpgaTarget, load_target
     from qcompile.ir import qir
@@ -233,9 +256,10 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
 
         info = export_tvm(graph, Path(output), t, force)
         human = (
-            f"exported {model} -> {output} (TVM llvm {t.mtriple or 'host'}, built in "
-            f"{info['build_s']} s)"
+            f"exported {model} -> {output} ({info['target']}: TVM "
+            f"{info['profile']['tvm_target']}, built in {info['build_s']} s)"
         )
+
     emit({**info, "out": output}, as_json, human)
 
 

@@ -53,6 +53,14 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
             weights = [z[k] for k in sorted(z.files)]
         impls["arm_qemu"] = ArmRunner(p, graph, weights)
         return graph, impls, {"artifact": str(p), "target": "arm"}
+    if info["target"] == "gpu":
+        from qcompile.backends.tvm.cuda import GpuRunner, cuda_device_present
+
+        if not cuda_device_present():
+            note = "not run: no CUDA device on this machine (the artifact's .cu and .ptx are built)"
+            return graph, impls, {"artifact": str(p), "target": "gpu", "gpu": note}
+        impls["tvm_gpu"] = GpuRunner(p, graph, info)
+        return graph, impls, {"artifact": str(p), "target": "gpu"}
     if info["target"] == "cpu":
         from qcompile.backends.tvm import TvmRunner
 

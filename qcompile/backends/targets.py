@@ -13,8 +13,8 @@ from pathlib import Path
 from qcompile.errors import QCompileError, unknown_choice
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
-DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4"}
-PLANNED = ("gpu",)
+DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100"}
+PLANNED: tuple[str, ...] = ()
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -66,14 +66,30 @@ class CpuTarget:
         return t
 
 
-KINDS = {"fpga": FpgaTarget, "cpu": CpuTarget}
+@dataclass(frozen=True)
+class GpuTarget:
+    """An NVIDIA GPU: TVM's CUDA codegen for ``arch`` (e.g. sm_90); PTX by the machine's nvcc."""
+
+    name: str
+    arch: str = "sm_90"
+    kind: str = "gpu"
+
+    def __post_init__(self) -> None:
+        if not (self.arch.startswith("sm_") and self.arch[3:].isdigit()):
+            raise ValueError(f"arch must look like sm_90, got {self.arch!r}")
+
+    def tvm_target(self) -> dict:
+        return {"kind": "cuda", "arch": self.arch}
+
+
+KINDS = {"fpga": FpgaTarget, "cpu": CpuTarget, "gpu": GpuTarget}
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in TARGETS.glob("*.toml"))
 
 
-def load_target(spec: str) -> FpgaTarget | CpuTarget:
+def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
     if spec in PLANNED:
         raise QCompileError(
@@ -84,7 +100,7 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget:
     if not path.is_file():
         if spec.endswith(".toml"):
             raise QCompileError(f"--target {spec}: no such file")
-        raise unknown_choice("target", spec, ["fpga", "cpu", "arm", *available()])
+        raise unknown_choice("target", spec, ["fpga", "cpu", "arm", "gpu", *available()])
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:

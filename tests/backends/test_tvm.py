@@ -90,3 +90,38 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
     (tmp_path / "a" / "weights.npz").write_bytes(b"junk")
     with pytest.raises(QCompileError, match="cannot load"):
         TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(not NVCC, reason="the gpu target needs nvcc to emit PTX")
+def test_gpu_artifact_holds_cuda_source_and_ptx(tmp_path):
+    graph = zoo_graph("lenet", (1, 8, 8), {})
+    info = export_tvm(graph, tmp_path / "gpu", load_target("gpu"))
+    assert info["target"] == "gpu" and info["profile"]["tvm_target"]["arch"] == "sm_90"
+    src = (tmp_path / "gpu" / "model.cu").read_text()
+    ptx = (tmp_path / "gpu" / "model.ptx").read_text()
+    assert "__global__" in src and "blockIdx.x" in src
+    assert ".target sm_90" in ptx and ".entry" in ptx
+
+
+def _cuda_present() -> bool:
+    from qcompile.backends.tvm.cuda import cuda_device_present
+
+    return cuda_device_present()
+
+
+@pytest.mark.skipif(
+    not NVCC or not _cuda_present(),
+    reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
+)
+def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
+    from qcompile.backends.tvm.cuda import GpuRunner
+
+    for name, shape, opts in ZOO[:3]:
+        graph = zoo_graph(name, shape, opts)
+        export_tvm(graph, tmp_path / name, load_target("gpu"))
+        x = random_inputs(graph, 256)
+        got = GpuRunner(tmp_path / name, graph, read_manifest(tmp_path / name))(x)
+        assert np.array_equal(got, Simulator(graph).run(x)[graph.outputs[0]])

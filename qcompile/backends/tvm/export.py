@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import MANIFEST, write_artifact
-from qcompile.backends.targets import CpuTarget
+from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
@@ -34,17 +34,24 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     return ex, prog.weights
 
 
-def export_tvm(graph: Graph, out: Path, target: CpuTarget, force: bool = False) -> dict:
+def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bool = False) -> dict:
+    """Compile ``graph`` for a cpu, arm or gpu profile into the artifact directory ``out``."""
     qir_bytes = qir.to_onnx(graph).SerializeToString()
     t = time.perf_counter()
-    ex, weights = compile_graph(graph, target)
+    cuda = None
+    if isinstance(target, GpuTarget):
+        from qcompile.backends.tvm.cuda import compile_cuda
+
+        ex, weights, *cuda = compile_cuda(graph, target.arch)
+    else:
+        ex, weights = compile_graph(graph, target)
     build_s = time.perf_counter() - t
     s = summary(graph)
     info = {
         "format": "qcompile-artifact",
         "version": 1,
         "target": target.kind,
-        "profile": {"name": target.name, "llvm": target.tvm_target()},
+        "profile": {"name": target.name, "tvm_target": target.tvm_target()},
         "qir": QIR,
         "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
         "library": LIB,
@@ -58,9 +65,11 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget, force: bool = False) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
-    arm = target.mtriple.startswith("aarch64")
+    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
     if arm:
         info.update(target="arm", library="model.o", runner="model_runner")
+    if cuda:
+        info.update(cuda_source="model.cu", ptx="model.ptx")
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / WEIGHTS, **{f"{i:03d}": a for i, (_, _, a) in enumerate(weights)})
@@ -74,6 +83,9 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget, force: bool = False) 
             link(tmp)
         else:
             ex.export_library(str(tmp / LIB))
+        if cuda:
+            (tmp / "model.cu").write_text(cuda[0])
+            (tmp / "model.ptx").write_text(cuda[1])
         (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
 
     write_artifact(out, force, fill)

@@ -158,11 +158,18 @@ def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 
-def test_targets():
+def test_targets(tmp_path):
     assert load_target("fpga").name == "pynq-z2"
     assert load_target("alveo-u250").part == "xcu250-figd2104-2L-e"
+    assert (load_target("arm").name, load_target("arm").mcpu) == ("rpi4", "cortex-a72")
+    assert load_target("gpu").arch == "sm_90" and load_target("cpu").name == "host"
+    npu = tmp_path / "npu.toml"
+    npu.write_text('kind = "npu"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text('kind = "fpga"\npart = "x"\nclock = 5\n')
     for spec, msg in [
-        ("arm", "not in this version"),
+        (str(npu), "kind 'npu' is not supported"),
+        (str(typo), "unknown key 'clock'"),
         ("nosuch", "nosuch"),
         ("missing.toml", "no such file"),
     ]:

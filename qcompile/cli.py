@@ -170,7 +170,7 @@ def inspect(model: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(exists=False))
 @click.option("--data", help="Dataset whose test split to run. [default: the one trained on]")
 @click.option(
     "--inputs",
@@ -187,8 +187,14 @@ def inspect(model: str, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
-    """Run MODEL.qir through the integer simulator and the PyTorch frozen model and compare
-    their outputs bit for bit (and report the fake-quant model's accuracy)."""
+    """Run MODEL (a .qir file or an exported artifact directory) through every
+    implementation and compare their outputs bit for bit.
+
+    Always the integer simulator and the PyTorch frozen model; for an artifact also the
+    artifact itself (FPGA C simulation, TVM cpu library, ARM runner under qemu, or the CUDA
+    library where a GPU is present). Reports `exact`, `max_abs_diff` and the accuracy of
+    each, and of the fake-quant model when its checkpoint is still where freeze found it.
+    """
     from qcompile.simulate import load_model
     from qcompile.simulate import simulate as run
 

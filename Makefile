@@ -47,6 +47,7 @@ bench: install
 	$(PY) -m bench.sim
 	$(PY) -m bench.fpga_memory
 	$(PY) -m bench.dqa_ablation
+	$(PY) -m bench.kernels
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

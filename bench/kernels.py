@@ -167,8 +167,8 @@ def main() -> None:
                 "",
                 "The TVM kernel is the backend's compute definition with one schedule step (output "
                 "rows in parallel, the reduction inner): the code extraction and LUT gather are "
-                "scalar. Goal (2-bit GEMV >= 3x torch fp32, >= 50% of streaming bandwidth): not met; "
-                "the vectorised Select-tree lookup and tiling are the open work.",
+                "scalar. Goal (2-bit GEMV >= 3x torch fp32, >= 50% of streaming bandwidth): "
+                "not met; the vectorised Select-tree lookup and tiling are the open work.",
             ]
         ),
     )

@@ -44,28 +44,27 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
     info = read_manifest(p)
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
-    if info["target"] == "arm":
-        import numpy as np
+    if info["target"] in ("arm", "cpu", "gpu"):
+        from qcompile.backends.tvm.export import TvmRunner, load_weights
 
-        from qcompile.backends.tvm.arm import ArmRunner
+        extra = {"artifact": str(p), "target": info["target"]}
+        if info["target"] == "arm":
+            from qcompile.backends.tvm.arm import ArmRunner
 
-        with np.load(p / str(info["weights"]), allow_pickle=False) as z:
-            weights = [z[k] for k in sorted(z.files)]
-        impls["arm_qemu"] = ArmRunner(p, graph, weights)
-        return graph, impls, {"artifact": str(p), "target": "arm"}
-    if info["target"] == "gpu":
-        from qcompile.backends.tvm.cuda import GpuRunner, cuda_device_present
+            impls["arm_qemu"] = ArmRunner(p, graph, load_weights(p, info))
+        elif info["target"] == "cpu":
+            impls["tvm_cpu"] = TvmRunner(p, graph, info)
+        else:
+            from qcompile.backends.tvm.cuda import cuda_device_present
 
-        if not cuda_device_present():
-            note = "not run: no CUDA device on this machine (the artifact's .cu and .ptx are built)"
-            return graph, impls, {"artifact": str(p), "target": "gpu", "gpu": note}
-        impls["tvm_gpu"] = GpuRunner(p, graph, info)
-        return graph, impls, {"artifact": str(p), "target": "gpu"}
-    if info["target"] == "cpu":
-        from qcompile.backends.tvm import TvmRunner
-
-        impls["tvm_cpu"] = TvmRunner(p, graph, info)
-        return graph, impls, {"artifact": str(p), "target": "cpu"}
+            if cuda_device_present():
+                impls["tvm_gpu"] = TvmRunner(p, graph, info, device="cuda")
+            else:
+                extra["gpu"] = (
+                    "not run: no CUDA device on this machine (the artifact's .cu "
+                    "and .ptx are built)"
+                )
+        return graph, impls, extra
     if info["target"] != "fpga":
         raise QCompileError(f"{p}: artifacts for target {info['target']!r} are not supported")
     from qcompile.backends.hls4ml import CSim

@@ -12,6 +12,7 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, export_tvm
 from qcompile.backends.tvm.arm import ArmRunner
+from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 from qcompile.passes import run_pipeline
@@ -37,8 +38,7 @@ def runner(kind: str, out_dir, graph: Graph):
     info = read_manifest(out_dir)
     if kind == "cpu":
         return TvmRunner(out_dir, graph, info)
-    with np.load(out_dir / "weights.npz", allow_pickle=False) as z:
-        return ArmRunner(out_dir, graph, [z[k] for k in sorted(z.files)])
+    return ArmRunner(out_dir, graph, load_weights(out_dir, info))
 
 
 def tvm_vs_sim(graph: Graph, out_dir, kind: str, n: int = 256) -> tuple[np.ndarray, ...]:
@@ -117,11 +117,9 @@ def _cuda_present() -> bool:
     reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
 )
 def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
-    from qcompile.backends.tvm.cuda import GpuRunner
-
     for name, shape, opts in ZOO[:3]:
         graph = zoo_graph(name, shape, opts)
         export_tvm(graph, tmp_path / name, load_target("gpu"))
         x = random_inputs(graph, 256)
-        got = GpuRunner(tmp_path / name, graph, read_manifest(tmp_path / name))(x)
+        got = TvmRunner(tmp_path / name, graph, read_manifest(tmp_path / name), "cuda")(x)
         assert np.array_equal(got, Simulator(graph).run(x)[graph.outputs[0]])

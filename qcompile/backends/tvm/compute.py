@@ -36,7 +36,6 @@ def _requant(te, tirx, value, r: Requant):
 
 
 def build_program(graph: Graph) -> Program:
-    import tvm
     from tvm import te, tirx
 
     prog = Program()
@@ -48,7 +47,6 @@ def build_program(graph: Graph) -> Program:
         env[node.output.name] = _node(te, tirx, prog, node, ins)
     prog.output = env[graph.outputs[0]]
     prog.params.append(prog.output)
-    del tvm
     return prog
 
 

@@ -1,13 +1,10 @@
 """GPU artifacts: CUDA source and PTX from TVM's CUDA codegen (a GPU is not needed to build),
-plus the TVM library that runs them where a GPU is present."""
+plus the TVM library that :class:`~qcompile.backends.tvm.TvmRunner` runs where a GPU is."""
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
@@ -38,24 +35,3 @@ def cuda_device_present() -> bool:
     import tvm
 
     return bool(tvm.cuda(0).exist)
-
-
-class GpuRunner:
-    """Runs an exported gpu artifact's library on the first CUDA device."""
-
-    def __init__(self, artifact: Path, graph: Graph, info: dict[str, Any]) -> None:
-        import tvm
-
-        self.dev = tvm.cuda(0)
-        self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
-        with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
-            self.weights = [tvm.runtime.tensor(z[k], self.dev) for k in sorted(z.files)]
-        self.out_shape = graph.tensors()[graph.outputs[0]].shape
-
-    def __call__(self, x_int: np.ndarray) -> np.ndarray:
-        import tvm
-
-        x = np.ascontiguousarray(x_int, dtype=np.int64)
-        out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
-        self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
-        return out.numpy()

@@ -92,20 +92,31 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     return info
 
 
-class TvmRunner:
-    """Runs an exported cpu artifact through the TVM runtime on integer input batches."""
+def load_weights(artifact: Path, info: dict[str, Any]) -> list[np.ndarray]:
+    """The artifact's weight arrays in argument order."""
+    try:
+        with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
+            return [z[k] for k in sorted(z.files)]
+    except (OSError, KeyError, ValueError) as e:
+        raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
 
-    def __init__(self, artifact: Path, graph: Graph, info: dict[str, Any]) -> None:
+
+class TvmRunner:
+    """Runs an exported cpu (or, with ``device="cuda"``, gpu) artifact's library through the
+    TVM runtime on integer input batches."""
+
+    def __init__(
+        self, artifact: Path, graph: Graph, info: dict[str, Any], device: str = "cpu"
+    ) -> None:
         import tvm
 
-        self.graph = graph
-        self.dev = tvm.cpu()
+        self.dev = tvm.cuda(0) if device == "cuda" else tvm.cpu()
+        weights = load_weights(artifact, info)
         try:
             self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
-            with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
-                self.weights = [tvm.runtime.tensor(z[k], self.dev) for k in sorted(z.files)]
         except (OSError, KeyError, ValueError) as e:
             raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
+        self.weights = [tvm.runtime.tensor(w, self.dev) for w in weights]
         self.out_shape = graph.tensors()[graph.outputs[0]].shape
 
     def __call__(self, x_int: np.ndarray) -> np.ndarray:

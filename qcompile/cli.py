@@ -48,6 +48,12 @@ def cli() -> None:
 @click.option("--method", help=f"Training stage: {' | '.join(METHODS)}. [default: uniform]")
 @click.option("--wbits", type=int, help="Weight bits, 1..8, or 32 for float. [default: 4]")
 @click.option("--abits", type=int, help="Activation bits, 1..8, or 32 for float. [default: 4]")
+@click.option(
+    "--target-bits",
+    type=float,
+    help="Average weight bits the learned-bitwidth methods (sdq, ddq, dmbq) must meet, "
+    "weighted by weight count as `inspect` reports it. [default: 2.0]",
+)
 @click.option("--epochs", type=int, help="Training epochs. [default: 15]")
 @click.option(
     "--batch-size", type=int, help="Global batch size (split across DDP ranks). [default: 64]"
@@ -77,6 +83,7 @@ def train(
     method: str | None,
     wbits: int | None,
     abits: int | None,
+    target_bits: float | None,
     epochs: int | None,
     batch_size: int | None,
     lr: float | None,
@@ -100,6 +107,7 @@ def train(
         "stage.method": method,
         "stage.wbits": wbits,
         "stage.abits": abits,
+        "stage.target_bits": target_bits,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
         "train.lr": lr,

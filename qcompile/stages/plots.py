@@ -57,3 +57,59 @@ def plot_quantizer(out: Path, history: list[dict[str, Any]]) -> Path | None:
     ax.set(title=f"{rows[-1]['qfunc']['layer']}, channel 0", xlabel="w", ylabel="q(w)")
     ax.legend(fontsize=8)
     return _save(plt, fig, out / "quantizer.png")
+
+
+def plot_layer_bits(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``bits.png``: the final bits of every weight layer, with the average (papers/000 Fig. 3)."""
+    rows = [h for h in history if h.get("wbits")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    bits = rows[-1]["wbits"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(bits) + 2), 3.2))
+    ax.bar(range(len(bits)), list(bits.values()), color="tab:blue")
+    ax.axhline(
+        rows[-1]["avg_wbits"],
+        color="tab:red",
+        ls="--",
+        label=f"average {rows[-1]['avg_wbits']:.2f}",
+    )
+    ax.set_xticks(range(len(bits)), list(bits), rotation=60, fontsize=7)
+    ax.set(ylabel="weight bits", title=f"learned bitwidths, epoch {rows[-1]['epoch']}")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, out / "bits.png")
+
+
+def plot_bit_evolution(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``bits_evolution.png``: each layer's bits per epoch (papers/000 Fig. 5)."""
+    rows = [h for h in history if h.get("wbits")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    epochs = [h["epoch"] for h in rows]
+    for layer in rows[-1]["wbits"]:
+        ax.plot(epochs, [h["wbits"].get(layer) for h in rows], marker=".", label=layer)
+    ax.plot(epochs, [h["avg_wbits"] for h in rows], color="black", lw=2, ls="--", label="average")
+    ax.set(xlabel="epoch", ylabel="weight bits", title="bitwidths over training")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(plt, fig, out / "bits_evolution.png")
+
+
+def plot_levels(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``levels.png``: channel 0's weight histogram with its final quantization levels, for the
+    largest learned layers (papers/000 Fig. 1)."""
+    rows = [h for h in history if h.get("levels")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    snap = rows[-1]["levels"]
+    fig, axes = plt.subplots(1, len(snap), figsize=(4 * len(snap), 3.2), squeeze=False)
+    for ax, (layer, s) in zip(axes[0], snap.items(), strict=True):
+        edges = s["edges"]
+        ax.stairs(s["counts"], edges, fill=True, color="tab:gray", alpha=0.6, label="weights")
+        for i, v in enumerate(s["levels"]):
+            ax.axvline(v, color="tab:red", lw=1, label="levels" if i == 0 else None)
+        ax.set(title=f"{layer}, channel 0, {s['bits']}-bit", xlabel="w", ylabel="count")
+        ax.legend(fontsize=8)
+    return _save(plt, fig, out / "levels.png")

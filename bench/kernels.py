@@ -22,6 +22,11 @@ import time
 
 import numpy as np
 
+from qcompile.ir import ops
+from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.types import QType, TensorInfo
+from qcompile.sim import Simulator
+
 N = 4096
 BITS = (1, 2, 4, 8)
 
@@ -36,39 +41,48 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
+def gemv_graph(bits: int, seed: int = 0) -> Graph:
+    """One dense layer of the IR: 4096x4096 b-bit codes, 8-bit per-row LUT levels, 8-bit
+    inputs; the output keeps the whole accumulator (no clipping)."""
+    rng = np.random.default_rng(seed)
+    x = TensorInfo("x", (N,), QType(8, True), 1.0)
+    w = Weights(
+        bits,
+        (N, N),
+        rng.integers(0, 1 << bits, (N, N)).astype(np.uint8),
+        False,
+        rng.integers(-128, 128, (N, 1 << bits)).astype(np.int64),
+        None,
+        False,
+    )
+    probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [x.qtype.range])
+    lo, hi = -(1 << (acc - 1)), (1 << (acc - 1)) - 1
+    y = TensorInfo("y", (N,), QType(acc, True), 1.0)
+    node = Node("y", Dense(), ("x",), y, w, Requant(0, lo, hi, acc))
+    return Graph("gemv", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
+
+
 def tvm_gemv(bits: int, m: int, repeats: int) -> float:
+    """The backend's own compute and CPU schedule for one dense layer, batch ``m``."""
     import tvm
-    from tvm import te, tirx
 
-    cpw = 32 // bits
-    x = te.placeholder((m, N), "int32", name="x")
-    w = te.placeholder((N * N // cpw,), "uint32", name="w")
-    lut = te.placeholder((N, 1 << bits), "int32", name="lut")
-    k = te.reduce_axis((0, N), name="k")
+    from qcompile.backends.targets import load_target
+    from qcompile.backends.tvm.export import compile_graph
 
-    def code(o, i):
-        idx = o * N + i
-        sh = ((idx % cpw) * bits).astype("uint32")
-        return ((w[idx // cpw] >> sh) & tirx.const((1 << bits) - 1, "uint32")).astype("int32")
-
-    y = te.compute((m, N), lambda r, o: te.sum(x[r, k] * lut[o, code(o, k)], axis=k), name="y")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, lut, y]))
-    blk = sch.get_sblock("y")
-    r, o, kk = sch.get_loops(blk)
-    sch.reorder(o, r, kk)
-    sch.parallel(o)
-    ex = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm"}))
-    rng = np.random.default_rng(0)
+    graph = gemv_graph(bits)
+    ex, weights = compile_graph(graph, load_target("cpu"))
+    rng = np.random.default_rng(1)
     dev = tvm.cpu()
+    x = rng.integers(-128, 128, (m, N)).astype(np.int64)
     args = [
         tvm.runtime.tensor(a, dev)
-        for a in (
-            rng.integers(-128, 128, (m, N)).astype(np.int32),
-            rng.integers(0, 2**32, N * N // cpw, dtype=np.uint64).astype(np.uint32),
-            rng.integers(-128, 128, (N, 1 << bits)).astype(np.int32),
-            np.zeros((m, N), np.int32),
-        )
+        for a in (x, *(w for _, _, w in weights), np.zeros((m, N), np.int64))
     ]
+    ex["main"](*args)
+    expect = Simulator(graph).run(x)["y"]
+    if not np.array_equal(args[-1].numpy(), expect):
+        raise SystemExit(f"TVM {bits}-bit GEMV differs from the simulator")
     return median_time(lambda: ex["main"](*args), repeats)
 
 

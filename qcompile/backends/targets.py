@@ -46,8 +46,10 @@ class FpgaTarget:
 
 @dataclass(frozen=True)
 class CpuTarget:
-    """A CPU compiled by TVM's llvm backend: ``mtriple``/``mcpu``/``mattr`` as LLVM takes them
-    (empty: the host)."""
+    """A CPU compiled by TVM's llvm backend: ``mtriple``/``mcpu``/``mattr`` as LLVM takes them.
+
+    Empty ``mtriple`` and ``mcpu`` mean this host, compiled for the CPU LLVM detects here (its
+    vector units: the generic x86-64 default would stop at SSE2)."""
 
     name: str
     mtriple: str = ""
@@ -61,6 +63,10 @@ class CpuTarget:
             t["mtriple"] = self.mtriple
         if self.mcpu:
             t["mcpu"] = self.mcpu
+        elif not self.mtriple:
+            from tvm.target import codegen
+
+            t["mcpu"] = str(codegen.llvm_get_system_cpu())
         if self.mattr:
             t["mattr"] = list(self.mattr)
         return t

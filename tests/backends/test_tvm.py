@@ -12,9 +12,12 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, export_tvm
 from qcompile.backends.tvm.arm import ArmRunner
+from qcompile.backends.tvm.compute import compute_dtype, storage_dtype
 from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import Graph
+from qcompile.ir import ops
+from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.types import QType, TensorInfo
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
@@ -123,3 +126,40 @@ def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
         x = random_inputs(graph, 256)
         got = TvmRunner(tmp_path / name, graph, read_manifest(tmp_path / name), "cuda")(x)
         assert np.array_equal(got, Simulator(graph).run(x)[graph.outputs[0]])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_parallel_schedule_is_exact_on_two_threads(tmp_path, kind, monkeypatch):
+    # resnet18's 72x72 stem is large enough for the schedule's parallel loops, and the ARM
+    # runner's own thread launcher (templates/harness.c) then splits them over 2 threads.
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    name, shape, opts = ZOO[3]
+    got, want = tvm_vs_sim(zoo_graph(name, shape, opts), tmp_path / kind, kind, n=8)
+    assert np.array_equal(got, want)
+
+
+def _wide_dense() -> Graph:
+    """One dense layer whose accumulator needs ~40 bits: 20-bit LUT levels, fan-in 512."""
+    rng = np.random.default_rng(5)
+    x = TensorInfo("x", (512,), QType(8, True), 1.0)
+    lut = rng.integers(-(1 << 20), 1 << 20, (16, 4)).astype(np.int64)
+    w = Weights(
+        2, (16, 512), rng.integers(0, 4, (16, 512)).astype(np.uint8), False, lut, None, False
+    )
+    probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [x.qtype.range])
+    y = TensorInfo("y", (16,), QType(acc, True), 1.0)
+    node = Node(
+        "y", Dense(), ("x",), y, w, Requant(0, -(1 << (acc - 1)), (1 << (acc - 1)) - 1, acc)
+    )
+    return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
+
+
+def test_wide_accumulators_compute_in_int64_and_narrow_ones_in_int32(tmp_path):
+    wide = _wide_dense()
+    assert compute_dtype(wide.nodes[0]) == "int64" and storage_dtype(wide.nodes[0]) == "int64"
+    got, want = tvm_vs_sim(wide, tmp_path / "wide", "cpu")
+    assert np.abs(want).max() > 1 << 32  # the case int32 would get wrong
+    assert np.array_equal(got, want)
+    lenet = zoo_graph("lenet", (1, 8, 8), {})
+    assert {compute_dtype(n) for n in lenet.nodes if n.requant is not None} == {"int32"}

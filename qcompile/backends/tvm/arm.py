@@ -22,7 +22,8 @@ CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 TEMPLATES = Path(__file__).parent / "templates"
 HEADERS = ("dlpack/dlpack.h", "tvm/ffi/c_api.h", "tvm/ffi/endian.h")
-DTYPES = {np.dtype("int64"): 0, np.dtype("uint32"): 1}  # DLPack codes: kDLInt, kDLUInt
+# DLPack type codes: kDLInt 0, kDLUInt 1
+DTYPES = {np.dtype("int64"): 0, np.dtype("int32"): 0, np.dtype("uint32"): 1}
 
 
 def need(tool: str, package: str) -> str:
@@ -59,6 +60,7 @@ def link(out: Path) -> None:
         "-o",
         "model_runner",
         "-lm",
+        "-lpthread",
     ]
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     if r.returncode != 0:

@@ -1,19 +1,27 @@
 """The IR as TVM tensor expressions: one ``te.compute`` chain for the whole graph.
 
-Every tensor is int64 (accumulators are proven to fit 53 bits), weights arrive as function
-arguments: codes packed LSB-first in uint32 words, per-channel int64 LUTs, int64 biases. A
-code is extracted as ``(word[i / n] >> (b * (i % n))) & (2^b - 1)`` and dequantized by a LUT
-gather; the requantization is the contract's ``clip((acc * m + 2^(s-1)) >> s, lo, hi)``.
+Each node computes in int32 where the verifier's accumulator width (``Requant.acc_bits``, which
+covers the multiplier and the rounding term) is at most 32 bits, else in int64; tensors
+between nodes are int32 whenever their QType fits. The function's input and output stay int64
+so every runner and harness sees one calling convention. Weights arrive as arguments: codes
+packed LSB-first in uint32 words, per-channel LUTs and biases in the node's type. A code is
+``(word[i / n] >> (b * (i % n))) & (2^b - 1)``; it is dequantized by a binary Select tree over
+its bits up to ``SELECT_BITS`` (vectorises) and by a gather above (scalar, but a tree of 2^b
+leaves would cost more). The requantization is ``clip((acc * m + 2^(s-1)) >> s, lo, hi)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from qcompile.ir.graph import Add, Conv2d, Graph, Node, Pool, Requant
 from qcompile.ir.packing import codes_per_word
 
-I64 = "int64"
+I64, I32 = "int64", "int32"
+SELECT_BITS = 4
+INT32 = (-(1 << 31), (1 << 31) - 1)
 
 
 @dataclass
@@ -26,13 +34,38 @@ class Program:
     output: object = None
 
 
-def _requant(te, tirx, value, r: Requant):
+def _fits32(*arrays: np.ndarray | None) -> bool:
+    return all(
+        a is None or not a.size or (a.min() >= INT32[0] and a.max() <= INT32[1]) for a in arrays
+    )
+
+
+def compute_dtype(node: Node) -> str:
+    """int32 where every value the node holds is proven to fit, else int64."""
+    r, w = node.requant, node.weights
+    if r is not None and r.acc_bits > 32:
+        return I64
+    if w is not None and not _fits32(w.lut, w.bias):
+        return I64
+    return I32
+
+
+def storage_dtype(node: Node) -> str:
+    lo, hi = node.output.qtype.range
+    return I32 if INT32[0] <= lo and hi <= INT32[1] else I64
+
+
+def _cast(v, dtype: str):
+    return v.astype(dtype)  # a no-op when v already has the type
+
+
+def _requant(te, tirx, value, r: Requant, dt: str, out: str):
     v = value
     if r.multiplier != 1:
-        v = v * tirx.const(r.multiplier, I64)
+        v = v * tirx.const(r.multiplier, dt)
     if r.shift:
-        v = (v + tirx.const(r.rounding, I64)) >> tirx.const(r.shift, I64)
-    return tirx.max(tirx.min(v, tirx.const(r.hi, I64)), tirx.const(r.lo, I64))
+        v = (v + tirx.const(r.rounding, dt)) >> tirx.const(r.shift, dt)
+    return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), out)
 
 
 def build_program(graph: Graph) -> Program:
@@ -41,27 +74,30 @@ def build_program(graph: Graph) -> Program:
     prog = Program()
     x = te.placeholder((te.var("n", "int64"), *graph.input.shape), I64, name="input")
     prog.params.append(x)
-    env = {graph.input.name: x}
+    first = te.compute(x.shape, lambda *i: x(*i).astype(I32), name="input_i32")
+    env = {graph.input.name: first if graph.input.qtype.bits <= 32 else x}
     for node in graph.nodes:
         ins = [env[t] for t in node.inputs]
         env[node.output.name] = _node(te, tirx, prog, node, ins)
-    prog.output = env[graph.outputs[0]]
-    prog.params.append(prog.output)
+    out = env[graph.outputs[0]]
+    if out.dtype != I64:
+        out = te.compute(out.shape, lambda *i: out(*i).astype(I64), name="output_i64")
+    prog.output = out
+    prog.params.append(out)
     return prog
 
 
-def _weights(te, prog: Program, node: Node):
+def _weights(te, prog: Program, node: Node, dt: str):
     w = node.weights.pack()
-    bias = w.bias if w.bias is not None else None
     codes = te.placeholder(w.data.shape, "uint32", name=f"{_c(node)}_codes")
-    lut = te.placeholder(w.lut.shape, I64, name=f"{_c(node)}_lut")
+    lut = te.placeholder(w.lut.shape, dt, name=f"{_c(node)}_lut")
     prog.params += [codes, lut]
-    prog.weights += [(node.name, "codes", w.data), (node.name, "lut", w.lut)]
+    prog.weights += [(node.name, "codes", w.data), (node.name, "lut", w.lut.astype(dt))]
     b = None
-    if bias is not None:
-        b = te.placeholder(bias.shape, I64, name=f"{_c(node)}_bias")
+    if w.bias is not None:
+        b = te.placeholder(w.bias.shape, dt, name=f"{_c(node)}_bias")
         prog.params.append(b)
-        prog.weights.append((node.name, "bias", bias))
+        prog.weights.append((node.name, "bias", w.bias.astype(dt)))
     return w, codes, lut, b
 
 
@@ -69,54 +105,56 @@ def _c(node: Node) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in node.name)
 
 
-def _code(tirx, codes, idx, bits: int):
-    n = codes_per_word(bits)
-    word = codes[idx // n]
-    sh = ((idx % n) * bits).astype("uint32")
-    return ((word >> sh) & tirx.const((1 << bits) - 1, "uint32")).astype("int32")
+def _extract(tirx, word, slot, bits: int):
+    sh = (slot * bits).astype("uint32")
+    return ((word >> sh) & tirx.const((1 << bits) - 1, "uint32")).astype(I32)
+
+
+def _lookup(tirx, lut, row, code, bits: int):
+    """``lut[row, code]``: a binary Select tree on the code's bits (vectorises), or a gather."""
+    if bits > SELECT_BITS:
+        return lut[row, code]
+
+    def tree(lo: int, n: int):
+        if n == 1:
+            return lut[row, lo]
+        half = n // 2
+        bit = (code >> tirx.const(half.bit_length() - 1, I32)) & tirx.const(1, I32)
+        return tirx.Select(bit == tirx.const(1, I32), tree(lo + half, half), tree(lo, half))
+
+    return tree(0, 1 << bits)
+
+
+def _bias(tirx, b, ch, dt: str):
+    return b[ch] if b is not None else tirx.const(0, dt)
 
 
 def _node(te, tirx, prog: Program, node: Node, ins: list):
     op, r, x = node.op, node.requant, ins[0]
     batch = x.shape[0]
-    name = _c(node)
+    name, dt, out = _c(node), compute_dtype(node), storage_dtype(node)
     if node.kind == "flatten":
         c, h, w = (int(v) for v in x.shape[1:])
         return te.compute(
             (batch, c * h * w), lambda n, i: x[n, i // (h * w), (i // w) % h, i % w], name=name
         )
     if node.kind == "clip":
-        return te.compute(x.shape, lambda *i: _requant(te, tirx, x(*i), r), name=name)
+        return te.compute(
+            x.shape, lambda *i: _requant(te, tirx, _cast(x(*i), dt), r, dt, out), name=name
+        )
     if isinstance(op, Add):
 
         def add(*i):
-            acc = ins[0](*i) * tirx.const(op.multipliers[0], I64)
+            acc = _cast(ins[0](*i), dt) * tirx.const(op.multipliers[0], dt)
             for t, m in zip(ins[1:], op.multipliers[1:], strict=True):
-                acc = acc + t(*i) * tirx.const(m, I64)
-            return _requant(te, tirx, acc, r)
+                acc = acc + _cast(t(*i), dt) * tirx.const(m, dt)
+            return _requant(te, tirx, acc, r, dt, out)
 
         return te.compute(x.shape, add, name=name)
     if node.kind == "dense":
-        w, codes, lut, b = _weights(te, prog, node)
-        o, k = w.shape
-        rk = te.reduce_axis((0, k), name="k")
-        row = (lambda j: j) if w.lut.shape[0] > 1 else (lambda j: 0)
-        acc = te.compute(
-            (batch, o),
-            lambda n, j: te.sum(
-                x[n, rk] * lut[row(j), _code(tirx, codes, j * k + rk, w.bits)], axis=rk
-            ),
-            name=f"{name}_acc",
-        )
-        return te.compute(
-            (batch, o),
-            lambda n, j: _requant(
-                te, tirx, acc[n, j] + (b[j] if b is not None else tirx.const(0, I64)), r
-            ),
-            name=name,
-        )
+        return _dense(te, tirx, prog, node, x, name, dt, out)
     if isinstance(op, Conv2d):
-        return _conv(te, tirx, prog, node, x, batch, name)
+        return _conv(te, tirx, prog, node, x, name, dt, out)
     assert isinstance(op, Pool)
     c = int(x.shape[1])
     (kh, kw), (sh, sw), (ph, pw) = op.kernel, op.stride, op.padding
@@ -132,10 +170,43 @@ def _node(te, tirx, prog: Program, node: Node, ins: list):
         )
     acc = te.compute(
         (batch, c, oh, ow),
-        lambda n, ch, i, j: te.sum(padded[n, ch, i * sh + ri, j * sw + rj], axis=[ri, rj]),
+        lambda n, ch, i, j: te.sum(
+            _cast(padded[n, ch, i * sh + ri, j * sw + rj], dt), axis=[ri, rj]
+        ),
         name=f"{name}_acc",
     )
-    return te.compute(acc.shape, lambda *i: _requant(te, tirx, acc(*i), r), name=name)
+    return te.compute(acc.shape, lambda *i: _requant(te, tirx, acc(*i), r, dt, out), name=name)
+
+
+def _dense(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
+    w, codes, lut, b = _weights(te, prog, node, dt)
+    o, k = w.shape
+    n_w = codes_per_word(w.bits)
+    row = (lambda j: j) if w.lut.shape[0] > 1 else (lambda j: 0)
+    if k % n_w == 0:
+        # Rows start on word boundaries: a word axis and a slot axis, so the schedule can
+        # vectorise over the codes of one word (the word is loaded once, shifts are constant).
+        kw_, kl = te.reduce_axis((0, k // n_w), name="kw"), te.reduce_axis((0, n_w), name="kl")
+
+        def body(n, j):
+            code = _extract(tirx, codes[j * (k // n_w) + kw_], kl, w.bits)
+            level = _lookup(tirx, lut, row(j), code, w.bits)
+            return te.sum(_cast(x[n, kw_ * n_w + kl], dt) * level, axis=[kw_, kl])
+
+    else:
+        rk = te.reduce_axis((0, k), name="k")
+
+        def body(n, j):
+            idx = j * k + rk
+            code = _extract(tirx, codes[idx // n_w], idx % n_w, w.bits)
+            return te.sum(_cast(x[n, rk], dt) * _lookup(tirx, lut, row(j), code, w.bits), axis=rk)
+
+    acc = te.compute((x.shape[0], o), body, name=f"{name}_acc")
+    return te.compute(
+        (x.shape[0], o),
+        lambda n, j: _requant(te, tirx, acc[n, j] + _bias(tirx, b, j, dt), node.requant, dt, out),
+        name=name,
+    )
 
 
 def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
@@ -147,17 +218,18 @@ def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
         lambda n, ch, i, j: tirx.if_then_else(
             tirx.all(i >= ph, i < h + ph, j >= pw, j < w + pw),
             x[n, ch, i - ph, j - pw],
-            tirx.const(fill, I64),
+            tirx.const(fill, x.dtype),
         ),
         name=f"{name}_pad",
     )
 
 
-def _conv(te, tirx, prog: Program, node: Node, x, batch, name: str):
+def _conv(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
     op = node.op
-    w, codes, lut, b = _weights(te, prog, node)
+    w, codes, lut, b = _weights(te, prog, node, dt)
     o, cg, kh, kw = w.shape
     og = o // op.groups
+    n_w = codes_per_word(w.bits)
     (sh, sw), (dh, dw) = op.stride, op.dilation
     oh, ow = node.output.shape[1:]
     padded = _pad(te, tirx, x, op.padding[0], op.padding[1], 0, name)
@@ -167,20 +239,16 @@ def _conv(te, tirx, prog: Program, node: Node, x, batch, name: str):
 
     def acc_fn(n, f, i, j):
         idx = ((f * cg + rc) * kh + ri) * kw + rj
-        level = lut[f if per_channel else 0, _code(tirx, codes, idx, w.bits)]
-        return te.sum(
-            padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw] * level,
-            axis=[rc, ri, rj],
-        )
+        code = _extract(tirx, codes[idx // n_w], idx % n_w, w.bits)
+        level = _lookup(tirx, lut, f if per_channel else 0, code, w.bits)
+        pixel = padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw]
+        return te.sum(_cast(pixel, dt) * level, axis=[rc, ri, rj])
 
-    acc = te.compute((batch, o, oh, ow), acc_fn, name=f"{name}_acc")
+    acc = te.compute((x.shape[0], o, oh, ow), acc_fn, name=f"{name}_acc")
     return te.compute(
         acc.shape,
         lambda n, f, i, j: _requant(
-            te,
-            tirx,
-            acc[n, f, i, j] + (b[f] if b is not None else tirx.const(0, I64)),
-            node.requant,
+            te, tirx, acc[n, f, i, j] + _bias(tirx, b, f, dt), node.requant, dt, out
         ),
         name=name,
     )

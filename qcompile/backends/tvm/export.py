@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     from tvm import te
 
     from qcompile.backends.tvm.compute import build_program
+    from qcompile.backends.tvm.cpu import schedule_cpu
 
     prog = build_program(graph)
-    func = te.create_prim_func(prog.params)
+    func = schedule_cpu(te.create_prim_func(prog.params))
     ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
     return ex, prog.weights
 
@@ -110,6 +112,12 @@ class TvmRunner:
     ) -> None:
         import tvm
 
+        if device == "cuda":
+            # The library carries CUDA source (TVM's wheel has no CUDA runtime to compile it
+            # at build time); the runtime compiles it at load through this callback, with
+            # nvcc: the default, nvrtc, needs cuda-bindings, which the wheel does not bring.
+            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+            import tvm.support.nvcc  # registers tvm_callback_cuda_compile
         self.dev = tvm.cuda(0) if device == "cuda" else tvm.cpu()
         weights = load_weights(artifact, info)
         try:

@@ -4,7 +4,9 @@
  * ARGS.bin holds every argument of the model's `main` in order (input, weights..., output),
  * each as: int32 dtype code, int32 dtype bits, int32 ndim, int64 shape[ndim], raw data.
  * OUT.bin receives the raw data of the last argument (the output) after the call.
+ * Parallel loops run on TVM_NUM_THREADS threads (default 1).
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,12 +38,47 @@ static int free_workspace(int device_type, int device_id, void* ptr) {
 void* (*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = alloc_workspace;
 int (*__TVMBackendFreeWorkspace)(int, int, void*) = free_workspace;
 
+/* Parallel-launch hook (weak in the object): the schedule's parallel loops call it with a
+ * lambda that runs task `task_id` of `num_task` slices. Threads are started per launch;
+ * the lambdas never call the barrier (no BSP loops in qcompile's schedules). */
+typedef struct { void* sync_handle; int32_t num_task; } ParallelEnv;
+typedef int (*ParallelLambda)(int task_id, ParallelEnv* env, void* cdata);
+typedef struct { ParallelLambda fn; int task_id; ParallelEnv* env; void* cdata; int rc; } Task;
+
+static int num_threads = 1;
+
+static void* run_task(void* arg) {
+    Task* t = (Task*)arg;
+    t->rc = t->fn(t->task_id, t->env, t->cdata);
+    return NULL;
+}
+
+static int parallel_launch(ParallelLambda fn, void* cdata, int num_task) {
+    int n = num_task > 0 && num_task < num_threads ? num_task : num_threads;
+    ParallelEnv env = {NULL, n};
+    Task tasks[64];
+    pthread_t threads[64];
+    if (n > 64) n = env.num_task = 64;
+    for (int i = 0; i < n; i++) tasks[i] = (Task){fn, i, &env, cdata, 0};
+    for (int i = 1; i < n; i++) pthread_create(&threads[i], NULL, run_task, &tasks[i]);
+    run_task(&tasks[0]);
+    int rc = tasks[0].rc;
+    for (int i = 1; i < n; i++) {
+        pthread_join(threads[i], NULL);
+        if (tasks[i].rc) rc = tasks[i].rc;
+    }
+    return rc;
+}
+int (*__TVMBackendParallelLaunch)(ParallelLambda, void*, int) = parallel_launch;
+
 static void must(int ok, const char* what) {
     if (!ok) { fprintf(stderr, "model_runner: %s\n", what); exit(2); }
 }
 
 int main(int argc, char** argv) {
     must(argc == 3, "usage: model_runner ARGS.bin OUT.bin");
+    const char* threads = getenv("TVM_NUM_THREADS");
+    if (threads && atoi(threads) > 0) num_threads = atoi(threads);
     FILE* f = fopen(argv[1], "rb");
     must(f != NULL, "cannot open the arguments file");
     DLTensor tensors[256];

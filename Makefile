@@ -40,6 +40,7 @@ lint: install
 	$(VENV)/bin/ruff format --check qcompile tests bench
 
 bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.accuracy_dqa
@@ -48,6 +49,7 @@ bench: install
 	$(PY) -m bench.fpga_memory
 	$(PY) -m bench.dqa_ablation
 	$(PY) -m bench.kernels
+	$(PY) -m bench.latency
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

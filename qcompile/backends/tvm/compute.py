@@ -237,18 +237,45 @@ def _conv(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
     ri, rj = te.reduce_axis((0, kh), name="ri"), te.reduce_axis((0, kw), name="rj")
     per_channel = w.lut.shape[0] > 1
 
-    def acc_fn(n, f, i, j):
-        idx = ((f * cg + rc) * kh + ri) * kw + rj
+    # A conv reuses each weight at every output pixel: dequantize the codes once per call
+    # (O(weights)) instead of inside the reduction (O(weights x pixels)).
+    def level(f, c, a, b):
+        idx = ((f * cg + c) * kh + a) * kw + b
         code = _extract(tirx, codes[idx // n_w], idx % n_w, w.bits)
-        level = _lookup(tirx, lut, f if per_channel else 0, code, w.bits)
-        pixel = padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw]
-        return te.sum(_cast(pixel, dt) * level, axis=[rc, ri, rj])
+        return _lookup(tirx, lut, f if per_channel else 0, code, w.bits)
 
-    acc = te.compute((x.shape[0], o, oh, ow), acc_fn, name=f"{name}_acc")
+    batch = x.shape[0]
+    if op.groups == 1:
+        # Dense convs accumulate channels-last, levels stored [c, kh, kw, f]: the schedule
+        # vectorises over output channels (one broadcast pixel times a vector of levels).
+        levels = te.compute((cg, kh, kw, o), lambda c, a, b_, f: level(f, c, a, b_),
+                            name=f"{name}_levels")  # fmt: skip
+        acc = te.compute(
+            (batch, oh, ow, o),
+            lambda n, i, j, f: te.sum(
+                _cast(padded[n, rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                * levels[rc, ri, rj, f],
+                axis=[rc, ri, rj],
+            ),
+            name=f"{name}_acc_nhwc",
+        )
+        at = lambda n, f, i, j: acc[n, i, j, f]  # noqa: E731
+    else:
+        levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
+        acc = te.compute(
+            (batch, o, oh, ow),
+            lambda n, f, i, j: te.sum(
+                _cast(padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                * levels[f, rc, ri, rj],
+                axis=[rc, ri, rj],
+            ),
+            name=f"{name}_acc",
+        )
+        at = lambda n, f, i, j: acc[n, f, i, j]  # noqa: E731
     return te.compute(
-        acc.shape,
+        (batch, o, oh, ow),
         lambda n, f, i, j: _requant(
-            te, tirx, acc[n, f, i, j] + _bias(tirx, b, f, dt), node.requant, dt, out
+            te, tirx, at(n, f, i, j) + _bias(tirx, b, f, dt), node.requant, dt, out
         ),
         name=name,
     )

@@ -8,8 +8,11 @@ One rule per kind of block, chosen by what the block computes:
   one uint32 word: the word is loaded once, the shifts are constants, and the Select-tree
   lookup, multiply and add run as one vector over the word's codes (then a short
   horizontal sum);
-- a conv accumulator moves its reduction outside the output row and vectorises along the row:
-  one code and its level serve every output pixel of the row;
+- a dense (groups = 1) conv accumulates channels-last: output channels in vector lanes, the
+  reduction outside them, four output pixels per vector of levels (the levels were
+  dequantized once per call, stored [c, kh, kw, f]);
+- a grouped or depthwise conv moves its reduction outside the output row and vectorises along
+  the row: one level serves every output pixel of the row;
 - every block runs its outer data-parallel loops in parallel (``TVM_NUM_THREADS`` threads)
   and vectorises its innermost data-parallel loop where its extent is static.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+PIXELS = 4  # output pixels sharing one vector of levels in a channels-last conv
 MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoriser
 # Below this many inner iterations per batch item a parallel launch costs more than it saves
 # (lenet's small layers ran 1.8x slower at batch 1 when every block was parallel).
@@ -40,6 +44,8 @@ def schedule_cpu(func: Any) -> Any:
             _elementwise(sch, block)
         elif _is_dense_two_axis(sch, block):
             _dense(sch, block)
+        elif sch.get(block).name_hint.endswith("_acc_nhwc"):
+            _conv_channels_last(sch, block)
         elif len(kinds) == 7 and kinds[:4] == [0, 0, 0, 0]:
             _conv(sch, block)
         else:
@@ -116,4 +122,24 @@ def _conv(sch: Any, block: Any) -> None:
     _parallel(sch, block, [n, f])
     if width <= MAX_LANES:
         sch.vectorize(j)
+    sch.decompose_reduction(block, rc)
+
+
+def _conv_channels_last(sch: Any, block: Any) -> None:
+    """acc[n, i, j, f]: output channels in vector lanes, the reduction outside them, and
+    ``PIXELS`` output pixels of a row per level-vector load (register blocking)."""
+    n, i, j, f, rc, ri, rj = sch.get_loops(block)
+    channels, width = _extent(sch, f), _extent(sch, j)
+    lanes = next((v for v in (16, 8, 4) if channels and channels % v == 0), None)
+    if lanes is None:
+        _parallel(sch, block, [n, i])
+        return
+    fo, fi = sch.split(f, [None, lanes])
+    pix = PIXELS if width and width % PIXELS == 0 else 1
+    jo, ji = sch.split(j, [None, pix])
+    sch.reorder(fo, i, jo, rc, ri, rj, ji, fi)
+    _parallel(sch, block, [n, fo, i])
+    sch.vectorize(fi)
+    if pix > 1:
+        sch.unroll(ji)
     sch.decompose_reduction(block, rc)

@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from qcompile.errors import QCompileError
-from qcompile.stages import PLANNED, STAGES
+from qcompile.stages import STAGES
 
-METHODS = sorted(set(STAGES) | set(PLANNED))
+METHODS = sorted(STAGES)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str) -> None:

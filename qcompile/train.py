@@ -199,6 +199,8 @@ def train(
             loss = F.cross_entropy(logits, yb)
             extra = stage.regularizer(model)
             objective = loss if extra is None else loss + extra
+            batch_extra = stage.extra_loss(model, xb, logits)
+            objective = objective if batch_extra is None else objective + batch_extra
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()

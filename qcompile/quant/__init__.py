@@ -21,7 +21,7 @@ FIXED_BITS = {"bwn": 1, "twn": 2}
 
 WEIGHT_QUANTIZERS: dict[str, Callable[[int, int, bool], Quantizer]] = {
     "minmax": lambda bits, channels, per_channel: MinMax(bits, per_channel),
-    "sawb": lambda bits, channels, per_channel: SAWB(bits, per_channel),
+    "sawb": lambda bits, channels, per_channel: SAWB(bits, per_channel, channels=channels),
     "sawb_closed": lambda bits, channels, per_channel: SAWB(bits, per_channel, closed_form=True),
     "bwn": lambda bits, channels, per_channel: BWN(per_channel),
     "twn": lambda bits, channels, per_channel: TWN(per_channel),

@@ -129,22 +129,29 @@ class SAWB(GridQuantizer):
     ``closed_form=False`` calibrates ``a`` by minimising the quantization MSE on the current
     weights at every training step (cached for evaluation); ``closed_form=True`` uses the
     fitted formula ``a = c1 rms(w) + c0 mean|w|`` (2, 4 and 8 bits).
+
+    The cached clip is a buffer of its final shape (``channels`` rows, or 1 per tensor) from
+    the start, so a freshly built model loads a trained one's state dict; 0 means "not
+    calibrated yet" (a calibrated clip is > 0), and is calibrated even in eval mode.
     """
 
     clip_grad = True
 
-    def __init__(self, bits: int, per_channel: bool = True, closed_form: bool = False) -> None:
+    def __init__(
+        self, bits: int, per_channel: bool = True, closed_form: bool = False, channels: int = 1
+    ) -> None:
         super().__init__(bits, per_channel)
         if closed_form and bits not in SAWB_CLOSED_FORM:
             sawb_closed_form(torch.zeros(1, 1), bits)  # raises the explanatory error
         self.closed_form = closed_form
-        self.register_buffer("alpha", torch.zeros(0))
+        self.register_buffer("alpha", torch.zeros(channels if per_channel else 1))
 
     def clip(self, x: Tensor) -> Tensor:
         rows = channel_rows(x.detach(), self.per_channel)
         if self.closed_form:
             return sawb_closed_form(rows, self.bits)
-        if self.training or self.alpha.numel() != rows.shape[0]:
+        stale = self.alpha.numel() != rows.shape[0] or not bool((self.alpha > 0).all())
+        if self.training or stale:
             self.alpha = sawb_calibrate(rows, self.bits)
         return self.alpha
 

@@ -9,6 +9,8 @@ from torch import nn
 
 from qcompile.errors import QCompileError, did_you_mean, unknown_choice
 from qcompile.stages.base import Stage, StageConfig
+from qcompile.stages.ddq import DDQStage
+from qcompile.stages.dmbq import DMBQStage
 from qcompile.stages.dqa import BRStage, DQAStage
 from qcompile.stages.layers import (
     ActExport,
@@ -19,21 +21,17 @@ from qcompile.stages.layers import (
     QuantModel,
     WeightExport,
 )
+from qcompile.stages.sdq import SDQStage
 from qcompile.stages.uniform import UniformStage
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (UniformStage, DQAStage, BRStage)}
-# Named by the CLI contract but not in this version yet; asked for, they get a clear error.
-PLANNED = ("sdq", "ddq", "dmbq")
+STAGES: dict[str, type[Stage]] = {
+    s.name: s for s in (UniformStage, DQAStage, BRStage, DDQStage, DMBQStage, SDQStage)
+}
 
 
 def stage_class(method: str) -> type[Stage]:
     if method in STAGES:
         return STAGES[method]
-    if method in PLANNED:
-        raise QCompileError(
-            f"method '{method}' is not implemented in this version; available: "
-            + ", ".join(sorted(STAGES))
-        )
     raise unknown_choice("method", method, STAGES)
 
 
@@ -72,7 +70,6 @@ def quantize(model: nn.Module, method: str = "uniform", **options: Any) -> Quant
 
 
 __all__ = [
-    "PLANNED",
     "STAGES",
     "ActExport",
     "QuantAct",

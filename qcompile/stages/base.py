@@ -149,6 +149,11 @@ class Stage(ABC):
         """Extra loss term added to the task loss (None: nothing to add)."""
         return None
 
+    def extra_loss(self, model: QuantModel, x: Tensor, logits: Tensor) -> Tensor | None:
+        """Extra loss term that needs the batch: its inputs ``x`` and the model's ``logits``
+        (e.g. distillation from a teacher). None: nothing to add."""
+        return None
+
     def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:  # noqa: B027
         """Called before every optimizer step's forward pass."""
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile.errors import QCompileError
 from qcompile.quant import FLOAT_BITS
 from qcompile.stages.base import Stage, StageConfig
 from qcompile.stages.layers import QuantConv2d, QuantLinear, QuantModel
@@ -61,24 +62,32 @@ class BudgetStage(Stage):
     def wrap(self, model: nn.Module) -> QuantModel:
         qmodel = super().wrap(model)
         if self.config.wbits == FLOAT_BITS:
-            raise ValueError(f"method '{self.name}' learns bitwidths: wbits must be 1..8")
+            raise QCompileError(f"method '{self.name}' learns bitwidths: wbits must be 1..8")
         sizes = layer_sizes(qmodel)
-        fixed = {n: qmodel.weight_bits()[n] for n in sizes if not self.learned(qmodel, n)}
-        free = sum(sizes[n] for n in sizes if n not in fixed)
-        floor = (sum(sizes[n] * fixed[n] for n in fixed) + free * 1) / sum(sizes.values())
-        if floor > self.config.target_bits + 1e-9:
-            raise ValueError(
-                f"target_bits {self.config.target_bits} cannot be met: with the first/last "
-                f"layers at {self.config.first_last_wbits} bits and every other layer at 1 bit "
-                f"the average is {floor:.3f}; raise target_bits or lower first_last_wbits"
+        low = self.min_bits()
+        floor = {
+            n: (low if self.learned(qmodel, n) else b) for n, b in qmodel.weight_bits().items()
+        }
+        lowest = average_bits(floor, sizes)
+        if lowest > self.config.target_bits + 1e-9:
+            raise QCompileError(
+                f"method '{self.name}': target_bits {self.config.target_bits} cannot be met: "
+                f"with the first/last layers at {self.config.first_last_wbits} bits and every "
+                f"other layer at its lowest width ({low}) the average is {lowest:.3f}; raise "
+                "target_bits or lower first_last_wbits"
             )
         return qmodel
 
+    def min_bits(self) -> int:
+        """The lowest width a learned layer can reach."""
+        return 1
+
     def learned(self, model: QuantModel, name: str) -> bool:
-        """Whether layer ``name`` learns its bitwidth (default: every layer at ``wbits``,
-        i.e. all but the first/last layers kept at ``first_last_wbits``)."""
-        index = list(layer_sizes(model)).index(name)
-        return self.layer_wbits(index, len(layer_sizes(model))) == self.config.wbits
+        """Whether layer ``name`` learns its bitwidth: every layer but the first and last,
+        which keep ``first_last_wbits`` (all of them with ``first_last_wbits = "same"``)."""
+        names = list(layer_sizes(model))
+        inner = 0 < names.index(name) < len(names) - 1
+        return inner or self.config.first_last_wbits == "same"
 
     def layer_bits(self, model: QuantModel) -> dict[str, float]:
         """Bits per weight layer as the frozen model stores them (a channel-wise stage may

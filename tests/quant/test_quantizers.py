@@ -238,3 +238,18 @@ def test_registry_names() -> None:
     # BWN/TWN layers asked for other widths (first/last at 8 bits) fall back to min-max.
     assert isinstance(make_weight_quantizer("bwn", 8), MinMax)
     assert isinstance(make_weight_quantizer("twn", 2), TWN)
+
+
+def test_calibrated_sawb_state_loads_into_a_fresh_quantizer() -> None:
+    # A trained model's checkpoint loads into one rebuilt from its recipe: the cached clip
+    # must have its final shape before the first forward.
+    w = torch.randn(6, 3, 3, 3)
+    trained = make_weight_quantizer("sawb", 2, 6, True)
+    trained(w)  # calibrates (training mode)
+    fresh = make_weight_quantizer("sawb", 2, 6, True)
+    fresh.load_state_dict(trained.state_dict())
+    fresh.eval()
+    assert torch.equal(fresh.alpha, trained.alpha) and bool((fresh.alpha > 0).all())
+    assert torch.equal(fresh(w * 1.5), trained.eval()(w * 1.5))  # the cached clip, not a new one
+    never_trained = make_weight_quantizer("sawb", 2, 6, True).eval()
+    assert torch.equal(never_trained(w), trained(w))  # uncalibrated: calibrates on first use

@@ -48,6 +48,9 @@ bench: install
 	$(PY) -m bench.sim
 	$(PY) -m bench.fpga_memory
 	$(PY) -m bench.dqa_ablation
+	$(PY) -m bench.accuracy_mp --data mnist5k
+	$(PY) -m bench.accuracy_mp --data digits
+	$(PY) -m bench.mp_ablation
 	$(PY) -m bench.kernels
 	$(PY) -m bench.latency
 

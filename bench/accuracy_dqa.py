@@ -45,12 +45,17 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def lenet_args(doc: str) -> argparse.Namespace:
+    """``--epochs``, ``--seeds`` and ``--data``: what every lenet accuracy table takes."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data", default="mnist5k")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = lenet_args(__doc__)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, over) in enumerate(ROWS):

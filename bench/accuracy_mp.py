@@ -11,14 +11,13 @@ to the FP row measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
 from torch import nn
 
-from bench.accuracy_dqa import fmt
+from bench.accuracy_dqa import fmt, lenet_args
 from bench.report import machine, write_section
 from qcompile.data import load_dataset
 from qcompile.recipe import load_recipe
@@ -57,11 +56,7 @@ def avg_bits(summary: dict, sizes: dict[str, int]) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--data", default="mnist5k")
-    args = ap.parse_args()
+    args = lenet_args(__doc__)
     results = []
     sizes = weight_counts(args.data)
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -215,3 +217,28 @@ def test_export_mistakes_are_one_line(small_qir, tmp_path):
         assert r.returncode != 0 and len(lines) == 1 and msg in lines[0], (args, r.stderr)
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "bad.qir", "exists"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sdq", "ddq", "dmbq"])
+def test_learned_bitwidths_meet_the_budget_and_deploy_exactly(method, tmp_path):
+    """Issue 7's acceptance, shortened to 6 epochs: train under --target-bits 2.0, inspect
+    shows the budget met, and the fpga C simulation and the arm runner (under qemu) agree
+    with the simulator bit for bit."""
+    run = tmp_path / "run"
+    r = run_cli("train", "--model", "lenet", "--data", "digits", "--method", method,
+                "--target-bits", "2.0", "--epochs", "6", "--seed", "0", "--out", str(run),
+                "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    model = tmp_path / "m.qir"
+    assert run_cli("freeze", str(run / "checkpoint.pt"), "-o", str(model)).returncode == 0
+    s = last_json(run_cli("inspect", str(model), "--json").stdout)
+    assert s["avg_weight_bits"] <= 2.0
+    assert any(x.get("levels") == "non-uniform" for x in s["layers"]) or method == "sdq"
+    targets = ["fpga"] + (["arm"] if shutil.which("qemu-aarch64") else [])
+    for target in targets:
+        art = tmp_path / target
+        r = run_cli("export", str(model), "--target", target, "-o", str(art))
+        assert r.returncode == 0, r.stderr
+        res = last_json(run_cli("simulate", str(art), "--json").stdout)
+        assert res["n"] == 359 and res["exact"] == 1.0 and res["max_abs_diff"] == 0.0

@@ -8,6 +8,10 @@ packed LSB-first in uint32 words, per-channel LUTs and biases in the node's type
 ``(word[i / n] >> (b * (i % n))) & (2^b - 1)``; it is dequantized by a binary Select tree over
 its bits up to ``SELECT_BITS`` (vectorises) and by a gather above (scalar, but a tree of 2^b
 leaves would cost more). The requantization is ``clip((acc * m + 2^(s-1)) >> s, lo, hi)``.
+
+Given a target's AVX-512 features (``avx512_dense``; None for every other target), a dense
+node that qualifies accumulates with the vpermw/vpermb kernel instead, and its LUT argument
+is the kernel's replicated table (weight kind ``table``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qcompile.backends.tvm.avx512_dense import Avx512, Plan, macro, plan, stub_acc, table
 from qcompile.ir.graph import Add, Conv2d, Graph, Node, Pool, Requant
 from qcompile.ir.packing import codes_per_word
 
@@ -30,8 +35,10 @@ class Program:
     node: codes, lut, bias), ``output`` last."""
 
     params: list = field(default_factory=list)
-    weights: list = field(default_factory=list)  # (node name, "codes"|"lut"|"bias", array)
+    # (node name, "codes"|"lut"|"table"|"bias", array)
+    weights: list = field(default_factory=list)
     output: object = None
+    kernels: dict = field(default_factory=dict)  # placeholder block name -> AVX-512 kernel
 
 
 def _fits32(*arrays: np.ndarray | None) -> bool:
@@ -68,7 +75,8 @@ def _requant(te, tirx, value, r: Requant, dt: str, out: str):
     return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), out)
 
 
-def build_program(graph: Graph) -> Program:
+def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
+    """``avx512``: the target's features where dense layers may use the AVX-512 kernel."""
     from tvm import te, tirx
 
     prog = Program()
@@ -76,9 +84,12 @@ def build_program(graph: Graph) -> Program:
     prog.params.append(x)
     first = te.compute(x.shape, lambda *i: x(*i).astype(I32), name="input_i32")
     env = {graph.input.name: first if graph.input.qtype.bits <= 32 else x}
+    tensors = graph.tensors()
     for node in graph.nodes:
         ins = [env[t] for t in node.inputs]
-        env[node.output.name] = _node(te, tirx, prog, node, ins)
+        x_range = tensors[node.inputs[0]].qtype.range
+        p = plan(node, x_range, compute_dtype(node), avx512) if avx512 else None
+        env[node.output.name] = _node(te, tirx, prog, node, ins, p)
     out = env[graph.outputs[0]]
     if out.dtype != I64:
         out = te.compute(out.shape, lambda *i: out(*i).astype(I64), name="output_i64")
@@ -87,12 +98,14 @@ def build_program(graph: Graph) -> Program:
     return prog
 
 
-def _weights(te, prog: Program, node: Node, dt: str):
+def _weights(te, prog: Program, node: Node, dt: str, p: Plan | None = None):
+    """Placeholders codes, LUT (the kernel's table where ``p``), bias; their arrays noted."""
     w = node.weights.pack()
     codes = te.placeholder(w.data.shape, "uint32", name=f"{_c(node)}_codes")
-    lut = te.placeholder(w.lut.shape, dt, name=f"{_c(node)}_lut")
+    kind, arr = ("table", table(p, node)) if p else ("lut", w.lut.astype(dt))
+    lut = te.placeholder(arr.shape, str(arr.dtype), name=f"{_c(node)}_{kind}")
     prog.params += [codes, lut]
-    prog.weights += [(node.name, "codes", w.data), (node.name, "lut", w.lut.astype(dt))]
+    prog.weights += [(node.name, "codes", w.data), (node.name, kind, arr)]
     b = None
     if w.bias is not None:
         b = te.placeholder(w.bias.shape, dt, name=f"{_c(node)}_bias")
@@ -129,7 +142,7 @@ def _bias(tirx, b, ch, dt: str):
     return b[ch] if b is not None else tirx.const(0, dt)
 
 
-def _node(te, tirx, prog: Program, node: Node, ins: list):
+def _node(te, tirx, prog: Program, node: Node, ins: list, p: Plan | None = None):
     op, r, x = node.op, node.requant, ins[0]
     batch = x.shape[0]
     name, dt, out = _c(node), compute_dtype(node), storage_dtype(node)
@@ -152,7 +165,7 @@ def _node(te, tirx, prog: Program, node: Node, ins: list):
 
         return te.compute(x.shape, add, name=name)
     if node.kind == "dense":
-        return _dense(te, tirx, prog, node, x, name, dt, out)
+        return _dense(te, tirx, prog, node, x, name, dt, out, p)
     if isinstance(op, Conv2d):
         return _conv(te, tirx, prog, node, x, name, dt, out)
     assert isinstance(op, Pool)
@@ -178,9 +191,19 @@ def _node(te, tirx, prog: Program, node: Node, ins: list):
     return te.compute(acc.shape, lambda *i: _requant(te, tirx, acc(*i), r, dt, out), name=name)
 
 
-def _dense(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
-    w, codes, lut, b = _weights(te, prog, node, dt)
+def _dense(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str, p: Plan | None):
+    w, codes, lut, b = _weights(te, prog, node, dt, p)
     o, k = w.shape
+    if p is not None:
+        acc = stub_acc(te, x, codes, lut, o, name)
+        prog.kernels[acc.op.name] = macro(p, node)
+        return te.compute(
+            (x.shape[0], o),
+            lambda n, j: _requant(
+                te, tirx, acc[n, j] + _bias(tirx, b, j, dt), node.requant, dt, out
+            ),
+            name=name,
+        )
     n_w = codes_per_word(w.bits)
     row = (lambda j: j) if w.lut.shape[0] > 1 else (lambda j: 0)
     if k % n_w == 0:

@@ -13,6 +13,8 @@ One rule per kind of block, chosen by what the block computes:
   dequantized once per call, stored [c, kh, kw, f]);
 - a grouped or depthwise conv moves its reduction outside the output row and vectorises along
   the row: one level serves every output pixel of the row;
+- an AVX-512 dense kernel's placeholder block is left alone, then replaced by the kernel
+  (``avx512_dense.attach``: scheduled by hand already);
 - every block runs its outer data-parallel loops in parallel (``TVM_NUM_THREADS`` threads)
   and vectorises its innermost data-parallel loop where its extent is static.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from qcompile.backends.tvm.avx512_dense import attach
+
 PIXELS = 4  # output pixels sharing one vector of levels in a channels-last conv
 MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoriser
 # Below this many inner iterations per batch item a parallel launch costs more than it saves
@@ -28,8 +32,9 @@ MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoris
 MIN_PARALLEL_WORK = 1 << 15
 
 
-def schedule_cpu(func: Any) -> Any:
-    """``func`` (a PrimFunc from ``te.create_prim_func``) scheduled for a CPU."""
+def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None) -> Any:
+    """``func`` (a PrimFunc from ``te.create_prim_func``) scheduled for a CPU; ``kernels``:
+    ``Program.kernels``, the AVX-512 kernels that replace their placeholder blocks."""
     import tvm
 
     sch = tvm.s_tir.Schedule(func)
@@ -38,6 +43,8 @@ def schedule_cpu(func: Any) -> Any:
         if name.endswith("_pad"):
             sch.compute_inline(block)
     for block in _blocks(sch):
+        if sch.get(block).name_hint in (kernels or {}):
+            continue
         iters = sch.get(block).iter_vars
         kinds = [v.iter_type for v in iters]  # 0: data parallel, 2: reduction
         if 2 not in kinds:
@@ -50,6 +57,7 @@ def schedule_cpu(func: Any) -> Any:
             _conv(sch, block)
         else:
             _outer_parallel(sch, block, kinds.count(0))
+    attach(sch, kernels or {})
     return sch.mod["main"]
 
 

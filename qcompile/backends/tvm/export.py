@@ -23,15 +23,17 @@ BATCH = 256
 
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
-    """(TVM executable, weights in call order)."""
+    """(TVM executable, weights in call order). Dense layers use the AVX-512 LUT kernel where
+    the target (not this machine) has the features and the layer qualifies."""
     import tvm
     from tvm import te
 
+    from qcompile.backends.tvm.avx512_dense import target_features
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
 
-    prog = build_program(graph)
-    func = schedule_cpu(te.create_prim_func(prog.params))
+    prog = build_program(graph, target_features(target.tvm_target()))
+    func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
     ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
     return ex, prog.weights
 

@@ -1,0 +1,124 @@
+"""The cpu backend's dense layers on the AVX-512 LUT kernel (vpermw / vpermb): chosen from the
+target's features, bit-exact against the simulator; other targets keep the Select tree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qcompile.backends.artifact import read_manifest
+from qcompile.backends.targets import CpuTarget, load_target
+from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm.avx512_dense import Avx512, plan, target_features
+from qcompile.backends.tvm.compute import compute_dtype
+from qcompile.backends.tvm.export import compile_graph
+from qcompile.ir import ops
+from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.types import QType, TensorInfo
+from qcompile.sim import Simulator
+
+HOST = load_target("cpu")
+FEATS = target_features(HOST.tvm_target())  # the host profile's target is this machine
+needs_bw = pytest.mark.skipif(
+    FEATS is None, reason="the host CPU lacks AVX512BW (LLVM's features of its mcpu)"
+)
+BYTE = FEATS is not None and FEATS.vbmi and FEATS.vnni
+ROWS, K = 64, 512
+
+
+def dense_graph(bits: int, level: int, per_channel: bool = True, seed: int = 0) -> Graph:
+    """One dense layer, 8-bit signed inputs, LUT levels in [-level, level], a bias and a
+    requantization that rounds and saturates (shift 3 into 12 bits)."""
+    rng = np.random.default_rng(seed)
+    x = TensorInfo("x", (K,), QType(8, True), 1.0)
+    lut = rng.integers(-level, level + 1, (ROWS if per_channel else 1, 1 << bits))
+    lut[0, 0], lut[-1, -1] = -level, level  # the level range's extremes
+    bias = rng.integers(-1000, 1000, ROWS)
+    codes = rng.integers(0, 1 << bits, (ROWS, K)).astype(np.uint8)
+    w = Weights(bits, (ROWS, K), codes, False, lut.astype(np.int64), bias.astype(np.int64), False)
+    probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [x.qtype.range])
+    y = TensorInfo("y", (ROWS,), QType(12, True), 8.0)
+    node = Node("y", Dense(), ("x",), y, w, Requant(3, -2048, 2047, acc))
+    return Graph("dense", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
+
+
+def inputs(n: int = 16) -> np.ndarray:
+    x = np.random.default_rng(1).integers(-128, 128, (n, K))
+    x[0], x[1], x[2, ::2] = -128, 127, -128  # the input range's extremes
+    return x
+
+
+def asm(graph: Graph, target: CpuTarget) -> tuple[str, list[str]]:
+    ex, weights = compile_graph(graph, target)
+    return ex.mod.inspect_source("asm"), [kind for _, kind, _ in weights]
+
+
+@needs_bw
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("level", [127, 3000], ids=["int8_levels", "int16_levels"])
+def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, level):
+    graph = dense_graph(bits, level, per_channel=bits != 4)
+    assert compute_dtype(graph.nodes[0]) == "int32"
+    text, kinds = asm(graph, HOST)
+    assert kinds == ["codes", "table", "bias"]
+    assert ("vpermb" if level == 127 and BYTE else "vpermw") in text
+    info = export_tvm(graph, tmp_path / "a", HOST)
+    assert info["params"] == ["input", "y.codes", "y.table", "y.bias", "output"]
+    x = inputs()
+    got = TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))(x)
+    want = Simulator(graph).run(x)["y"]
+    assert np.array_equal(got, want)
+    assert want.min() == -2048 and want.max() == 2047  # saturation was exercised
+
+
+@needs_bw
+def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
+    # skylake-avx512: BW but neither VNNI nor VBMI; runs on any CPU that has the host kernel.
+    target = CpuTarget("skx", mcpu="skylake-avx512")
+    assert target_features(target.tvm_target()) == Avx512(vnni=False, vbmi=False)
+    graph = dense_graph(2, 127)
+    text, kinds = asm(graph, target)
+    assert "table" in kinds and "vpermw" in text and "vpmaddwd" in text and "vpermb" not in text
+    ex, weights = compile_graph(graph, target)
+    import tvm
+
+    x = inputs()
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in (x, *(w for _, _, w in weights))]
+    out = tvm.runtime.tensor(np.zeros((len(x), ROWS), np.int64), dev)
+    ex["main"](*args, out)
+    assert np.array_equal(out.numpy(), Simulator(graph).run(x)["y"])
+
+
+def test_arm_and_plain_x86_targets_keep_the_select_tree():
+    graph = dense_graph(2, 127)
+    arm = load_target("arm")
+    assert target_features(arm.tvm_target()) is None
+    assert target_features(CpuTarget("hsw", mcpu="haswell").tvm_target()) is None
+    assert target_features({"kind": "cuda", "arch": "sm_90"}) is None
+    text, kinds = asm(graph, arm)
+    assert kinds == ["codes", "lut", "bias"] and "vperm" not in text
+
+
+def test_plan_refuses_layers_outside_the_kernel():
+    feats = Avx512(vnni=True, vbmi=True)
+    node = dense_graph(2, 127).nodes[0]
+    assert plan(node, (-128, 127), "int32", feats).byte
+    assert not plan(node, (0, 255), "int32", feats).byte  # uint8 x: the int16 kernel
+    assert not plan(node, (-128, 127), "int32", Avx512(vnni=True, vbmi=False)).byte
+    assert plan(node, (-(1 << 16), 0), "int32", feats) is None  # x beyond int16
+    assert plan(node, (-128, 127), "int64", feats) is None  # wide accumulator
+    assert plan(node, (-128, 127), "int32", None) is None
+    wide = dense_graph(2, 1 << 15).nodes[0]  # a level of 2^15 does not fit int16
+    assert plan(wide, (-128, 127), "int32", feats) is None
+    assert plan(_zeros(2, K - 16), (-128, 127), "int32", feats) is None  # K % 32 != 0
+    assert plan(_zeros(8, K), (-128, 127), "int32", feats) is None  # 8-bit codes
+    assert plan(_zeros(2, K), (-128, 127), "int32", feats) is not None
+
+
+def _zeros(bits: int, k: int) -> Node:
+    w = Weights(bits, (ROWS, k), np.zeros((ROWS, k), np.uint8), False,
+                np.zeros((1, 1 << bits), np.int64), None, False)  # fmt: skip
+    x = TensorInfo("x", (k,), QType(8, True), 1.0)
+    return Node("y", Dense(), ("x",), x, w, Requant(0, -128, 127, 32))

@@ -277,25 +277,7 @@ class DDQStage(BudgetStage):
         return out
 
     def plots(self, out: Path, history: list[dict[str, Any]]) -> list[Path]:
+        from qcompile.stages.plots import plot_quant_error
+
         made = plot_quant_error(out, history)
         return [*super().plots(out, history), *([made] if made else [])]
-
-
-def plot_quant_error(out: Path, history: list[dict[str, Any]]) -> Path | None:
-    """``quant_error.png``: relative quantization error per epoch (papers/000 Fig. 4a/6)."""
-    from qcompile.stages.plots import _pyplot, _save
-
-    rows = [h for h in history if h.get("quant_error")]
-    if not rows:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    epochs = [h["epoch"] for h in rows]
-    for layer in rows[-1]["quant_error"]:
-        ax.plot(epochs, [h["quant_error"].get(layer) for h in rows], marker=".", label=layer)
-    avg = [h["quant_error_avg"] for h in rows]
-    ax.plot(epochs, avg, color="black", lw=2, ls="--", label="average")
-    ax.set(xlabel="epoch", ylabel="||w - Q(w)||^2 / ||w||^2", title="quantization error")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6, ncol=2)
-    return _save(plt, fig, out / "quant_error.png")

@@ -80,20 +80,42 @@ def plot_layer_bits(out: Path, history: list[dict[str, Any]]) -> Path | None:
     return _save(plt, fig, out / "bits.png")
 
 
-def plot_bit_evolution(out: Path, history: list[dict[str, Any]]) -> Path | None:
-    """``bits_evolution.png``: each layer's bits per epoch (papers/000 Fig. 5)."""
-    rows = [h for h in history if h.get("wbits")]
+def plot_per_layer(
+    out: Path, history: list[dict[str, Any]], key: str, name: str, ylabel: str, title: str,
+    log: bool = False,
+) -> Path | None:  # fmt: skip
+    """``name``: ``history[epoch][key][layer]`` per epoch for every layer, with the weighted
+    average ``key + "_avg"`` (or ``"avg_" + key``) as a dashed line."""
+    rows = [h for h in history if h.get(key)]
     if not rows:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     epochs = [h["epoch"] for h in rows]
-    for layer in rows[-1]["wbits"]:
-        ax.plot(epochs, [h["wbits"].get(layer) for h in rows], marker=".", label=layer)
-    ax.plot(epochs, [h["avg_wbits"] for h in rows], color="black", lw=2, ls="--", label="average")
-    ax.set(xlabel="epoch", ylabel="weight bits", title="bitwidths over training")
+    for layer in rows[-1][key]:
+        ax.plot(epochs, [h[key].get(layer) for h in rows], marker=".", label=layer)
+    avg = next(k for k in (f"{key}_avg", f"avg_{key}") if k in rows[-1])
+    ax.plot(epochs, [h[avg] for h in rows], color="black", lw=2, ls="--", label="average")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    if log:
+        ax.set_yscale("log")
     ax.legend(fontsize=6, ncol=2)
-    return _save(plt, fig, out / "bits_evolution.png")
+    return _save(plt, fig, out / name)
+
+
+def plot_bit_evolution(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``bits_evolution.png``: each layer's bits per epoch (papers/000 Fig. 5)."""
+    return plot_per_layer(
+        out, history, "wbits", "bits_evolution.png", "weight bits", "bitwidths over training"
+    )
+
+
+def plot_quant_error(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``quant_error.png``: relative quantization error per epoch (papers/000 Fig. 4a/6)."""
+    return plot_per_layer(
+        out, history, "quant_error", "quant_error.png", "||w - Q(w)||^2 / ||w||^2",
+        "quantization error", log=True,
+    )  # fmt: skip
 
 
 def plot_levels(out: Path, history: list[dict[str, Any]]) -> Path | None:

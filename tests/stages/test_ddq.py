@@ -274,6 +274,10 @@ def test_training_is_deterministic_under_a_seed(tmp_path: Path) -> None:
     assert a["test_acc"] == b["test_acc"] and a["bits"] == b["bits"]
     assert states_equal(tmp_path / "a/checkpoint.pt", tmp_path / "b/checkpoint.pt")
     assert not states_equal(tmp_path / "a/checkpoint.pt", tmp_path / "c/checkpoint.pt")
+    # The run draws papers/000 Fig. 1, 3, 4/6 and 5.
+    names = {Path(p).name for p in a["plots"]}
+    assert names == {"bits.png", "bits_evolution.png", "levels.png", "quant_error.png"}
+    assert all((tmp_path / "a" / n).stat().st_size > 1000 for n in names)
 
 
 class Killed(Exception):

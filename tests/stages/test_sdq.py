@@ -16,19 +16,14 @@ from qcompile.data import load_dataset
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_checkpoint
 from qcompile.quant import Encoded, MinMax
+from qcompile.quant.sdq import SDQQuantizer, bin_regularizer, distillation, gumbel_weight
 from qcompile.quant.uniform import SAWB
 from qcompile.recipe import load_recipe
 from qcompile.report import summary
 from qcompile.sim import Simulator, quantize_input
 from qcompile.sim.reference import FrozenTorch
 from qcompile.stages import QuantModel, make_stage, quantize
-from qcompile.stages.sdq import (
-    SDQQuantizer,
-    SDQStage,
-    bin_regularizer,
-    distillation,
-    gumbel_weight,
-)
+from qcompile.stages.sdq import SDQStage
 from qcompile.train import train
 from qcompile.zoo import build_model
 

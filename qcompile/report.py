@@ -31,14 +31,16 @@ def layer_row(n: Node) -> dict[str, Any]:
     bias = 0 if w.bias is None else w.bias.size
     row.update(
         weight_shape=list(w.shape),
-        weight_bits=w.bits,
+        # bits per weight: a layer with per-channel widths counts each channel at its own
+        weight_bits=w.bits if w.channel_bits is None else w.mean_bits,
+        max_weight_bits=w.bits,
         levels="uniform" if w.uniform else "non-uniform",
         num_levels=1 << w.bits,
         lut_rows=int(w.lut.shape[0]),
         lut_bits=_width(w.lut),
         params=w.count + bias,
         weights=w.count,
-        code_bits=w.words * 32,
+        code_bits=w.words * 32,  # the words the IR stores (row-wise with channel widths)
         weight_mem_bits=w.words * 32 + w.lut.size * _width(w.lut) + bias * _width(w.bias),
     )
     return row
@@ -95,4 +97,6 @@ def table(s: dict[str, Any]) -> str:
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, float):  # a per-channel layer's mean width
+        return f"{v:.2f}"
     return "x".join(map(str, v)) if isinstance(v, list) else str(v)

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
 
-from qcompile.ir.packing import pack_codes, packed_words, unpack_codes
+from qcompile.ir.packing import (
+    pack_codes,
+    pack_rows,
+    packed_words,
+    row_words,
+    unpack_codes,
+    unpack_rows,
+)
 from qcompile.ir.types import TensorInfo
 
 Pair = tuple[int, int]
@@ -147,6 +154,20 @@ class Weights:
     ``shape[0]`` (per output channel); ``bias`` is int64 ``[shape[0]]`` or None. ``uniform``
     records whether the trained levels were an evenly spaced grid (rounding to fixed point
     can make the integer LUT rows slightly uneven).
+
+    ``channel_bits`` (None: every output channel at ``bits``) gives each output channel its own
+    width, ``bits`` being the widest; its codes are then packed row by row
+    (:func:`qcompile.ir.packing.pack_rows`) and channel ``c`` uses the first ``2^b_c`` entries
+    of its LUT row. :meth:`at_widest` gives the same layer at one width, for kernels that take
+    one width per layer.
+
+    >>> codes = np.array([[3, 1], [1, 0]], dtype=np.uint8)
+    >>> lut = np.arange(8, dtype=np.int64).reshape(2, 4)
+    >>> w = Weights(2, (2, 2), codes, False, lut, None, channel_bits=(2, 1)).pack()
+    >>> w.words, w.mean_bits, w.decoded().tolist()
+    (2, 1.5, [[3, 1], [5, 4]])
+    >>> w.at_widest().words, w.at_widest().channel_bits
+    (1, None)
     """
 
     bits: int
@@ -156,10 +177,25 @@ class Weights:
     lut: np.ndarray
     bias: np.ndarray | None
     uniform: bool = True
+    channel_bits: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
             raise ValueError(f"weight bits must be 1..8, got {self.bits!r}")
+        cb = self.channel_bits
+        if cb is not None:
+            if (
+                not isinstance(cb, tuple)
+                or not self.shape
+                or len(cb) != self.shape[0]
+                or any(not isinstance(b, int) or not 1 <= b <= 8 for b in cb)
+            ):
+                raise ValueError(f"channel_bits must be {self.shape[:1]} widths of 1..8 bits")
+            if max(cb) != self.bits:
+                raise ValueError(f"the widest channel is {max(cb)} bits, not bits={self.bits}")
+            # one layout per layer: equal widths are the flat layout (channel_bits None)
+            if min(cb) == max(cb):
+                raise ValueError("channel_bits are all equal: use channel_bits=None")
         if self.packed:
             if self.data.dtype != np.uint32 or self.data.shape != (self.words,):
                 raise ValueError(f"packed codes must be {self.words} uint32 words")
@@ -176,19 +212,43 @@ class Weights:
 
     @property
     def words(self) -> int:
-        return packed_words(self.count, self.bits)
+        if self.channel_bits is None:
+            return packed_words(self.count, self.bits)
+        return sum(row_words(self.count // self.shape[0], self.channel_bits))
+
+    def row_bits(self) -> tuple[int, ...]:
+        """Each output channel's width."""
+        return self.channel_bits or (self.bits,) * self.shape[0]
+
+    @property
+    def mean_bits(self) -> float:
+        """Bits per weight: the channel widths' mean (every channel holds as many weights)."""
+        return sum(self.row_bits()) / len(self.row_bits()) if self.shape[0] else float(self.bits)
 
     def codes(self) -> np.ndarray:
         """Codes as uint8 shaped ``shape`` (unpacked if needed)."""
         if not self.packed:
             return self.data
+        if self.channel_bits is not None:
+            per_row = self.count // self.shape[0]
+            return unpack_rows(self.data, self.channel_bits, per_row).reshape(self.shape)
         return unpack_codes(self.data, self.bits, self.count).reshape(self.shape)
 
     def pack(self) -> Weights:
         if self.packed:
             return self
-        words = pack_codes(self.data, self.bits)
-        return Weights(self.bits, self.shape, words, True, self.lut, self.bias, self.uniform)
+        cb = self.channel_bits
+        words = pack_codes(self.data, self.bits) if cb is None else pack_rows(self.data, cb)
+        return replace(self, data=words, packed=True)
+
+    def at_widest(self) -> Weights:
+        """The same layer with every channel stored at ``bits`` (flat layout, exact: a code
+        below ``2^b_c`` is also below ``2^bits``), packed as ``self`` is. For kernels that
+        take one width per layer; it stores more words than the per-channel layout."""
+        if self.channel_bits is None:
+            return self
+        flat = replace(self, data=self.codes(), packed=False, channel_bits=None)
+        return flat.pack() if self.packed else flat
 
     def decoded(self) -> np.ndarray:
         """Integer weight values ``LUT[channel, code]`` shaped ``shape`` (int64)."""

@@ -78,7 +78,8 @@ def infer_shape(node: Node, inputs: list[Shape]) -> Shape:
 
 
 def check_weights(node: Node) -> None:
-    """LUT and bias sizes and magnitudes, codes within ``bits``."""
+    """LUT and bias sizes and magnitudes, each channel's codes within its width, packed padding
+    zero."""
     w = node.weights
     if w is None:
         raise ValueError(f"{node.kind} needs weights")
@@ -97,12 +98,26 @@ def check_weights(node: Node) -> None:
         if w.bias.size and not -(1 << 62) < int(w.bias.min()) <= int(w.bias.max()) < 1 << 62:
             raise ValueError("bias entries must fit in 62 bits")
     if w.packed:
-        from qcompile.ir.packing import padding_is_zero
+        from qcompile.ir.packing import padding_is_zero, rows_padding_is_zero
 
-        if not padding_is_zero(w.data, w.bits, w.count):
+        # A packed code cannot exceed its row's width; stray bits can only be padding.
+        ok = (
+            padding_is_zero(w.data, w.bits, w.count)
+            if w.channel_bits is None
+            else rows_padding_is_zero(w.data, w.channel_bits, w.count // w.shape[0])
+        )
+        if not ok:
             raise ValueError("packed codes have bits set outside any code")
-    elif w.data.size and int(w.data.max()) >= levels:
-        raise ValueError(f"a code is {int(w.data.max())}, beyond {w.bits}-bit codes")
+        return
+    if w.data.size == 0:
+        return
+    widths = np.array(w.row_bits(), dtype=np.int64)
+    peaks = w.data.reshape(w.shape[0], -1).max(axis=1).astype(np.int64)
+    bad = np.flatnonzero(peaks >= (1 << widths))
+    if bad.size:
+        c = int(bad[0])
+        where = "" if w.channel_bits is None else f" in channel {c}"
+        raise ValueError(f"a code is {int(peaks[c])}, beyond {int(widths[c])}-bit codes{where}")
 
 
 def acc_range(node: Node, inputs: list[Range]) -> Range:

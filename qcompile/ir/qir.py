@@ -27,7 +27,7 @@ from qcompile.ir.types import QType, TensorInfo
 from qcompile.ir.verify import verify
 
 DOMAIN = "ai.qcompile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-channel weight widths (channel_bits, row-wise packing)
 KEY_VERSION, KEY_INPUT, KEY_HASH, KEY_META = (
     "qcompile.format_version",
     "qcompile.input",
@@ -53,6 +53,8 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                 inits.append(numpy_helper.from_array(w.bias, f"{n.name}.bias"))
                 inputs.append(f"{n.name}.bias")
             attrs.update(bits=w.bits, weight_shape=list(w.shape), uniform=int(w.uniform))
+            if w.channel_bits is not None:
+                attrs.update(channel_bits=list(w.channel_bits))
         if n.requant is not None:
             r = n.requant
             attrs.update(
@@ -79,7 +81,9 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     iq = graph.input_quant
     x = graph.input
     meta = {
-        KEY_VERSION: str(FORMAT_VERSION),
+        # Files a version-1 reader can read correctly stay version 1: only row-wise packed
+        # layers (channel_bits) need a reader that knows them.
+        KEY_VERSION: str(FORMAT_VERSION if _has_channel_bits(graph) else 1),
         KEY_INPUT: json.dumps(
             {
                 "bits": x.qtype.bits,
@@ -98,6 +102,10 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     digest = hashlib.sha256(model.SerializeToString()).hexdigest()
     model.metadata_props.add(key=KEY_HASH, value=digest)
     return model
+
+
+def _has_channel_bits(graph: Graph) -> bool:
+    return any(n.weights is not None and n.weights.channel_bits for n in graph.nodes)
 
 
 def save(graph: Graph, path: str | Path) -> None:
@@ -262,6 +270,7 @@ def _node(
             arrays[1],
             bias,
             bool(a["uniform"]),
+            ints("channel_bits") if "channel_bits" in a else None,
         )
         inputs = inputs[:1]
     requant = None

@@ -452,7 +452,7 @@ def test_foreign_onnx_model_dressed_as_qir(qir_bytes: bytes, tmp_path: Path) -> 
     assert "malformed" in msg and "unknown op" in msg and "Add" in msg
 
 
-@pytest.mark.parametrize("version", ["99", "2", "9" * 9])
+@pytest.mark.parametrize("version", ["99", "3", "9" * 9])
 def test_future_version(qir_bytes: bytes, tmp_path: Path, version: str) -> None:
     model = _parse(qir_bytes)
     _prop(model, qir.KEY_VERSION).value = version

@@ -144,7 +144,7 @@ def _weighted(
     lut = np.rint(x.levels * (x.src.info.unit / t.scale * 2.0**frac)).astype(np.int64)
     if np.all(lut == lut[:1]):
         lut = lut[:1].copy()
-    w = Weights(x.bits, tuple(x.codes.shape), x.codes, False, lut, bias, x.uniform)
+    w = Weights(x.bits, tuple(x.codes.shape), x.codes, False, lut, bias, x.uniform, x.channel_bits)
     return _finish(name, x.op, (x.src.info,), w, t, frac, shift, 1)
 
 

@@ -143,7 +143,7 @@ class Lowering:
                 raise ValueError("conv padding must be explicit zero padding")
             op = ir.Conv2d(tuple(m.stride), tuple(m.padding), tuple(m.dilation), m.groups)
         bias = ex.bias.double().numpy() if ex.bias is not None else np.zeros(codes.shape[0])
-        term = LinearTerm(node.name, x, op, ex.bits, codes, levels, ex.uniform)
+        term = LinearTerm(node.name, x, op, ex.bits, codes, levels, ex.uniform, ex.channel_bits)
         return Pending((term,), bias, self.shape(node))
 
     def quant_act(self, node: fx.Node, m: QuantAct, v: Value) -> Int:

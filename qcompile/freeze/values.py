@@ -34,6 +34,7 @@ class LinearTerm:
     codes: np.ndarray
     levels: np.ndarray
     uniform: bool
+    channel_bits: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)

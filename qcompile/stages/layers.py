@@ -19,12 +19,16 @@ from qcompile.quant import Encoded, InputQuant, Quantizer
 
 @dataclass(frozen=True)
 class WeightExport:
-    """A weight layer as freeze sees it: codes and levels for ``weight``, the float bias."""
+    """A weight layer as freeze sees it: codes and levels for ``weight``, the float bias.
+
+    ``channel_bits`` (None: every channel at ``bits``) is each output channel's width when the
+    quantizer gives channels different widths (DMBQ at channel granularity)."""
 
     bits: int
     weight: Encoded
     bias: Tensor | None
     uniform: bool
+    channel_bits: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,17 @@ def _export_weight(quant: Quantizer, weight: Tensor, bias: Tensor | None) -> Wei
     with torch.no_grad():
         encoded = quant.encode(weight.detach())
     b = None if bias is None else bias.detach().clone()
-    return WeightExport(quant.bits, encoded, b, quant.uniform)
+    return WeightExport(quant.bits, encoded, b, quant.uniform, _channel_bits(quant))
+
+
+def _channel_bits(quant: Quantizer) -> tuple[int, ...] | None:
+    """The quantizer's per-channel widths where they differ (equal widths are one per-layer
+    width, which the IR stores without ``channel_bits``)."""
+    cb = getattr(quant, "channel_bits", None)
+    if not isinstance(cb, Tensor) or cb.numel() == 0:
+        return None
+    widths = tuple(int(b) for b in cb.tolist())
+    return widths if min(widths) != max(widths) else None
 
 
 _ACT_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}

@@ -86,3 +86,39 @@ def chain(levels: str) -> Graph:
         nodes.append(Node(name, op, (src.name,), out, w, Requant(9, -20, 31, need)))
         src = out
     return Graph("chain", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+
+
+def mixed_chain(levels: str) -> Graph:
+    """A conv and a dense layer whose output channels have different widths (``channel_bits``):
+    conv rows at 3, 1, 4, 2 bits (widest 4), dense rows cycling 1..8 bits (widest 8). Each
+    row's codes use its whole range; LUT entries past a row's width are 0, as DMBQ leaves them."""
+    rng = np.random.default_rng(7)
+    x = TensorInfo("x", (3, 6, 6), QType(8, True), 0.05)
+    flat_info = TensorInfo("flat", (4 * 6 * 6,), QType(6, True), 0.1)
+    specs = [
+        ("conv", Conv2d((1, 1), (1, 1)), (4, 3, 3, 3), (3, 1, 4, 2), (4, 6, 6)),
+        ("dense", Dense(), (24, flat_info.shape[0]), tuple(1 + i % 8 for i in range(24)), (24,)),
+    ]
+    nodes: list[Node] = []
+    src = x
+    for name, op, shape, widths, out_shape in specs:
+        if name == "dense":
+            nodes.append(Node("flat", Flatten(), (src.name,), flat_info))
+            src = flat_info
+        bits = max(widths)
+        lut = _lut(rng, levels, bits, shape[0]).astype(np.int64)
+        codes = np.zeros(shape, dtype=np.uint8)
+        for r, b in enumerate(widths):
+            lut[r, 1 << b :] = 0
+            codes[r] = rng.integers(0, 1 << b, shape[1:])
+        bias = rng.integers(-500, 500, shape[0]).astype(np.int64)
+        w = Weights(bits, shape, codes, False, lut, bias, levels == "uniform", widths)
+        # a shift that keeps most outputs of random inputs inside the clip (not saturated)
+        probe = Node(name, op, (src.name,), src, w, Requant(0, 0, 0, 64))
+        shift = max(0, ops.acc_bits_needed(probe, [src.qtype.range]) - 10)
+        probe = Node(name, op, (src.name,), src, w, Requant(shift, 0, 0, 64))
+        need = ops.acc_bits_needed(probe, [src.qtype.range])
+        out = TensorInfo(name, out_shape, QType(6, True), 0.1)
+        nodes.append(Node(name, op, (src.name,), out, w, Requant(shift, -20, 31, need)))
+        src = out
+    return Graph("mixed", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))

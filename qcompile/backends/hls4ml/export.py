@@ -16,6 +16,7 @@ from qcompile.backends.hls4ml.project import HlsOptions, build
 from qcompile.backends.targets import FpgaTarget
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
+from qcompile.passes import widest_weights
 from qcompile.report import summary
 
 QIR = "model.qir"
@@ -34,9 +35,16 @@ def options(target: FpgaTarget) -> HlsOptions:
 
 def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, Any]:
     s = summary(graph)
+    # What the project stores: per-channel widths at the layer's widest (passes.widest), so
+    # memory comes from that graph; weight_bits stays the model's (channel mean).
+    stored = summary(widest_weights(graph))
     layers = [
-        {k: r[k] for k in ("name", "op", "weight_bits", "levels", "weight_mem_bits")}
-        for r in s["layers"]
+        {
+            **{k: r[k] for k in ("name", "op", "weight_bits", "levels")},
+            "stored_bits": st["max_weight_bits"],
+            "weight_mem_bits": st["weight_mem_bits"],
+        }
+        for r, st in zip(s["layers"], stored["layers"], strict=True)
         if "weight_bits" in r
     ]
     default_bits = sum(r["weights"] for r in s["layers"] if "weights" in r) * 16
@@ -58,11 +66,11 @@ def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, An
         "project": "myproject",
         "input": s["input"],
         "layers": layers,
-        "weight_mem_bits": s["weight_mem_bits"],
+        "weight_mem_bits": stored["weight_mem_bits"],
         "avg_weight_bits": s["avg_weight_bits"],
         "estimates": {
             "note": "estimates from the IR, not from synthesis",
-            "packed_weight_mem_bits": s["weight_mem_bits"],
+            "packed_weight_mem_bits": stored["weight_mem_bits"],
             "hls4ml_default_weight_bits": default_bits,
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

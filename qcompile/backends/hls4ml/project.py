@@ -38,10 +38,12 @@ class HlsOptions:
 
 
 def lower_for_fpga(graph: Graph) -> Graph:
-    """The fpga kernels add at most three tensors: split wider adds (same integers)."""
-    from qcompile.passes import run_pipeline, split_add
+    """The fpga kernels add at most three tensors: split wider adds (same integers); they
+    read one code width per layer: layers with per-channel widths are stored at their widest
+    channel (exact, see :mod:`qcompile.passes.widest`)."""
+    from qcompile.passes import run_pipeline, split_add, widest_weights
 
-    return run_pipeline(graph, (lambda g: split_add(g, 3),))
+    return run_pipeline(graph, (lambda g: split_add(g, 3), widest_weights))
 
 
 def c_names(graph: Graph) -> dict[str, str]:

@@ -79,6 +79,10 @@ def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
     """``avx512``: the target's features where dense layers may use the AVX-512 kernel."""
     from tvm import te, tirx
 
+    from qcompile.passes import widest_weights
+
+    # The kernels extract one code width per layer: per-channel widths go in at the widest.
+    graph = widest_weights(graph)
     prog = Program()
     x = te.placeholder((te.var("n", "int64"), *graph.input.shape), I64, name="input")
     prog.params.append(x)

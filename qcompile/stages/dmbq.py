@@ -13,8 +13,9 @@ Groups (``granularity``): ``global`` (one group: every learned layer moves toget
 Choices where the sources are silent, or where this differs from the authors' code (DAMBQV2):
 
 - The budget is inspect's ``avg_weight_bits`` (:mod:`qcompile.stages.budget`): first and last
-  layers at ``first_last_wbits`` count, and a layer counts at its widest channel, because the
-  IR stores one width per layer (see :meth:`DMBQStage.layer_bits`).
+  layers at ``first_last_wbits`` count, and every channel counts at its own width, as the IR
+  stores it (``Weights.channel_bits``; see :meth:`DMBQStage.layer_bits`). The fpga and TVM
+  artifacts store a layer at its widest channel (their manifests count that).
 - ``d`` takes the absolute value of every step's group sum before summing over the epoch, as
   the paper's formula reads; the authors' code sums the signed values.
 - Per epoch the number of groups lowered is ``ceil(r * G)`` (G = all groups; the authors' code
@@ -25,12 +26,10 @@ Choices where the sources are silent, or where this differs from the authors' co
   last. The window is ``[lba_start, lba_end)`` in epochs; values <= 1 are fractions of the run
   (as the step schedule's milestones), and it always holds at least one epoch.
 - If the window ends above budget, the last window epoch keeps lowering until the budget is
-  met, so the frozen model always meets ``target_bits``. Each move lowers the widest channels
-  of one layer (all of them, for layer and global groups): the only lowering the IR's
-  per-layer width credits. Moves go in passes (each layer at most once per pass): if one
-  move alone meets the budget, the one with the smallest first-order loss change
-  ``sum_g d_g n_g`` ends it; otherwise the cheapest per bit saved (``sum_g d_g n_g /
-  N_layer``, for layer groups simply ``d``) is made and the pass goes on. ``finalize``
+  met, so the frozen model always meets ``target_bits``. Each move lowers one group by a bit.
+  Moves go in passes (each group at most once per pass): if one move alone meets the budget,
+  the one with the smallest first-order loss change ``d_g n_g`` ends it; otherwise the
+  cheapest per bit saved (``d_g``) is made and the pass goes on. ``finalize``
   repeats the check in case a custom loop never reached the window's end.
 - Sensitivities live in the stage and are reset at every epoch end, before the checkpoint is
   written: a checkpoint never holds a partial sum, and ``--resume`` re-runs the interrupted
@@ -148,11 +147,12 @@ def lower_least_sensitive(
 
 @dataclass(frozen=True)
 class Move:
-    """Lower ``groups`` by one bit; ``cost`` = first-order loss change ``sum_g d_g n_g``."""
+    """Lower ``groups`` by one bit; ``cost`` = first-order loss change ``sum_g d_g n_g``;
+    ``index`` (the first group) breaks ties."""
 
     groups: Tensor
     cost: float
-    layer: int
+    index: int
 
     def apply(self, bits: Tensor) -> Tensor:
         out = bits.clone()
@@ -172,6 +172,7 @@ class Groups:
     size: Tensor  # float64 [groups]: weights per group (n)
     layer_of: Tensor  # long [channels]: index into names
     layer_size: Tensor  # float64 [layers]
+    channel_size: Tensor  # float64 [channels]: weights per channel
     fixed_bits: float  # sum of N_l b_l over the layers that keep their width
     total: int  # weights in all quantized layers
 
@@ -187,20 +188,11 @@ class Groups:
         out = torch.zeros(self.count, dtype=torch.long)
         return out.scatter_reduce(0, self.group, self.channel_bits(), "amax", include_self=False)
 
-    def widest(self, group_bits: Tensor) -> Tensor:
-        """Each learned layer's widest channel: the width the IR stores it at."""
-        chan = group_bits[self.group]
-        out = torch.zeros(len(self.names), dtype=torch.long)
-        return out.scatter_reduce(0, self.layer_of, chan, "amax", include_self=False)
-
     def average(self, group_bits: Tensor) -> float:
-        """inspect's ``avg_weight_bits`` with these group bits (layers at their widest).
-
-        TODO(per-channel IR widths): count each channel at its own width then, as
-        ``DMBQStage.layer_bits`` will.
-        """
-        widest = self.widest(group_bits)
-        return (self.fixed_bits + float((self.layer_size * widest).sum())) / self.total
+        """inspect's ``avg_weight_bits`` with these group bits: the IR stores every channel at
+        its own width (``Weights.channel_bits``), so each channel counts its weights at it."""
+        learned = float((self.channel_size * group_bits[self.group]).sum())
+        return (self.fixed_bits + learned) / self.total
 
     def apply(self, group_bits: Tensor) -> None:
         """Give every quantizer its channels' bits."""
@@ -210,37 +202,27 @@ class Groups:
             if not torch.equal(new, q.channel_bits.cpu()):
                 q.set_channel_bits(new)
 
-    def widest_moves(self, group_bits: Tensor, d: Tensor) -> list[Move]:
-        """The moves that lower a layer's stored width, by cost per bit saved (ties: the
-        earlier layer). Each lowers the groups holding one layer's widest channels (above
-        1 bit); global groups give a single move."""
-        chan = group_bits[self.group]
-        widest = self.widest(group_bits)
-        moves: dict[tuple[int, ...], Move] = {}
-        for layer in range(len(self.names)):
-            if widest[layer] <= MIN_BITS:
-                continue
-            groups = torch.unique(self.group[(self.layer_of == layer) & (chan == widest[layer])])
-            cost = float((d[groups] * self.size[groups]).sum())
-            moves.setdefault(tuple(groups.tolist()), Move(groups, cost, layer))
-        return sorted(
-            moves.values(), key=lambda m: (m.cost / float(self.layer_size[m.layer]), m.layer)
-        )
+    def moves(self, group_bits: Tensor, d: Tensor) -> list[Move]:
+        """Lowering each group above 1 bit by one, cheapest per bit saved first (``d_g``:
+        ``d_g n_g`` over the ``n_g`` bits it saves; ties: the earlier group)."""
+        above = torch.nonzero(group_bits > MIN_BITS).flatten().tolist()
+        moves = [Move(torch.tensor([g]), float(d[g] * self.size[g]), g) for g in above]
+        return sorted(moves, key=lambda m: (float(d[m.index]), m.index))
 
 
 def force_fit(g: Groups, bits: Tensor, d: Tensor, fits: Callable[[Tensor], bool]) -> Tensor:
-    """Lower ``bits`` until ``fits`` with :meth:`Groups.widest_moves`, the only lowering the
-    IR's per-layer width credits. In passes (each layer at most once per pass, to spread the
-    loss): when one remaining move alone meets the budget, the cheapest such move ends it;
-    otherwise the cheapest move per bit saved is made and the pass goes on."""
+    """Lower ``bits`` until ``fits`` with :meth:`Groups.moves`. In passes (each group at most
+    once per pass, to spread the loss): when one remaining move alone meets the budget, the
+    cheapest such move ends it; otherwise the cheapest move per bit saved is made and the pass
+    goes on."""
     while not fits(bits):
-        moves = g.widest_moves(bits, d)
+        moves = g.moves(bits, d)
         if not moves:
             raise RuntimeError("the budget cannot be met with every layer at 1 bit")
-        while moves:  # disjoint: a group never spans two moves of one pass
+        while moves:  # disjoint: one group per move
             enough = [m for m in moves if fits(m.apply(bits))]
             if enough:
-                return min(enough, key=lambda m: (m.cost, m.layer)).apply(bits)
+                return min(enough, key=lambda m: (m.cost, m.index)).apply(bits)
             bits = moves.pop(0).apply(bits)
     return bits
 
@@ -271,13 +253,13 @@ class DMBQStage(BudgetStage):
         return DMBQ(channels, bits, c.momentum)
 
     def layer_bits(self, model: QuantModel) -> dict[str, float]:
-        """Bits per layer as the IR stores them: a DMBQ layer at its widest channel.
-
-        TODO(per-channel IR widths): once the IR stores a width per channel, report the
-        channel-size-weighted mean of ``channel_bits`` here; LBA's budget (``Groups.average``)
-        must then count channels the same way.
-        """
-        return super().layer_bits(model)
+        """Bits per weight as the IR stores them: a DMBQ layer's channel widths' mean (every
+        channel holds as many weights), what inspect reports for its ``channel_bits``."""
+        bits = super().layer_bits(model)
+        for name, m in model.weight_layers().items():
+            if isinstance(m.weight_quant, DMBQ):
+                bits[name] = float(m.weight_quant.channel_bits.double().mean())
+        return bits
 
     # -- groups and sensitivity ----------------------------------------------------------------
 
@@ -316,7 +298,7 @@ class DMBQStage(BudgetStage):
         fixed = sum(sizes[n] * bits[n] for n in sizes if n not in learned)
         return Groups(
             names, quantizers, offsets, group, size, layer_of,
-            torch.tensor([float(sizes[n]) for n in names], dtype=torch.float64),
+            torch.tensor([float(sizes[n]) for n in names], dtype=torch.float64), per_channel,
             float(fixed), sum(sizes.values()),
         )  # fmt: skip
 
@@ -388,12 +370,6 @@ class DMBQStage(BudgetStage):
 
     def report(self, model: QuantModel) -> dict[str, Any]:
         out = {**super().report(model), "granularity": self.config.granularity}
-        if self.config.granularity == "channel":  # what per-channel IR widths would store
-            g = self.groups(model)
-            out["channel_mean_bits"] = {
-                n: round(float(q.channel_bits.float().mean()), 4)
-                for n, q in zip(g.names, g.quantizers, strict=True)
-            }
         if self._last:
             out["lba"] = self._last
         return out

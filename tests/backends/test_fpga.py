@@ -3,6 +3,8 @@ it bit for bit with the integer simulator."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -18,11 +20,13 @@ from qcompile.freeze import freeze_model
 from qcompile.ir import (
     Graph,
 )
-from qcompile.passes import run_pipeline
+from qcompile.ir.packing import packed_words
+from qcompile.passes import run_pipeline, widest_weights
+from qcompile.report import summary
 from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
-from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
+from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
 
 TARGET = load_target("zcu104")
 
@@ -67,6 +71,31 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     x = random_inputs(graph, 400)
     got, want = csim_vs_sim(graph, tmp_path / levels, x)
     assert np.array_equal(got, want)
+
+
+def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
+    graph = run_pipeline(mixed_chain("nonuniform"))
+    assert all(n.weights.channel_bits is not None for n in graph.weighted())
+    x = random_inputs(graph, 400)
+    got, want = csim_vs_sim(graph, tmp_path / "mixed", x)
+    assert np.array_equal(got, want)
+    # the project stores each layer at its widest channel; the manifest says so
+    info = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
+    layers = {r["name"]: r for r in info["layers"]}
+    assert layers["conv"]["stored_bits"] == 4 and layers["dense"]["stored_bits"] == 8
+    assert layers["conv"]["weight_bits"] == pytest.approx(2.5)
+    stored = summary(widest_weights(graph))
+    assert info["weight_mem_bits"] == stored["weight_mem_bits"] > summary(graph)["weight_mem_bits"]
+    # the conv's code words in the project are the flat 4-bit packing, not the row-wise one
+    arrays = [
+        [int(v) for v in m.group(1).split(",")]
+        for f in (tmp_path / "mixed" / "firmware" / "weights").glob("*.h")
+        if (m := re.search(r"\] = \{([^}]*)\};", f.read_text()))
+    ]
+    conv = next(n for n in graph.nodes if n.name == "conv").weights
+    flat = conv.at_widest()
+    assert flat.words == packed_words(4 * 27, 4) != conv.words
+    assert flat.data.tolist() in arrays and conv.data.tolist() not in arrays
 
 
 @pytest.fixture(scope="module")

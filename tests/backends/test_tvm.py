@@ -17,10 +17,12 @@ from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
 from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.packing import packed_words
 from qcompile.ir.types import QType, TensorInfo
-from qcompile.passes import run_pipeline
+from qcompile.passes import run_pipeline, widest_weights
+from qcompile.report import summary
 from qcompile.sim import Simulator
-from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
+from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
 
 HOST = load_target("cpu")
 ARM = load_target("arm")
@@ -63,6 +65,17 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     graph = run_pipeline(chain(levels))
     got, want = tvm_vs_sim(graph, tmp_path / levels, kind)
     assert np.array_equal(got, want)
+
+
+def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
+    graph = run_pipeline(mixed_chain("nonuniform"))
+    assert all(n.weights.channel_bits is not None for n in graph.weighted())
+    got, want = tvm_vs_sim(graph, tmp_path / "mixed", "cpu", n=300)
+    assert np.array_equal(got, want)
+    info = read_manifest(tmp_path / "mixed")
+    weights = dict(zip(info["params"][1:-1], load_weights(tmp_path / "mixed", info), strict=True))
+    assert weights["conv.codes"].size == packed_words(4 * 27, 4)  # flat at the widest 4 bits
+    assert info["weight_mem_bits"] == summary(widest_weights(graph))["weight_mem_bits"]
 
 
 @pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")

@@ -16,6 +16,7 @@ from torch import nn
 from qcompile.checkpoint import load_checkpoint, save_checkpoint
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_checkpoint, freeze_model
+from qcompile.ir import qir
 from qcompile.quant import MinMax
 from qcompile.quant.dmbq import DMBQ
 from qcompile.recipe import load_recipe
@@ -212,30 +213,42 @@ def widths_case(d4: float) -> tuple[DMBQStage, Groups, torch.Tensor, torch.Tenso
     return stage, stage.groups(model), start, d
 
 
-@pytest.mark.parametrize(("d4", "order"), [(1.0, [0, 1]), (3.0, [1, 0])])
-def test_widest_moves_lower_only_a_layers_widest_channels(d4: float, order: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("d4", "order"), [(1.0, [*range(1, 96)]), (3.0, [*range(64, 96), *range(1, 64)])]
+)
+def test_moves_lower_one_group_each_cheapest_per_bit_first(d4: float, order: list[int]) -> None:
+    """The IR credits every channel at its own width: each group above 1 bit is a move, by
+    ``d`` (its cost ``d n`` over the ``n`` bits it saves); ties go to the earlier group."""
     _, g, start, d = widths_case(d4)
-    moves = g.widest_moves(start, d)
-    assert [m.layer for m in moves] == order  # per bit saved: layer 4 d4 / 2, layer 7 1
-    by_layer = {m.layer: m for m in moves}
-    assert by_layer[0].groups.tolist() == list(range(0, 64, 2))  # the 4-bit channels only
-    assert by_layer[0].cost == pytest.approx(32 * d4 * 8)
-    assert by_layer[1].groups.tolist() == list(range(64, 96))
-    assert by_layer[1].cost == pytest.approx(32 * 64)
+    start[0] = 1  # at the floor: no move
+    moves = g.moves(start, d)
+    assert [m.index for m in moves] == order
+    assert all(m.groups.tolist() == [m.index] for m in moves)
+    by_group = {m.index: m for m in moves}
+    assert by_group[1].cost == pytest.approx(d4 * 8)  # layer 4: 8 weights a channel
+    assert by_group[64].cost == pytest.approx(64.0)  # layer 7: 64
 
 
-@pytest.mark.parametrize(("d4", "lowered"), [(1.0, 0), (10.0, 1)])
-def test_force_fit_takes_the_cheapest_move_that_meets_the_budget(d4: float, lowered: int):
-    """Either move alone meets 4.2 (layer 4: 4.18, layer 7: 3.64): the one with the smaller
-    loss change sum d n (layer 4: 256 d4, layer 7: 2,048) is made, and nothing else."""
+def test_average_counts_every_channel_at_its_own_width() -> None:
+    _, g, start, _ = widths_case(1.0)
+    # 2,048 bits in the 8-bit first/last layers; layer 4: 32 x 8 at 4 and 32 x 8 at 3 bits;
+    # layer 7: 32 x 64 at 4 bits; 2,816 weights
+    assert g.average(start) == pytest.approx((2048 + 256 * 4 + 256 * 3 + 2048 * 4) / 2816)
+    lowered = start.clone()
+    lowered[1] = 2  # one 8-weight channel, one bit: 8 bits fewer
+    assert g.average(lowered) == pytest.approx(g.average(start) - 8 / 2816)
+
+
+@pytest.mark.parametrize(("d4", "lowered"), [(1.0, [*range(18), 64]), (10.0, [64, 65, 66, 67])])
+def test_force_fit_takes_the_cheapest_move_that_meets_the_budget(d4: float, lowered: list[int]):
+    """4.2 is 0.073 bits below the start (4.273): 205 weight-bits. By ``d``: with d4 = 1 the
+    8-weight channels of layer 4 go first (index order) until one 64-weight channel of layer 7
+    alone meets the budget and is the cheapest move that does; with d4 = 10 layer 7's
+    channels go first and four of them (256 bits) meet it."""
     stage, g, start, d = widths_case(d4)
     bits = force_fit(g, start, d, stage.fits(g))
-    expect = start.clone()
-    if lowered == 0:
-        expect[:64] = 3  # its widest channels only: the 3-bit ones stay
-    else:
-        expect[64:] = 3
-    assert bits.tolist() == expect.tolist()
+    assert torch.nonzero(start - bits).flatten().tolist() == lowered
+    assert torch.all(start - bits <= 1)
     assert g.average(bits) <= 4.2 < g.average(start)
     assert force_fit(g, bits, d, stage.fits(g)).tolist() == bits.tolist()  # fits: no-op
 
@@ -244,10 +257,10 @@ def test_force_fit_goes_on_in_passes_until_it_fits() -> None:
     _, g, start, d = widths_case(1.0)
     fits = lambda b: g.average(b) <= 2.8  # noqa: E731
     bits = force_fit(g, start, d, fits)
-    # Pass 1 lowers both layers to 3 (4.36 -> 3.45, neither alone would do); in pass 2
-    # layer 7 at 2 bits alone meets 2.8 (2.73) and layer 4 alone would not (3.27).
-    assert bits.tolist() == [3] * 64 + [2] * 32
-    assert fits(bits)
+    # Pass 1 lowers every group once (4.27 -> 3.27); pass 2 lowers them again in index order
+    # until one more layer-7 channel alone meets 2.8 and the cheapest such move ends it.
+    assert bits.tolist() == [2, 1] * 32 + [2] * 17 + [3] * 15
+    assert fits(bits) and not fits(bits + (torch.arange(96) == 80).long())
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
@@ -284,7 +297,12 @@ def test_every_granularity_meets_the_budget_as_inspect_counts_it(granularity: st
     assert s["avg_weight_bits"] == pytest.approx(final, abs=1e-4)
     stored = {r["name"]: r["weight_bits"] for r in s["layers"] if "weights" in r}
     for name, q in learned(model).items():
-        assert stored[f"_{name}"] == int(q.channel_bits.max())  # the layer at its widest channel
+        # inspect counts each channel at its own width: the layer's mean
+        assert stored[f"_{name}"] == pytest.approx(float(q.channel_bits.double().mean()))
+        node = next(n for n in graph.nodes if n.name == f"_{name}")
+        mixed = int(q.channel_bits.min()) != int(q.channel_bits.max())
+        assert (node.weights.channel_bits is not None) == mixed
+        assert node.weights.bits == int(q.channel_bits.max())
     x = np.random.default_rng(0).normal(0, 1, (200, 1, 4, 4)).astype(np.float32)
     xq = quantize_input(graph, x)
     out = graph.outputs[0]
@@ -297,10 +315,14 @@ def test_channel_layer_with_mixed_widths_deploys_bit_exact() -> None:
     q = learned(model)["4"]
     bits = torch.tensor([1, 2, 3, 4] * 16)
     q.set_channel_bits(bits)
-    assert q.bits == 4 and model.stage.layer_bits(model)["4"] == 4.0
+    assert q.bits == 4 and model.stage.layer_bits(model)["4"] == 2.5  # the channels' mean
     graph = freeze_model(model.eval(), (1, 4, 4))
     node = next(n for n in graph.nodes if n.name == "_4")
     assert node.weights.bits == 4 and not node.weights.uniform
+    assert node.weights.channel_bits == tuple(bits.tolist())
+    assert node.weights.words == 16 * (1 + 1 + 1 + 1)  # 8 codes a row: one word at any width
+    back = qir.loads(qir.to_onnx(graph).SerializeToString())
+    assert next(n for n in back.nodes if n.name == "_4").weights.channel_bits == tuple(bits)
     lut = node.weights.lut
     for c, b in enumerate(bits.tolist()):
         assert np.all(lut[c, 2**b :] == 0), c  # only the channel's own 2^b levels
@@ -309,7 +331,8 @@ def test_channel_layer_with_mixed_widths_deploys_bit_exact() -> None:
     out = graph.outputs[0]
     assert np.array_equal(Simulator(graph).run(xq)[out], FrozenTorch(graph)(xq)[out])
     report = model.stage.report(model)
-    assert report["channel_mean_bits"]["4"] == pytest.approx(2.5)
+    assert report["wbits"]["4"] == pytest.approx(2.5)
+    assert summary(graph)["avg_weight_bits"] == pytest.approx(report["avg_wbits"], abs=1e-4)
 
 
 def test_finalize_enforces_the_budget_when_the_window_was_never_closed() -> None:
@@ -350,6 +373,31 @@ def channel_recipe(**over):
         "stage.granularity": "channel", "stage.lba_end": 1.0,
     }  # fmt: skip
     return load_recipe(None, {**base, **over})
+
+
+def test_channel_lba_on_digits_freezes_channel_widths(tmp_path: Path) -> None:
+    """Channel LBA trained a few epochs on digits: the .qir stores each channel at its own
+    width, and inspect's average is the channels' weight-count mean, within the target."""
+    s = train(channel_recipe(), tmp_path / "r", **QUIET)
+    graph = freeze_checkpoint(tmp_path / "r/checkpoint.pt")
+    qir.save(graph, tmp_path / "m.qir")
+    graph = qir.load(tmp_path / "m.qir")
+    figures = summary(graph)
+    mixed = [n for n in graph.weighted() if n.weights.channel_bits is not None]
+    assert mixed, "channel LBA left every layer at one width"
+    total = sum(n.weights.count for n in graph.weighted())
+    bits = sum(n.weights.count * np.mean(n.weights.row_bits()) for n in graph.weighted())
+    assert figures["avg_weight_bits"] == round(bits / total, 4)
+    assert figures["avg_weight_bits"] <= 2.0
+    assert figures["avg_weight_bits"] == pytest.approx(s["avg_wbits"], abs=1e-4)
+    # at the widest channel the model would not meet the budget: the channel widths count
+    widest = sum(n.weights.count * n.weights.bits for n in graph.weighted()) / total
+    assert widest > figures["avg_weight_bits"]
+    from qcompile.data import load_dataset
+
+    xq = quantize_input(graph, load_dataset("digits").test_x.numpy())
+    out = graph.outputs[0]
+    assert np.array_equal(Simulator(graph).run(xq)[out], FrozenTorch(graph)(xq)[out])
 
 
 def states_equal(a: Path, b: Path) -> bool:

@@ -272,7 +272,7 @@ def _summary(
         "test_acc": evaluate(model, data.test_x, data.test_y),
         "train_acc": last.get("train_acc"),
         "loss": last.get("loss"),
-        "bits": model.weight_bits(),
+        "bits": model.stored_weight_bits(),  # per-channel widths at their mean, as inspect
         "act_bits": model.act_bits(),
         "method": recipe.method,
         "model": recipe.model.name,

@@ -8,7 +8,8 @@ epoch, and at each epoch end inside the tuning window lowers by one bit the leas
 groups while the average weight bits exceed ``target_bits``. Bits only go down.
 
 Groups (``granularity``): ``global`` (one group: every learned layer moves together, GP),
-``layer`` (one group per layer, LP; the default) or ``channel`` (one per output channel, CP).
+``layer`` (one group per layer, LP) or ``channel`` (one per output channel, CP; the default,
+the paper's best, now that the IR stores a width per channel: ``Weights.channel_bits``).
 
 Choices where the sources are silent, or where this differs from the authors' code (DAMBQV2):
 
@@ -74,7 +75,7 @@ class DMBQConfig(BudgetConfig):
     ``init_from`` (a checkpoint of a finished run, relative to the working directory, whose
     weights start this one; empty: none)."""
 
-    granularity: str = "layer"
+    granularity: str = "channel"
     lba_start: float = 0.0
     lba_end: float = 0.5
     ratio_start: float = 0.01

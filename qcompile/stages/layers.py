@@ -163,6 +163,23 @@ class QuantModel(nn.Module):
             if isinstance(m, nn.Conv2d | nn.Linear)
         }
 
+    def stored_weight_bits(self) -> dict[str, float]:
+        """Bits per weight per layer as the IR stores them (inspect's ``weight_bits``): a
+        layer whose quantizer gives channels different widths counts their mean (every
+        channel holds as many weights); others as :meth:`weight_bits`.
+
+        >>> from qcompile.stages import quantize
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> quantize(net, wbits=2, first_last_wbits="same").stored_weight_bits()
+        {'1': 2}
+        """
+        out: dict[str, float] = dict(self.weight_bits())
+        for name, m in self.weight_layers().items():
+            widths = _channel_bits(m.weight_quant)
+            if widths is not None:
+                out[name] = sum(widths) / len(widths)
+        return out
+
     def act_bits(self) -> dict[str, int]:
         bits = {n: m.quant.bits for n, m in self.net.named_modules() if isinstance(m, QuantAct)}
         if self.input_quant is not None:

@@ -220,6 +220,9 @@ def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
     )
     shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
     nodes = tuple(_node(n, inits, shapes) for n in g.node)
+    if int(props[KEY_VERSION]) < 2 and any(n.weights and n.weights.channel_bits for n in nodes):
+        # a version-1 reader would read row-wise codes as flat: such a file cannot be v1
+        raise ValueError("channel_bits needs format version 2")
     meta = json.loads(props.get(KEY_META, "{}"))
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ValueError(f"{KEY_META} must map names to strings")

@@ -143,6 +143,15 @@ def test_qir_load_validates_channel_bits() -> None:
     _rehash(model)
     with pytest.raises(QCompileError, match=r"malformed.*channel_bits"):
         qir.loads(model.SerializeToString())
+    attr.ints[:] = [3, 1, 4, 2]  # right again, but a version-1 file cannot hold them
+    version = next(p for p in model.metadata_props if p.key == qir.KEY_VERSION)
+    version.value = "1"
+    _rehash(model)
+    with pytest.raises(QCompileError, match="channel_bits needs format version 2"):
+        qir.loads(model.SerializeToString())
+    version.value = "2"
+    _rehash(model)
+    assert qir.loads(model.SerializeToString()).nodes[0].weights.channel_bits == (3, 1, 4, 2)
 
 
 def _rehash(model: onnx.ModelProto) -> None:

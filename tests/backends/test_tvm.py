@@ -133,8 +133,9 @@ def _cuda_present() -> bool:
     reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
 )
 def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
-    for name, shape, opts in ZOO[:3]:
-        graph = zoo_graph(name, shape, opts)
+    graphs = {name: zoo_graph(name, shape, opts) for name, shape, opts in ZOO[:3]}
+    graphs["mixed"] = run_pipeline(mixed_chain("nonuniform"))  # per-channel widths
+    for name, graph in graphs.items():
         export_tvm(graph, tmp_path / name, load_target("gpu"))
         x = random_inputs(graph, 256)
         got = TvmRunner(tmp_path / name, graph, read_manifest(tmp_path / name), "cuda")(x)

@@ -186,6 +186,7 @@ class Weights:
         if cb is not None:
             if (
                 not isinstance(cb, tuple)
+                or not cb
                 or not self.shape
                 or len(cb) != self.shape[0]
                 or any(not isinstance(b, int) or not 1 <= b <= 8 for b in cb)

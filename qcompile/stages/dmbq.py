@@ -171,8 +171,6 @@ class Groups:
     offsets: list[int]
     group: Tensor  # long [channels]
     size: Tensor  # float64 [groups]: weights per group (n)
-    layer_of: Tensor  # long [channels]: index into names
-    layer_size: Tensor  # float64 [layers]
     channel_size: Tensor  # float64 [channels]: weights per channel
     fixed_bits: float  # sum of N_l b_l over the layers that keep their width
     total: int  # weights in all quantized layers
@@ -298,9 +296,8 @@ class DMBQStage(BudgetStage):
         bits = model.weight_bits()
         fixed = sum(sizes[n] * bits[n] for n in sizes if n not in learned)
         return Groups(
-            names, quantizers, offsets, group, size, layer_of,
-            torch.tensor([float(sizes[n]) for n in names], dtype=torch.float64), per_channel,
-            float(fixed), sum(sizes.values()),
+            names, quantizers, offsets, group, size,
+            per_channel, float(fixed), sum(sizes.values()),
         )  # fmt: skip
 
     def collect(self, model: QuantModel) -> None:

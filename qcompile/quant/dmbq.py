@@ -177,7 +177,8 @@ class DMBQ(Quantizer):
 
     Buffers (fixed shapes, so a checkpoint always loads): ``channel_bits`` (long ``[C]``),
     ``clip`` (``A_c``, ``[C]``), ``initialized`` and ``track`` (whether the backward pass
-    accumulates sensitivity). ``bits`` is the widest channel: the width the layer deploys at.
+    accumulates sensitivity). ``bits`` is the widest channel (the LUT's width); freeze stores
+    each channel at its own width (``Weights.channel_bits``).
 
     >>> q = DMBQ(channels=2, bits=2)
     >>> w = torch.tensor([[1.0, -1.0, 0.2, -0.2], [2.0, 0.5, -0.5, -2.0]])

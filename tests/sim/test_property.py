@@ -11,6 +11,8 @@ the graph's structure and every size, width and shift are drawn by hypothesis it
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
@@ -87,14 +89,21 @@ def _weights(draw: st.DrawFn, rng: np.random.Generator, shape: tuple[int, ...]) 
     bits = draw(st.integers(1, 8))
     per_channel = draw(st.booleans())
     lut = _lut(draw, rng, bits, shape[0] if per_channel else 1)
-    codes = rng.integers(0, 1 << bits, shape, dtype=np.uint8)
+    # per-channel widths (Weights.channel_bits): row-wise packing, each row's own code range
+    widths = None
+    if bits > 1 and shape[0] > 1 and draw(st.booleans()):
+        drawn = rng.integers(1, bits + 1, shape[0])
+        drawn[0], drawn[-1] = bits, rng.integers(1, bits)  # the widest is bits; not all equal
+        widths = tuple(int(b) for b in drawn)
+    top = np.array(widths or (bits,) * shape[0]).reshape(-1, *[1] * (len(shape) - 1))
+    codes = (rng.random(shape) * (1 << top)).astype(np.uint8)  # below 2^b of each row
     if draw(st.booleans()):  # codes at the extremes of their range
-        codes = np.where(rng.random(shape) < 0.5, 0, (1 << bits) - 1).astype(np.uint8)
+        codes = np.where(rng.random(shape) < 0.5, 0, (1 << top) - 1).astype(np.uint8)
     bias = None
     if draw(st.booleans()):
         bb = draw(st.integers(0, 24))
         bias = rng.integers(-(1 << bb), (1 << bb) + 1, shape[0], dtype=np.int64)
-    w = Weights(bits, shape, codes, False, lut, bias, uniform=False)
+    w = Weights(bits, shape, codes, False, lut, bias, uniform=False, channel_bits=widths)
     return w.pack() if draw(st.booleans()) else w
 
 
@@ -105,7 +114,7 @@ def _shrinkable(a: np.ndarray | None) -> bool:
 def _shrunk(w: Weights) -> Weights:
     """Halve the LUT and the bias (arithmetic shift): shrinks the accumulator's range."""
     bias = None if w.bias is None else w.bias >> 1
-    return Weights(w.bits, w.shape, w.data, w.packed, w.lut >> 1, bias, w.uniform)
+    return dataclasses.replace(w, lut=w.lut >> 1, bias=bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,11 +341,7 @@ def test_packed_weights_simulate_like_unpacked(data: st.DataObject) -> None:
     for n in g.nodes:
         w = n.weights
         if w is not None:
-            w = (
-                w.pack()
-                if not w.packed
-                else Weights(w.bits, w.shape, w.codes(), False, w.lut, w.bias)
-            )
+            w = w.pack() if not w.packed else dataclasses.replace(w, data=w.codes(), packed=False)
         nodes.append(Node(n.name, n.op, n.inputs, n.output, w, n.requant))
     other = verify(g.replace_nodes(nodes))
     a, b = Simulator(g).run(x), Simulator(other).run(x)

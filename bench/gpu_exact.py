@@ -1,11 +1,12 @@
 """Run gpu artifacts on a machine that has a GPU but not the TVM compiler.
 
-``prepare DIR`` (here, with TVM and nvcc): exports every zoo model and the 1..8-bit chains
-(uniform and non-uniform LUTs) for ``--target gpu``, with 256 inputs each and the simulator's
-outputs, plus the TVM runtime libraries a GPU machine needs (``libtvm_runtime*.so``: 4 MB,
-against 260 MB for the compiler). ``run DIR OUT`` (there: torch with CUDA and tvm-ffi) loads
-each artifact's library, runs it on the GPU and writes ``OUT/results.json``: per model
-whether the outputs equal the simulator's (``np.array_equal``) and the batch time.
+``prepare DIR`` (here, with TVM and nvcc): exports every zoo model, the 1..8-bit chains
+(uniform and non-uniform LUTs) and a graph with per-channel widths for ``--target gpu``, with
+256 inputs each and the simulator's outputs, plus the TVM runtime libraries a GPU machine
+needs (``libtvm_runtime*.so``: 4 MB, against 260 MB for the compiler). ``run DIR OUT``
+(there: torch with CUDA and tvm-ffi) loads each artifact's library, runs it on the GPU and
+writes ``OUT/results.json``: per model whether the outputs equal the simulator's
+(``np.array_equal``) and the batch time.
 
     python -m bench.gpu_exact prepare .gpu_run
     python -m bench.gpu_exact run .gpu_run $OUT      # on the GPU machine
@@ -33,11 +34,12 @@ def prepare(root: Path) -> None:
     from qcompile.backends.targets import load_target
     from qcompile.backends.tvm.export import export_tvm
     from qcompile.sim import Simulator
-    from tests.backends.helpers import ZOO, chain, random_inputs, zoo_graph
+    from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
 
     root.mkdir(parents=True, exist_ok=True)
     graphs = [(name, zoo_graph(name, shape, opts)) for name, shape, opts in ZOO]
     graphs += [(f"chain_{lv}", chain(lv)) for lv in ("uniform", "nonuniform")]
+    graphs += [("mixed_widths", mixed_chain("nonuniform"))]  # per-channel widths
     for name, graph in graphs:
         t = time.perf_counter()
         export_tvm(graph, root / name, load_target("gpu"), force=True)

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,7 +32,7 @@ N = 4096
 BITS = (1, 2, 4, 8)
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn: Callable[[], object], repeats: int) -> float:
     fn()
     ts = []
     for _ in range(repeats):

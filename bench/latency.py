@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,33 +27,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.kernels import median_time
+
 CASES = [("lenet", (1, 28, 28)), ("resnet20", (3, 32, 32))]
 
 
 def models(name: str, shape: tuple[int, ...]):
     """(float net, frozen graph): the same seeds in every process give the same weights."""
-    from qcompile.freeze import freeze_model
-    from qcompile.stages import quantize
-    from qcompile.zoo import build_model
+    from bench.sim import calibrated
 
-    torch.manual_seed(0)
-    net = build_model(name, shape, 10).eval()
-    q = quantize(net, wbits=2, abits=4)
-    q.train()
-    with torch.no_grad():
-        q(torch.randn(64, *shape))
-    return net, freeze_model(q.eval(), shape, name)
+    net, _, graph = calibrated(name, shape)
+    return net, graph
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(5):
+    for _ in range(4):  # with median_time's own call: 5 warm-up calls
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_time(fn, repeats)
 
 
 def child(kind: str, name: str, artifact: str, repeats: int) -> float:

@@ -80,16 +80,6 @@ def reference(x: np.ndarray, codes: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return levels @ x.astype(np.int64)
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def compile_intrin(rows: int, k: int, bits: int, **kw: Any) -> Any:
     import tvm
 

@@ -19,6 +19,7 @@ import torch
 
 from bench.report import machine, write_section
 from qcompile.freeze import freeze_model
+from qcompile.ir.graph import Graph
 from qcompile.sim import Simulator, quantize_input
 from qcompile.sim.reference import FrozenTorch
 from qcompile.stages import quantize
@@ -37,7 +38,9 @@ def rate(fn: Callable[[], object], n: int, repeats: int) -> float:
     return n / statistics.median(times)
 
 
-def measure(name: str, shape: tuple[int, ...], batch: int, repeats: int) -> dict[str, float]:
+def calibrated(name: str, shape: tuple[int, ...]) -> tuple[torch.nn.Module, torch.nn.Module, Graph]:
+    """(float net, W2A4 fake-quant model, frozen graph), seeded: every process gets the same
+    weights; the quantizer state is calibrated on one random batch."""
     torch.manual_seed(0)
     net = build_model(name, shape, 10).eval()
     q = quantize(net, wbits=2, abits=4)
@@ -45,7 +48,11 @@ def measure(name: str, shape: tuple[int, ...], batch: int, repeats: int) -> dict
     with torch.no_grad():
         q(torch.randn(64, *shape))
     q.eval()
-    graph = freeze_model(q, shape, name)
+    return net, q, freeze_model(q, shape, name)
+
+
+def measure(name: str, shape: tuple[int, ...], batch: int, repeats: int) -> dict[str, float]:
+    net, q, graph = calibrated(name, shape)
     x = torch.randn(batch, *shape)
     xi = quantize_input(graph, x.numpy())
     sim, ref = Simulator(graph), FrozenTorch(graph)

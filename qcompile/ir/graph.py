@@ -2,7 +2,8 @@
 
 A :class:`Graph` is a list of :class:`Node` in topological order over one quantized input.
 Every node produces one tensor (:class:`TensorInfo`); what it computes is fixed by its op
-(one of the attribute classes below), its :class:`Weights` and its :class:`Requant`:
+(an op class of :mod:`qcompile.ir.ops`, which holds that op's contract), its
+:class:`Weights` and its :class:`Requant`:
 
     conv2d / dense   acc = sum(x * LUT[c, code]) + bias[c]
     add              acc = sum_i x_i * multipliers[i]
@@ -21,101 +22,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
 
 import numpy as np
 
+from qcompile.ir.ops import OPS, Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Pool  # noqa: F401 (re-exported)
 from qcompile.ir.packing import (
     pack_codes,
     pack_rows,
     packed_words,
+    padding_is_zero,
     row_words,
+    rows_padding_is_zero,
     unpack_codes,
     unpack_rows,
 )
 from qcompile.ir.types import TensorInfo
 
-Pair = tuple[int, int]
-
-
-def _pair(name: str, v: Pair, low: int) -> None:
-    if len(v) != 2 or any(not isinstance(x, int) or x < low for x in v):
-        raise ValueError(f"{name} must be two integers >= {low}, got {v!r}")
-
-
-@dataclass(frozen=True)
-class Conv2d:
-    kind: ClassVar[str] = "conv2d"
-    stride: Pair = (1, 1)
-    padding: Pair = (0, 0)
-    dilation: Pair = (1, 1)
-    groups: int = 1
-
-    def __post_init__(self) -> None:
-        _pair("stride", self.stride, 1)
-        _pair("padding", self.padding, 0)
-        _pair("dilation", self.dilation, 1)
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise ValueError(f"groups must be >= 1, got {self.groups!r}")
-
-
-@dataclass(frozen=True)
-class Dense:
-    kind: ClassVar[str] = "dense"
-
-
-@dataclass(frozen=True)
-class Add:
-    """Sum of the inputs, each times an integer multiplier (aligns their scales)."""
-
-    kind: ClassVar[str] = "add"
-    multipliers: tuple[int, ...] = (1, 1)
-
-    def __post_init__(self) -> None:
-        if len(self.multipliers) < 2 or any(
-            not isinstance(m, int) or abs(m) >= 1 << 31 for m in self.multipliers
-        ):
-            raise ValueError("add needs a 32-bit integer multiplier for each of >= 2 inputs")
-
-
-@dataclass(frozen=True)
-class Pool:
-    kernel: Pair
-    stride: Pair
-    padding: Pair = (0, 0)
-
-    def __post_init__(self) -> None:
-        _pair("kernel", self.kernel, 1)
-        _pair("stride", self.stride, 1)
-        _pair("padding", self.padding, 0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
-            raise ValueError("pool padding must be at most half the kernel")
-
-
-@dataclass(frozen=True)
-class MaxPool(Pool):
-    kind: ClassVar[str] = "maxpool"
-
-
-@dataclass(frozen=True)
-class AvgPool(Pool):
-    kind: ClassVar[str] = "avgpool"
-
-
-@dataclass(frozen=True)
-class Clip:
-    kind: ClassVar[str] = "clip"
-
-
-@dataclass(frozen=True)
-class Flatten:
-    kind: ClassVar[str] = "flatten"
-
+# LUT entries and biases are kept to 32 bits so that per-channel sums of |weights| stay far
+# inside int64 while the bound is computed.
+LUT_LIMIT = 1 << 31
 
 Op = Conv2d | Dense | Add | MaxPool | AvgPool | Clip | Flatten
-OPS: dict[str, type] = {c.kind: c for c in (Conv2d, Dense, Add, MaxPool, AvgPool, Clip, Flatten)}
-WEIGHTED = ("conv2d", "dense")
-REQUANTIZED = ("conv2d", "dense", "add", "avgpool", "clip")
+WEIGHTED = tuple(k for k, c in OPS.items() if c.weighted)
+REQUANTIZED = tuple(k for k, c in OPS.items() if c.requantized)
 
 
 @dataclass(frozen=True)
@@ -143,6 +72,14 @@ class Requant:
     @property
     def rounding(self) -> int:
         return 1 << (self.shift - 1) if self.shift else 0
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        """``clip((acc * m + 2^(shift-1)) >> shift, lo, hi)``; ``>>`` floors, as in hardware."""
+        if self.multiplier != 1:
+            acc = acc * self.multiplier
+        if self.shift:
+            acc = (acc + self.rounding) >> self.shift
+        return np.clip(acc, self.lo, self.hi)
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,6 +187,47 @@ class Weights:
             return self
         flat = replace(self, data=self.codes(), packed=False, channel_bits=None)
         return flat.pack() if self.packed else flat
+
+    def check(self) -> None:
+        """LUT and bias sizes and magnitudes, each channel's codes within its width, packed
+        padding zero (raises ValueError with the rule broken)."""
+        levels = 1 << self.bits
+        if self.lut.shape[1] != levels or self.lut.shape[0] not in (1, self.shape[0]):
+            raise ValueError(
+                f"lut is {list(self.lut.shape)}, must be [1 or {self.shape[0]}, {levels}] "
+                f"for {self.bits}-bit codes"
+            )
+        # min/max, not abs: abs(int64 min) wraps to a negative number
+        if (
+            self.lut.size
+            and not -LUT_LIMIT < int(self.lut.min()) <= int(self.lut.max()) < LUT_LIMIT
+        ):
+            raise ValueError("lut entries must fit in 32 bits")
+        b = self.bias
+        if b is not None:
+            if b.shape != (self.shape[0],):
+                raise ValueError(f"bias has {b.shape[0]} entries for {self.shape[0]} channels")
+            if b.size and not -(1 << 62) < int(b.min()) <= int(b.max()) < 1 << 62:
+                raise ValueError("bias entries must fit in 62 bits")
+        if self.packed:
+            # A packed code cannot exceed its row's width; stray bits can only be padding.
+            ok = (
+                padding_is_zero(self.data, self.bits, self.count)
+                if self.channel_bits is None
+                else rows_padding_is_zero(self.data, self.channel_bits, self.count // self.shape[0])
+            )
+            if not ok:
+                raise ValueError("packed codes have bits set outside any code")
+            return
+        if self.data.size == 0:
+            return
+        widths = np.array(self.row_bits(), dtype=np.int64)
+        peaks = self.data.reshape(self.shape[0], -1).max(axis=1).astype(np.int64)
+        bad = np.flatnonzero(peaks >= (1 << widths))
+        if bad.size:
+            c = int(bad[0])
+            where = "" if self.channel_bits is None else f" in channel {c}"
+            raise ValueError(f"a code is {int(peaks[c])}, beyond {int(widths[c])}-bit codes{where}")
 
     def decoded(self) -> np.ndarray:
         """Integer weight values ``LUT[channel, code]`` shaped ``shape`` (int64)."""

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qcompile.checkpoint import atomic_write
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import OPS, Add, Conv2d, Graph, InputQuant, Node, Pool, Requant, Weights
+from qcompile.ir.graph import OPS, Graph, InputQuant, Node, Requant, Weights
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.ir.verify import verify
 
@@ -41,7 +41,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     nodes, inits = [], []
     for n in graph.nodes:
         inputs = list(n.inputs)
-        attrs: dict[str, Any] = _op_attrs(n)
+        attrs: dict[str, Any] = n.op.attrs()
         if n.weights is not None:
             w = n.weights.pack()
             inits += [
@@ -187,22 +187,6 @@ def _type_attrs(t: TensorInfo) -> dict[str, Any]:
     }
 
 
-def _op_attrs(n: Node) -> dict[str, Any]:
-    op = n.op
-    if isinstance(op, Conv2d):
-        return {
-            "strides": list(op.stride),
-            "pads": list(op.padding),
-            "dilations": list(op.dilation),
-            "group": op.groups,
-        }
-    if isinstance(op, Pool):
-        return {"kernel": list(op.kernel), "strides": list(op.stride), "pads": list(op.padding)}
-    if isinstance(op, Add):
-        return {"multipliers": list(op.multipliers)}
-    return {}
-
-
 def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
     g = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -247,19 +231,12 @@ def _node(
     if n.domain != DOMAIN or n.op_type not in OPS:
         raise ValueError(f"node {n.name!r}: unknown op {n.domain}:{n.op_type}")
     a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-    kind = n.op_type
     ints = lambda k: tuple(_int(v) for v in a[k])  # noqa: E731
-    if kind == "conv2d":
-        op: Any = Conv2d(ints("strides"), ints("pads"), ints("dilations"), _int(a["group"]))
-    elif kind in ("maxpool", "avgpool"):
-        op = OPS[kind](ints("kernel"), ints("strides"), ints("pads"))
-    elif kind == "add":
-        op = Add(ints("multipliers"))
-    else:
-        op = OPS[kind]()
+    op_class = OPS[n.op_type]
+    op = op_class.from_attrs(a)
     inputs = list(n.input)
     weights = None
-    if kind in ("conv2d", "dense"):
+    if op_class.weighted:
         names = inputs[1:]
         if len(names) not in (2, 3) or any(k not in inits for k in names):
             raise ValueError(f"node {n.name!r}: needs codes, lut (and bias) initializers")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
-from qcompile.ir.graph import REQUANTIZED, WEIGHTED, Graph, Node
+from qcompile.ir.graph import Graph, Node
 from qcompile.ir.types import TensorInfo
 
 # The PyTorch reference emulates integer arithmetic in float64, exact below 2**53.
@@ -61,7 +61,7 @@ def _lookup(known: dict[str, TensorInfo], name: str) -> TensorInfo:
 def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
     if len(inputs) != ops.arity(node):
         raise ValueError(f"takes {ops.arity(node)} inputs, got {len(inputs)}")
-    if node.kind in WEIGHTED:
+    if node.op.weighted:
         ops.check_weights(node)
     elif node.weights is not None:
         raise ValueError("has weights but its op takes none")
@@ -69,7 +69,7 @@ def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
     if shape != node.output.shape:
         raise ValueError(f"output shape {node.output.shape} should be {shape}")
     out = node.output.qtype
-    if node.kind not in REQUANTIZED:
+    if not node.op.requantized:
         if node.requant is not None:
             raise ValueError("has requant parameters but its op does not requantize")
         src = inputs[0]

@@ -6,12 +6,15 @@ because every value is an integer below 2^53 in magnitude, which each node asser
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qcompile.ir.graph import Add, Conv2d, Graph, Node, Pool, Requant
+from qcompile.ir.graph import Graph, Node, Requant
+from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Op
 
 EXACT = float(2**53)
 
@@ -54,29 +57,46 @@ class FrozenTorch:
         return {t: env[t].numpy().astype(np.int64) for t in names}
 
     def _node(self, node: Node, xs: list[Tensor]) -> Tensor:
-        op, x, kind = node.op, xs[0], node.kind
-        if kind == "flatten":
-            return x.flatten(1)
-        if kind == "maxpool":
-            assert isinstance(op, Pool)
-            return F.max_pool2d(x, op.kernel, op.stride, op.padding)  # pads with -inf
-        if isinstance(op, Conv2d):
-            acc = F.conv2d(
-                x,
-                self.weights[node.name],
-                self.bias.get(node.name),
-                op.stride,
-                op.padding,
-                op.dilation,
-                op.groups,
-            )
-        elif kind == "dense":
-            acc = F.linear(x, self.weights[node.name], self.bias.get(node.name))
-        elif isinstance(op, Pool):  # avgpool: the window sum
-            acc = F.avg_pool2d(x, op.kernel, op.stride, op.padding, divisor_override=1)
-        elif isinstance(op, Add):
-            acc = sum(a * m for a, m in zip(xs, op.multipliers, strict=True))  # type: ignore[assignment]
-        else:
-            acc = x
-        assert node.requant is not None
-        return _requantize(_exact(acc, node), node.requant, node)
+        value = KERNELS[type(node.op)](self, node, xs)
+        if node.requant is None:
+            return value
+        return _requantize(_exact(value, node), node.requant, node)
+
+    def _conv2d(self, node: Node, xs: list[Tensor]) -> Tensor:
+        op = node.op
+        assert isinstance(op, Conv2d)
+        w, b = self.weights[node.name], self.bias.get(node.name)
+        return F.conv2d(xs[0], w, b, op.stride, op.padding, op.dilation, op.groups)
+
+    def _dense(self, node: Node, xs: list[Tensor]) -> Tensor:
+        return F.linear(xs[0], self.weights[node.name], self.bias.get(node.name))
+
+
+def _maxpool(ref: FrozenTorch, node: Node, xs: list[Tensor]) -> Tensor:
+    op = node.op
+    assert isinstance(op, MaxPool)
+    return F.max_pool2d(xs[0], op.kernel, op.stride, op.padding)  # pads with -inf
+
+
+def _sumpool(ref: FrozenTorch, node: Node, xs: list[Tensor]) -> Tensor:
+    op = node.op
+    assert isinstance(op, AvgPool)
+    return F.avg_pool2d(xs[0], op.kernel, op.stride, op.padding, divisor_override=1)
+
+
+def _add(ref: FrozenTorch, node: Node, xs: list[Tensor]) -> Tensor:
+    op = node.op
+    assert isinstance(op, Add)
+    return sum(a * m for a, m in zip(xs, op.multipliers, strict=True))  # type: ignore[return-value]
+
+
+# The reference's kernel for each op class: torch's own ops, independent of the numpy ones.
+KERNELS: dict[type[Op], Callable[[FrozenTorch, Node, list[Tensor]], Tensor]] = {
+    Conv2d: FrozenTorch._conv2d,
+    Dense: FrozenTorch._dense,
+    MaxPool: _maxpool,
+    AvgPool: _sumpool,
+    Add: _add,
+    Clip: lambda ref, node, xs: xs[0],
+    Flatten: lambda ref, node, xs: xs[0].flatten(1),
+}

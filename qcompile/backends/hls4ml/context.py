@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile.ir.graph import Add, Conv2d, Node, Pool
+from qcompile.ir.graph import Node
+from qcompile.ir.ops import Add, Conv2d, MaxPool, Pool
 from qcompile.ir.packing import codes_per_word
 from qcompile.ir.types import QType, TensorInfo
 
@@ -147,6 +148,6 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
             )
         else:
             base.update(
-                filt_height=op.kernel[0], filt_width=op.kernel[1], is_max=node.kind == "maxpool"
+                filt_height=op.kernel[0], filt_width=op.kernel[1], is_max=isinstance(op, MaxPool)
             )
     return KernelContext(**base)

@@ -12,16 +12,19 @@ from typing import Any
 import numpy as np
 
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import Add, Graph, Node
+from qcompile.ir.graph import Graph, Node
+from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Op
 from qcompile.ir.types import TensorInfo
 
-KERNELS = {
-    "conv2d": "lut_conv2d",
-    "dense": "lut_dense",
-    "maxpool": "pool2d",
-    "avgpool": "pool2d",
-    "clip": "clip",
-    "flatten": "copy",
+# The kernel template (templates/call_KERNEL.tpl, nnet_qcompile.h) of each op class; an add
+# takes add2 or add3 by its input count.
+KERNELS: dict[type[Op], str] = {
+    Conv2d: "lut_conv2d",
+    Dense: "lut_dense",
+    MaxPool: "pool2d",
+    AvgPool: "pool2d",
+    Clip: "clip",
+    Flatten: "copy",
 }
 INPUT = "qc_input"
 
@@ -66,9 +69,10 @@ def _kernel(node: Node) -> str:
                 f"node {node.name}: the fpga backend adds 2 or 3 tensors, not {len(node.inputs)}"
             )
         return f"add{len(node.inputs)}"
-    if node.kind not in KERNELS:
+    kernel = KERNELS.get(type(node.op))
+    if kernel is None:
         raise QCompileError(f"node {node.name}: op {node.kind} has no fpga kernel")
-    return KERNELS[node.kind]
+    return kernel
 
 
 def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:

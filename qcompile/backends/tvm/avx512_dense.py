@@ -27,6 +27,7 @@ from qcompile.backends.tvm.avx512 import (
     replicated_table,
 )
 from qcompile.ir.graph import Node
+from qcompile.ir.ops import Dense
 
 SUFFIX = "_acc_avx512"  # name of a placeholder block, which ``attach`` replaces
 INT8, INT16 = (-128, 127), (-(1 << 15), (1 << 15) - 1)
@@ -74,7 +75,7 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, feats: Avx512 | None) ->
     """The kernel variant for a dense ``node`` whose input lies in ``x_range``, or None
     (the Select-tree path) where any requirement fails."""
     w = node.weights
-    if feats is None or node.kind != "dense" or w is None or dt != "int32":
+    if feats is None or not isinstance(node.op, Dense) or w is None or dt != "int32":
         return None  # int32: the kernel's accumulators are int32 lanes
     if w.bits not in BITS or len(w.shape) != 2:
         return None

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qcompile.backends.tvm.avx512_dense import Avx512, Plan, macro, plan, stub_acc, table
-from qcompile.ir.graph import Add, Conv2d, Graph, Node, Pool, Requant
+from qcompile.ir.graph import Graph, Node, Requant
+from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Pool
 from qcompile.ir.packing import codes_per_word
 
 I64, I32 = "int64", "int32"
@@ -147,39 +148,49 @@ def _bias(tirx, b, ch, dt: str):
 
 
 def _node(te, tirx, prog: Program, node: Node, ins: list, p: Plan | None = None):
+    dt, out = compute_dtype(node), storage_dtype(node)
+    return LOWER[type(node.op)](te, tirx, prog, node, ins, _c(node), dt, out, p)
+
+
+def _flatten(te, tirx, prog, node: Node, ins: list, name: str, dt: str, out: str, p):
+    x = ins[0]
+    c, h, w = (int(v) for v in x.shape[1:])
+    return te.compute(
+        (x.shape[0], c * h * w), lambda n, i: x[n, i // (h * w), (i // w) % h, i % w], name=name
+    )
+
+
+def _clip(te, tirx, prog, node: Node, ins: list, name: str, dt: str, out: str, p):
+    x, r = ins[0], node.requant
+    return te.compute(
+        x.shape, lambda *i: _requant(te, tirx, _cast(x(*i), dt), r, dt, out), name=name
+    )
+
+
+def _add(te, tirx, prog, node: Node, ins: list, name: str, dt: str, out: str, p):
+    op, r = node.op, node.requant
+    assert isinstance(op, Add)
+
+    def add(*i):
+        acc = _cast(ins[0](*i), dt) * tirx.const(op.multipliers[0], dt)
+        for t, m in zip(ins[1:], op.multipliers[1:], strict=True):
+            acc = acc + _cast(t(*i), dt) * tirx.const(m, dt)
+        return _requant(te, tirx, acc, r, dt, out)
+
+    return te.compute(ins[0].shape, add, name=name)
+
+
+def _pool(te, tirx, prog, node: Node, ins: list, name: str, dt: str, out: str, p):
     op, r, x = node.op, node.requant, ins[0]
-    batch = x.shape[0]
-    name, dt, out = _c(node), compute_dtype(node), storage_dtype(node)
-    if node.kind == "flatten":
-        c, h, w = (int(v) for v in x.shape[1:])
-        return te.compute(
-            (batch, c * h * w), lambda n, i: x[n, i // (h * w), (i // w) % h, i % w], name=name
-        )
-    if node.kind == "clip":
-        return te.compute(
-            x.shape, lambda *i: _requant(te, tirx, _cast(x(*i), dt), r, dt, out), name=name
-        )
-    if isinstance(op, Add):
-
-        def add(*i):
-            acc = _cast(ins[0](*i), dt) * tirx.const(op.multipliers[0], dt)
-            for t, m in zip(ins[1:], op.multipliers[1:], strict=True):
-                acc = acc + _cast(t(*i), dt) * tirx.const(m, dt)
-            return _requant(te, tirx, acc, r, dt, out)
-
-        return te.compute(x.shape, add, name=name)
-    if node.kind == "dense":
-        return _dense(te, tirx, prog, node, x, name, dt, out, p)
-    if isinstance(op, Conv2d):
-        return _conv(te, tirx, prog, node, x, name, dt, out)
     assert isinstance(op, Pool)
-    c = int(x.shape[1])
+    batch, c = x.shape[0], int(x.shape[1])
     (kh, kw), (sh, sw), (ph, pw) = op.kernel, op.stride, op.padding
     oh, ow = node.output.shape[1:]
-    lo = node.output.qtype.range[0] if node.kind == "maxpool" else 0
+    is_max = isinstance(op, MaxPool)
+    lo = node.output.qtype.range[0] if is_max else 0
     padded = _pad(te, tirx, x, ph, pw, lo, name)
     ri, rj = te.reduce_axis((0, kh), name="ri"), te.reduce_axis((0, kw), name="rj")
-    if node.kind == "maxpool":
+    if is_max:
         return te.compute(
             (batch, c, oh, ow),
             lambda n, ch, i, j: te.max(padded[n, ch, i * sh + ri, j * sw + rj], axis=[ri, rj]),
@@ -195,7 +206,8 @@ def _node(te, tirx, prog: Program, node: Node, ins: list, p: Plan | None = None)
     return te.compute(acc.shape, lambda *i: _requant(te, tirx, acc(*i), r, dt, out), name=name)
 
 
-def _dense(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str, p: Plan | None):
+def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, dt: str, out: str, p):
+    x = ins[0]
     w, codes, lut, b = _weights(te, prog, node, dt, p)
     o, k = w.shape
     if p is not None:
@@ -251,8 +263,8 @@ def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
     )
 
 
-def _conv(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
-    op = node.op
+def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, dt: str, out: str, p):
+    op, x = node.op, ins[0]
     w, codes, lut, b = _weights(te, prog, node, dt)
     o, cg, kh, kw = w.shape
     og = o // op.groups
@@ -306,3 +318,15 @@ def _conv(te, tirx, prog: Program, node: Node, x, name: str, dt: str, out: str):
         ),
         name=name,
     )
+
+
+# The TE lowering of each op class.
+LOWER = {
+    Conv2d: _conv,
+    Dense: _dense,
+    MaxPool: _pool,
+    AvgPool: _pool,
+    Add: _add,
+    Clip: _clip,
+    Flatten: _flatten,
+}

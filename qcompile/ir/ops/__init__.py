@@ -1,0 +1,85 @@
+"""The IR's ops, one class each holding its whole contract (:mod:`qcompile.ir.ops.base`),
+and the node-level rules built on them.
+
+``OPS`` maps an op's kind (its name in .qir files) to its class. The functions below are what
+the verifier, freeze and passes use: they dispatch to the node's op.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qcompile.ir.ops.base import Op, Range, Shape
+from qcompile.ir.ops.elementwise import Add, Clip, Flatten
+from qcompile.ir.ops.linear import Conv2d, Dense, Linear
+from qcompile.ir.ops.pool import AvgPool, MaxPool, Pool
+
+if TYPE_CHECKING:
+    from qcompile.ir.graph import Node
+
+OPS: dict[str, type[Op]] = {
+    c.kind: c for c in (Conv2d, Dense, Add, MaxPool, AvgPool, Clip, Flatten)
+}
+
+
+def arity(node: Node) -> int:
+    """Inputs the node takes (an add: one per multiplier)."""
+    n = node.op.arity
+    return len(node.op.multipliers) if isinstance(node.op, Add) else int(n or 2)
+
+
+def infer_shape(node: Node, inputs: list[Shape]) -> Shape:
+    """Per-sample output shape of ``node`` for per-sample input shapes ``inputs``."""
+    return node.op.infer_shape(node, inputs)
+
+
+def check_weights(node: Node) -> None:
+    """The node's weights on their own (:meth:`qcompile.ir.graph.Weights.check`)."""
+    if node.weights is None:
+        raise ValueError(f"{node.kind} needs weights")
+    node.weights.check()
+
+
+def acc_range(node: Node, inputs: list[Range]) -> Range:
+    """Exact ``(min, max)`` of the accumulator (before multiplier and rounding)."""
+    return node.op.acc_range(node, inputs)
+
+
+def requant_range(node: Node, acc: Range) -> Range:
+    """Range of ``acc * multiplier + rounding``, the widest value the node holds."""
+    r = node.requant
+    assert r is not None
+    a, b = sorted((acc[0] * r.multiplier, acc[1] * r.multiplier))
+    return a + r.rounding, b + r.rounding
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Signed width holding every integer in ``[lo, hi]``."""
+    return max(1, int(-lo - 1).bit_length() if lo < 0 else 0, int(max(hi, 0)).bit_length()) + 1
+
+
+def acc_bits_needed(node: Node, inputs: list[Range]) -> int:
+    """Signed width holding the accumulator for every input in range."""
+    return signed_bits(*requant_range(node, acc_range(node, inputs)))
+
+
+__all__ = [
+    "OPS",
+    "Add",
+    "AvgPool",
+    "Clip",
+    "Conv2d",
+    "Dense",
+    "Flatten",
+    "Linear",
+    "MaxPool",
+    "Op",
+    "Pool",
+    "acc_bits_needed",
+    "acc_range",
+    "arity",
+    "check_weights",
+    "infer_shape",
+    "requant_range",
+    "signed_bits",
+]

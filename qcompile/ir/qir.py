@@ -1,9 +1,15 @@
 """The .qir file: an ONNX ModelProto whose nodes are in the ``ai.qcompile`` op domain.
 
-Packed codes, LUTs and biases are initializers (``NODE.codes`` uint32, ``NODE.lut`` and
-``NODE.bias`` int64); op parameters, requant parameters and the output type are node
-attributes; the format version, the input quantizer and a SHA-256 of everything else are in
-``metadata_props``. Netron opens it; ``onnx.checker`` checks its structure.
+Weight arrays are initializers named after their node: ``NODE.codes`` (uint32 packed codes),
+``NODE.zero`` (affine zero points) or ``NODE.table`` (non-uniform levels), ``NODE.bias`` and,
+for per-channel requantization, ``NODE.mult`` (all int64 but the codes); op parameters,
+requant parameters and the output type are node attributes; the format version, the input
+quantizer and a SHA-256 of everything else are in ``metadata_props``. Netron opens it;
+``onnx.checker`` checks its structure.
+
+Format 3 is numeric contract v1 (int8 weights, per-channel requantization). Formats 1 and 2
+held contract v0 (scales folded into 16-bit LUT entries); they are refused with the way out:
+freeze the checkpoint again.
 
 Loading trusts nothing: a truncated, tampered, foreign or future-version file is one
 :class:`QCompileError`, never a traceback, and a loaded graph has passed ``verify``.
@@ -22,12 +28,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qcompile.checkpoint import atomic_write
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import OPS, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.graph import OPS, Affine, Graph, InputQuant, Node, Requant, Table, Weights
+from qcompile.ir.ops.base import attr_int, attr_ints
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.ir.verify import verify
 
 DOMAIN = "ai.qcompile"
-FORMAT_VERSION = 2  # 2: per-channel weight widths (channel_bits, row-wise packing)
+FORMAT_VERSION = 3  # 3: numeric contract v1 (1, 2: contract v0, refused)
 KEY_VERSION, KEY_INPUT, KEY_HASH, KEY_META = (
     "qcompile.format_version",
     "qcompile.input",
@@ -42,24 +49,30 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     for n in graph.nodes:
         inputs = list(n.inputs)
         attrs: dict[str, Any] = n.op.attrs()
+        arrays: dict[str, np.ndarray] = {}
         if n.weights is not None:
             w = n.weights.pack()
-            inits += [
-                numpy_helper.from_array(w.data, f"{n.name}.codes"),
-                numpy_helper.from_array(w.lut, f"{n.name}.lut"),
-            ]
-            inputs += [f"{n.name}.codes", f"{n.name}.lut"]
+            arrays["codes"] = w.data
+            if isinstance(w.levels, Affine):
+                arrays["zero"] = w.levels.zero
+                attrs.update(level_step=w.levels.step)
+            else:
+                arrays["table"] = w.levels.entries
             if w.bias is not None:
-                inits.append(numpy_helper.from_array(w.bias, f"{n.name}.bias"))
-                inputs.append(f"{n.name}.bias")
-            attrs.update(bits=w.bits, weight_shape=list(w.shape), uniform=int(w.uniform))
+                arrays["bias"] = w.bias
+            attrs.update(bits=w.bits, weight_shape=list(w.shape))
             if w.channel_bits is not None:
                 attrs.update(channel_bits=list(w.channel_bits))
         if n.requant is not None:
             r = n.requant
-            attrs.update(
-                shift=r.shift, clip=[r.lo, r.hi], acc_bits=r.acc_bits, multiplier=r.multiplier
-            )
+            attrs.update(shift=r.shift, clip=[r.lo, r.hi], acc_bits=r.acc_bits)
+            if r.per_channel:
+                arrays["mult"] = r.multipliers
+            else:
+                attrs.update(multiplier=r.multiplier)
+        for key, a in arrays.items():
+            inits.append(numpy_helper.from_array(a, f"{n.name}.{key}"))
+            inputs.append(f"{n.name}.{key}")
         attrs.update(_type_attrs(n.output))
         nodes.append(
             helper.make_node(n.kind, inputs, [n.output.name], n.name, domain=DOMAIN, **attrs)
@@ -81,9 +94,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     iq = graph.input_quant
     x = graph.input
     meta = {
-        # Files a version-1 reader can read correctly stay version 1: only row-wise packed
-        # layers (channel_bits) need a reader that knows them.
-        KEY_VERSION: str(FORMAT_VERSION if _has_channel_bits(graph) else 1),
+        KEY_VERSION: str(FORMAT_VERSION),
         KEY_INPUT: json.dumps(
             {
                 "bits": x.qtype.bits,
@@ -102,10 +113,6 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     digest = hashlib.sha256(model.SerializeToString()).hexdigest()
     model.metadata_props.add(key=KEY_HASH, value=digest)
     return model
-
-
-def _has_channel_bits(graph: Graph) -> bool:
-    return any(n.weights is not None and n.weights.channel_bits for n in graph.nodes)
 
 
 def save(graph: Graph, path: str | Path) -> None:
@@ -144,6 +151,13 @@ def loads(data: bytes, where: str = "<bytes>") -> Graph:
     known = version.isascii() and version.isdigit() and len(version) <= 9
     if not known or int(version) < 1:
         raise QCompileError(f"{where} has an invalid .qir format version {version!r}")
+    if int(version) < FORMAT_VERSION:
+        raise QCompileError(
+            f"{where} has .qir format version {version} (numeric contract v0: scales folded "
+            f"into 16-bit LUT entries); this qcompile reads format {FORMAT_VERSION} (int8 "
+            "weights, per-channel requantization): freeze its checkpoint again with "
+            "`qcompile freeze`"
+        )
     if int(version) > FORMAT_VERSION:
         raise QCompileError(
             f"{where} has .qir format version {version!r}; this qcompile reads "
@@ -204,9 +218,6 @@ def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
     )
     shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
     nodes = tuple(_node(n, inits, shapes) for n in g.node)
-    if int(props[KEY_VERSION]) < 2 and any(n.weights and n.weights.channel_bits for n in nodes):
-        # a version-1 reader would read row-wise codes as flat: such a file cannot be v1
-        raise ValueError("channel_bits needs format version 2")
     meta = json.loads(props.get(KEY_META, "{}"))
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ValueError(f"{KEY_META} must map names to strings")
@@ -231,34 +242,71 @@ def _node(
     if n.domain != DOMAIN or n.op_type not in OPS:
         raise ValueError(f"node {n.name!r}: unknown op {n.domain}:{n.op_type}")
     a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-    ints = lambda k: tuple(_int(v) for v in a[k])  # noqa: E731
+    try:
+        return _node_from(n, a, inits, shapes)
+    except ValueError as e:
+        raise ValueError(f"node {n.name!r}: {e}") from None
+
+
+def _node_from(
+    n: onnx.NodeProto,
+    a: dict[str, Any],
+    inits: dict[str, np.ndarray],
+    shapes: dict[str, tuple[int, ...]],
+) -> Node:
+    ints = lambda k: attr_ints(a, k)  # noqa: E731
     op_class = OPS[n.op_type]
     op = op_class.from_attrs(a)
-    inputs = list(n.input)
+    arrays = _node_arrays(n, inits)
     weights = None
     if op_class.weighted:
-        names = inputs[1:]
-        if len(names) not in (2, 3) or any(k not in inits for k in names):
-            raise ValueError(f"node {n.name!r}: needs codes, lut (and bias) initializers")
-        arrays = [inits[k] for k in names]
-        bias = arrays[2] if len(arrays) == 3 else None
+        if "codes" not in arrays or ("zero" in arrays) == ("table" in arrays):
+            raise ValueError("needs codes and either zero or table initializers")
+        levels: Affine | Table = (
+            Affine(attr_int(a, "level_step"), arrays["zero"])
+            if "zero" in arrays
+            else Table(arrays["table"])
+        )
         weights = Weights(
-            _int(a["bits"]),
+            attr_int(a, "bits"),
             ints("weight_shape"),
-            arrays[0],
+            arrays["codes"],
             True,
-            arrays[1],
-            bias,
-            bool(a["uniform"]),
+            levels,
+            arrays.get("bias"),
             ints("channel_bits") if "channel_bits" in a else None,
         )
-        inputs = inputs[:1]
     requant = None
     if "shift" in a:
         lo, hi = ints("clip")
-        requant = Requant(_int(a["shift"]), lo, hi, _int(a["acc_bits"]), _int(a["multiplier"]))
+        mult = (
+            tuple(int(v) for v in arrays["mult"]) if "mult" in arrays else attr_int(a, "multiplier")
+        )
+        requant = Requant(attr_int(a, "shift"), lo, hi, attr_int(a, "acc_bits"), mult)
     if len(n.output) != 1 or n.output[0] not in shapes:
-        raise ValueError(f"node {n.name!r}: needs one output with a value_info shape")
-    qtype = QType(_int(a["out_bits"]), bool(a["out_signed"]), _int(a["out_frac"]))
+        raise ValueError("needs one output with a value_info shape")
+    qtype = QType(attr_int(a, "out_bits"), bool(attr_int(a, "out_signed")), attr_int(a, "out_frac"))
+    if not isinstance(a.get("out_scale"), bytes):
+        raise ValueError("missing or mistyped attribute 'out_scale'")
     out = TensorInfo(n.output[0], shapes[n.output[0]], qtype, float(a["out_scale"].decode()))
-    return Node(n.name, op, tuple(inputs), out, weights, requant)
+    return Node(n.name, op, tuple(t for t in n.input if t not in inits), out, weights, requant)
+
+
+ARRAYS = {"codes": "uint32", "zero": "int64", "table": "int64", "bias": "int64", "mult": "int64"}
+
+
+def _node_arrays(n: onnx.NodeProto, inits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The node's initializer inputs by role (``NODE.codes`` -> "codes"), type-checked; the
+    tensor inputs are the others."""
+    out: dict[str, np.ndarray] = {}
+    for name in n.input:
+        if name not in inits:
+            continue
+        role = name.removeprefix(f"{n.name}.")
+        if role not in ARRAYS or role == name:
+            raise ValueError(f"unexpected initializer input {name!r}")
+        arr = inits[name]
+        if arr.dtype != np.dtype(ARRAYS[role]):
+            raise ValueError(f"{name} must be {ARRAYS[role]}, not {arr.dtype}")
+        out[role] = arr
+    return out

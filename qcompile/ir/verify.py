@@ -1,9 +1,11 @@
 """``verify(graph)``: the well-formedness rules of the IR, each error naming the node.
 
 Rules: unique names; inputs defined before use; op arity; output shape equals the inferred
-one; weights (LUT size, code range, bias size); requant clip inside the output type;
+one; weights (codes within their widths, integer weights within int8, table and bias sizes);
+requant clip inside the output type, one multiplier per output channel (or one per tensor);
 accumulators proven wide enough for every input in range (no silent wrap) and within
-``MAX_ACC_BITS``; pass-through ops keep their input type and scale.
+``MAX_ACC_BITS``, and ``acc * m + round`` within ``MAX_PRODUCT_BITS``; pass-through ops keep
+their input type and scale.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node
 from qcompile.ir.types import TensorInfo
 
-# The PyTorch reference emulates integer arithmetic in float64, exact below 2**53.
+# The PyTorch reference sums in float64, exact below 2**53; the requantization product is
+# computed in int64 everywhere (leave a bit for the rounding term).
 MAX_ACC_BITS = 53
+MAX_PRODUCT_BITS = 63
 
 
 class VerifyError(QCompileError):
@@ -81,7 +85,12 @@ def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
         raise ValueError("needs requant parameters")
     if not out.contains(r.lo, r.hi):
         raise ValueError(f"clip [{r.lo}, {r.hi}] exceeds the output type {out}")
-    need = ops.acc_bits_needed(node, [t.qtype.range for t in inputs])
+    if r.per_channel and len(r.multipliers) != node.output.shape[0]:
+        raise ValueError(
+            f"{len(r.multipliers)} requant multipliers for {node.output.shape[0]} channels"
+        )
+    ranges = [t.qtype.range for t in inputs]
+    need = ops.acc_bits_needed(node, ranges)
     if need > r.acc_bits:
         raise ValueError(
             f"accumulator needs {need} bits for inputs in range, "
@@ -89,3 +98,8 @@ def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
         )
     if r.acc_bits > MAX_ACC_BITS:
         raise ValueError(f"accumulator of {r.acc_bits} bits exceeds {MAX_ACC_BITS}")
+    product = ops.product_bits_needed(node, ranges)
+    if product > MAX_PRODUCT_BITS:
+        raise ValueError(
+            f"acc * multiplier + rounding needs {product} bits, beyond {MAX_PRODUCT_BITS}"
+        )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from qcompile.errors import unknown_choice
 from qcompile.quant.activation import PACT, InputQuant
-from qcompile.quant.base import Encoded, Identity, Quantizer
+from qcompile.quant.base import Encoded, Identity, IntGrid, Quantizer
 from qcompile.quant.binary import BWN, TWN
 from qcompile.quant.uniform import LSQ, SAWB, MinMax, sawb_calibrate, sawb_closed_form
 
@@ -75,6 +75,7 @@ __all__ = [
     "WEIGHT_QUANTIZERS",
     "Encoded",
     "Identity",
+    "IntGrid",
     "InputQuant",
     "MinMax",
     "Quantizer",

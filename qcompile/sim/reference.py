@@ -1,7 +1,8 @@
 """The frozen model in PyTorch: float64 emulation of the IR's integer arithmetic.
 
-Independent of the numpy simulator (torch's conv kernels instead of im2col matmuls); exact
-because every value is an integer below 2^53 in magnitude, which each node asserts.
+Independent of the numpy simulator (torch's conv kernels instead of im2col matmuls). Sums are
+float64, exact because every value is an integer below 2^53 in magnitude, which each node
+asserts; the requantization product is computed in int64.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ def _exact(t: Tensor, node: Node) -> Tensor:
 
 
 def _requantize(acc: Tensor, r: Requant, node: Node) -> Tensor:
-    acc = _exact(acc * r.multiplier + r.rounding, node)
+    """The requantization in int64 (the product may pass 2^53); the accumulator, a float64
+    sum below 2^53, converts exactly."""
+    m = torch.from_numpy(r.channel_view(acc.dim()))
+    v = acc.to(torch.int64) * m + r.rounding
     if r.shift:
-        acc = torch.floor(acc * 2.0**-r.shift)  # scaling by 2^-k is exact in float64
-    return acc.clamp_(r.lo, r.hi)
+        v = v >> r.shift  # arithmetic: floors, as the IR says
+    return v.clamp_(r.lo, r.hi).to(torch.float64)
 
 
 class FrozenTorch:

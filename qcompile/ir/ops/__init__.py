@@ -45,12 +45,25 @@ def acc_range(node: Node, inputs: list[Range]) -> Range:
     return node.op.acc_range(node, inputs)
 
 
-def requant_range(node: Node, acc: Range) -> Range:
-    """Range of ``acc * multiplier + rounding``, the widest value the node holds."""
+def requant_range(node: Node, inputs: list[Range]) -> Range:
+    """Range of ``acc * m + rounding`` over every channel, the widest value the node holds
+    (each channel's own accumulator range times its own multiplier where both are known)."""
     r = node.requant
     assert r is not None
-    a, b = sorted((acc[0] * r.multiplier, acc[1] * r.multiplier))
-    return a + r.rounding, b + r.rounding
+    ms = [int(m) for m in r.multipliers]
+    if isinstance(node.op, Linear) and len(ms) > 1:
+        accs = node.op.channel_ranges(node, inputs)
+    else:
+        accs = [acc_range(node, inputs)] * len(ms)
+    ends = [v * m for (lo, hi), m in zip(accs, ms, strict=True) for v in (lo, hi)]
+    return min(ends) + r.rounding, max(ends) + r.rounding
+
+
+def shifted_range(node: Node, inputs: list[Range]) -> Range:
+    """Range of ``(acc * m + rounding) >> shift`` before the clip."""
+    assert node.requant is not None
+    lo, hi = requant_range(node, inputs)
+    return lo >> node.requant.shift, hi >> node.requant.shift
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -59,8 +72,13 @@ def signed_bits(lo: int, hi: int) -> int:
 
 
 def acc_bits_needed(node: Node, inputs: list[Range]) -> int:
-    """Signed width holding the accumulator for every input in range."""
-    return signed_bits(*requant_range(node, acc_range(node, inputs)))
+    """Signed width holding the accumulator (before the multiplier) for every input in range."""
+    return signed_bits(*acc_range(node, inputs))
+
+
+def product_bits_needed(node: Node, inputs: list[Range]) -> int:
+    """Signed width holding ``acc * m + rounding`` for every input in range."""
+    return signed_bits(*requant_range(node, inputs))
 
 
 __all__ = [
@@ -80,6 +98,8 @@ __all__ = [
     "arity",
     "check_weights",
     "infer_shape",
+    "product_bits_needed",
     "requant_range",
+    "shifted_range",
     "signed_bits",
 ]

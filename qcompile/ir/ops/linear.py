@@ -24,6 +24,11 @@ class Linear(Op):
     requantized: ClassVar[bool] = True
 
     def acc_range(self, node: Node, inputs: list[Range]) -> Range:
+        ranges = self.channel_ranges(node, inputs)
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def channel_ranges(self, node: Node, inputs: list[Range]) -> list[Range]:
+        """Exact accumulator range of each output channel (Python ints: no overflow)."""
         lo, hi = inputs[0]
         w = node.weights
         assert w is not None
@@ -32,9 +37,10 @@ class Linear(Op):
         neg = np.where(dec < 0, dec, 0).sum(axis=1)
         bias = w.bias if w.bias is not None else np.zeros(w.shape[0], dtype=np.int64)
         # Padding contributes 0, inside [lo, hi] for every QType (all ranges contain 0).
-        mins = [int(b) + int(p) * lo + int(n) * hi for p, n, b in zip(pos, neg, bias, strict=True)]
-        maxs = [int(b) + int(p) * hi + int(n) * lo for p, n, b in zip(pos, neg, bias, strict=True)]
-        return min(mins), max(maxs)
+        return [
+            (int(b) + int(p) * lo + int(n) * hi, int(b) + int(p) * hi + int(n) * lo)
+            for p, n, b in zip(pos, neg, bias, strict=True)
+        ]
 
 
 @dataclass(frozen=True)

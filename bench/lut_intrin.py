@@ -137,7 +137,7 @@ def current_kernel(bits: int) -> tuple[Any, list, np.ndarray, np.ndarray]:
     graph = gemv_graph(bits)
     ex, weights = compile_graph(graph, load_target("cpu"))
     w = graph.nodes[0].weights
-    return ex, [a for _, _, a in weights], w.data, w.lut
+    return ex, [a for _, _, a in weights], w.data, w.level_table()
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

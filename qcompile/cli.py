@@ -262,8 +262,8 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
         human = (
             f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
             f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
-            f"{info['weight_mem_bits']} bits packed vs "
-            f"{info['estimates']['hls4ml_default_weight_bits']} at hls4ml's default 16 bits"
+            f"{info['weight_mem_bits']} bits vs "
+            f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
         )
     else:
         from qcompile.backends.tvm import export_tvm

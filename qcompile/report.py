@@ -10,7 +10,6 @@ import numpy as np
 from qcompile.ir.graph import Graph, Node, Table
 from qcompile.ir.ops import signed_bits
 
-
 SHIFT_BITS = 6  # a requantization shift is 0..62
 
 
@@ -36,10 +35,10 @@ def constant_bits(n: Node) -> dict[str, int]:
         out["table_bits"] = w.levels.entries.size * _width(w.levels.entries)
     else:
         out["zero_bits"] = _stored(w.levels.zero)
-    if w.bias is not None:
-        out["bias_bits"] = w.bias.size * _width(w.bias)
     if r is not None:
         out["requant_bits"] = _stored(r.multipliers) + SHIFT_BITS
+        if r.bias is not None:
+            out["bias_bits"] = r.biases.size * _width(r.biases)
     return out
 
 
@@ -54,7 +53,7 @@ def layer_row(n: Node) -> dict[str, Any]:
     w = n.weights
     if w is None:
         return row
-    bias = 0 if w.bias is None else w.bias.size
+    bias = 0 if n.requant is None or n.requant.bias is None else len(n.requant.bias)
     consts = constant_bits(n)
     lo, hi = w.level_range()
     row.update(

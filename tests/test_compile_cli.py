@@ -178,7 +178,7 @@ def test_fpga_export_csim_is_exact_on_trained_model(trained):
     assert r.returncode == 0, r.stderr
     manifest = last_json(r.stdout)
     assert manifest["target"] == "fpga" and manifest["profile"]["name"] == "pynq-z2"
-    assert manifest["weight_mem_bits"] < manifest["estimates"]["hls4ml_default_weight_bits"]
+    assert manifest["weight_mem_bits"] < manifest["estimates"]["hls4ml_default_bits"]
     data = load_dataset("digits")
     x = np.concatenate([data.train_x.numpy(), data.test_x.numpy()])[:1000]
     np.save(trained["dir"] / "x1000.npy", x)

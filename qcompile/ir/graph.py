@@ -5,11 +5,11 @@ Every node produces one tensor (:class:`TensorInfo`); what it computes is fixed 
 (an op class of :mod:`qcompile.ir.ops`, which holds that op's contract), its
 :class:`Weights` and its :class:`Requant`:
 
-    conv2d / dense   acc = sum(x * w[c, code]) + bias[c]     (w: int8, see weights.py)
+    conv2d / dense   acc = sum(x * w[c, code])               (w: int8, see weights.py)
     add              acc = sum_i x_i * multipliers[i]
     avgpool          acc = sum of the window (zero padding); the 1/N lives in the scale
     clip             acc = x
-    then             y = clip((acc * m[c] + 2^(shift-1)) >> shift, lo, hi)
+    then             y = clip((acc * m[c] + b[c] + 2^(shift-1)) >> shift, lo, hi)
 
     maxpool          y = max of the window (padding never wins)
     flatten          y = x reshaped to one dimension
@@ -29,19 +29,25 @@ from qcompile.ir.ops import OPS, Add, AvgPool, Clip, Conv2d, Dense, Flatten, Max
 from qcompile.ir.types import TensorInfo
 from qcompile.ir.weights import Affine, Table, Weights  # noqa: F401 (re-exported)
 
+BIAS_LIMIT = 1 << 61  # a requant bias stays far inside int64 while bounds are computed
+
 Op = Conv2d | Dense | Add | MaxPool | AvgPool | Clip | Flatten
 WEIGHTED = tuple(k for k, c in OPS.items() if c.weighted)
 REQUANTIZED = tuple(k for k, c in OPS.items() if c.requantized)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Requant:
-    """``y = clip((acc * m + round) >> shift, lo, hi)``, round = ``2^(shift-1)`` (round half
-    up; 0 when shift is 0), ``m`` = ``multiplier``: one integer for the whole tensor, or a
-    tuple of one per output channel (dimension 0 of the node's per-sample output).
+    """``y = clip((acc * m + b + round) >> shift, lo, hi)``, round = ``2^(shift-1)`` (round
+    half up; 0 when shift is 0). ``m`` = ``multiplier``: one integer for the whole tensor, or
+    a tuple of one per output channel (dimension 0 of the node's per-sample output); ``b`` =
+    ``bias``: None, or one integer per output channel, in units of ``2^-shift`` output steps
+    (added after the multiplier, so its rounding error is ``2^-shift`` of an output step, and
+    it is the post-adder of a DSP's multiply-add).
 
     ``acc_bits`` is the signed width of the accumulator ``acc`` the node was built for; the
-    verifier proves no input in range can exceed it, and that ``acc * m + round`` fits int64.
+    verifier proves no input in range can exceed it, and that ``acc * m + b + round`` fits
+    int64.
     """
 
     shift: int
@@ -49,6 +55,7 @@ class Requant:
     hi: int
     acc_bits: int
     multiplier: int | tuple[int, ...] = 1
+    bias: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.shift, int) or not 0 <= self.shift <= 62:
@@ -63,6 +70,13 @@ class Requant:
                 raise ValueError("per-channel requant multipliers must be integers within 32 bits")
         elif not isinstance(m, int) or not 0 < abs(m) < 1 << 31:
             raise ValueError("requant multiplier must be a non-zero integer within 32 bits")
+        b = self.bias
+        if b is not None and (
+            not isinstance(b, tuple)
+            or not b
+            or any(not isinstance(v, int) or abs(v) >= BIAS_LIMIT for v in b)
+        ):
+            raise ValueError("requant bias must be integers within 62 bits, one per channel")
 
     @property
     def per_channel(self) -> bool:
@@ -78,15 +92,22 @@ class Requant:
     def rounding(self) -> int:
         return 1 << (self.shift - 1) if self.shift else 0
 
-    def channel_view(self, ndim: int) -> np.ndarray:
-        """The multipliers shaped to broadcast over a ``[N, C, ...]`` batch of ``ndim`` dims."""
-        m = self.multipliers
-        return m.reshape(1, -1, *([1] * (ndim - 2))) if m.size > 1 else m.reshape(())
+    @property
+    def biases(self) -> np.ndarray:
+        """int64 ``[C]``, or ``[1]`` zero without a bias."""
+        return np.array(self.bias or (0,), dtype=np.int64)
+
+    def channel_view(self, values: np.ndarray, ndim: int) -> np.ndarray:
+        """Per-channel ``values`` shaped to broadcast over a ``[N, C, ...]`` batch."""
+        return values.reshape(1, -1, *([1] * (ndim - 2))) if values.size > 1 else values.reshape(())
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
-        """``clip((acc * m + 2^(shift-1)) >> shift, lo, hi)``; ``>>`` floors, as in hardware."""
+        """``clip((acc * m + b + 2^(shift-1)) >> shift, lo, hi)``; ``>>`` floors, as in
+        hardware."""
         if self.multiplier != 1:
-            acc = acc * self.channel_view(acc.ndim)
+            acc = acc * self.channel_view(self.multipliers, acc.ndim)
+        if self.bias is not None:
+            acc = acc + self.channel_view(self.biases, acc.ndim)
         if self.shift:
             acc = (acc + self.rounding) >> self.shift
         return np.clip(acc, self.lo, self.hi)

@@ -1,8 +1,9 @@
 """The .qir file: an ONNX ModelProto whose nodes are in the ``ai.qcompile`` op domain.
 
 Weight arrays are initializers named after their node: ``NODE.codes`` (uint32 packed codes),
-``NODE.zero`` (affine zero points) or ``NODE.table`` (non-uniform levels), ``NODE.bias`` and,
-for per-channel requantization, ``NODE.mult`` (all int64 but the codes); op parameters,
+``NODE.zero`` (affine zero points) or ``NODE.table`` (non-uniform levels), and for
+per-channel requantization ``NODE.mult`` and ``NODE.bias`` (all int64 but the codes); op
+parameters,
 requant parameters and the output type are node attributes; the format version, the input
 quantizer and a SHA-256 of everything else are in ``metadata_props``. Netron opens it;
 ``onnx.checker`` checks its structure.
@@ -58,8 +59,6 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                 attrs.update(level_step=w.levels.step)
             else:
                 arrays["table"] = w.levels.entries
-            if w.bias is not None:
-                arrays["bias"] = w.bias
             attrs.update(bits=w.bits, weight_shape=list(w.shape))
             if w.channel_bits is not None:
                 attrs.update(channel_bits=list(w.channel_bits))
@@ -70,6 +69,8 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                 arrays["mult"] = r.multipliers
             else:
                 attrs.update(multiplier=r.multiplier)
+            if r.bias is not None:
+                arrays["bias"] = r.biases
         for key, a in arrays.items():
             inits.append(numpy_helper.from_array(a, f"{n.name}.{key}"))
             inputs.append(f"{n.name}.{key}")
@@ -273,7 +274,6 @@ def _node_from(
             arrays["codes"],
             True,
             levels,
-            arrays.get("bias"),
             ints("channel_bits") if "channel_bits" in a else None,
         )
     requant = None
@@ -282,7 +282,8 @@ def _node_from(
         mult = (
             tuple(int(v) for v in arrays["mult"]) if "mult" in arrays else attr_int(a, "multiplier")
         )
-        requant = Requant(attr_int(a, "shift"), lo, hi, attr_int(a, "acc_bits"), mult)
+        bias = tuple(int(v) for v in arrays["bias"]) if "bias" in arrays else None
+        requant = Requant(attr_int(a, "shift"), lo, hi, attr_int(a, "acc_bits"), mult, bias)
     if len(n.output) != 1 or n.output[0] not in shapes:
         raise ValueError("needs one output with a value_info shape")
     qtype = QType(attr_int(a, "out_bits"), bool(attr_int(a, "out_signed")), attr_int(a, "out_frac"))

@@ -85,10 +85,11 @@ def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
         raise ValueError("needs requant parameters")
     if not out.contains(r.lo, r.hi):
         raise ValueError(f"clip [{r.lo}, {r.hi}] exceeds the output type {out}")
-    if r.per_channel and len(r.multipliers) != node.output.shape[0]:
-        raise ValueError(
-            f"{len(r.multipliers)} requant multipliers for {node.output.shape[0]} channels"
-        )
+    channels = node.output.shape[0]
+    if r.per_channel and len(r.multipliers) != channels:
+        raise ValueError(f"{len(r.multipliers)} requant multipliers for {channels} channels")
+    if r.bias is not None and len(r.bias) != channels:
+        raise ValueError(f"bias has {len(r.bias)} entries for {channels} channels")
     ranges = [t.qtype.range for t in inputs]
     need = ops.acc_bits_needed(node, ranges)
     if need > r.acc_bits:
@@ -101,5 +102,5 @@ def _check_node(node: Node, inputs: list[TensorInfo]) -> None:
     product = ops.product_bits_needed(node, ranges)
     if product > MAX_PRODUCT_BITS:
         raise ValueError(
-            f"acc * multiplier + rounding needs {product} bits, beyond {MAX_PRODUCT_BITS}"
+            f"acc * multiplier + bias + rounding needs {product} bits, beyond {MAX_PRODUCT_BITS}"
         )

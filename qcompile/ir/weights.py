@@ -8,11 +8,12 @@ Numeric contract v1: a code maps to an integer weight ``w`` of at most 8 bits, e
 - :class:`Table` (learned non-uniform levels: DDQ, DMBQ): ``w = entries[c, code]``, a
   per-channel table of ``2^b`` int8 entries chosen at freeze.
 
-Scales are not here: a layer's real weights are ``s_c * w`` and ``s_c`` is folded, with the
-input and output scales, into the per-channel requantization multiplier of its node.
+Scales and biases are not here: a layer's real weights are ``s_c * w`` and ``s_c`` is folded,
+with the input and output scales, into the per-channel requantization multiplier of its node
+(:class:`qcompile.ir.graph.Requant`), which also adds the bias.
 
 >>> codes = np.array([[3, 1], [1, 0]], dtype=np.uint8)
->>> w = Weights(2, (2, 2), codes, False, Affine(1, np.array([-2, 0])), None, (2, 1)).pack()
+>>> w = Weights(2, (2, 2), codes, False, Affine(1, np.array([-2, 0])), (2, 1)).pack()
 >>> w.words, w.mean_bits, w.decoded().tolist()
 (2, 1.5, [[1, -1], [1, 0]])
 """
@@ -35,7 +36,6 @@ from qcompile.ir.packing import (
 )
 
 WEIGHT_RANGE = (-128, 127)  # every integer weight is an int8
-BIAS_LIMIT = 1 << 47  # biases stay far inside int64 while bounds are computed
 
 
 def _ints(a: np.ndarray, name: str) -> None:
@@ -107,10 +107,10 @@ class Weights:
     """Codes (``bits`` each) and the integer weights they stand for (``levels``).
 
     ``data`` holds the codes as uint8 shaped ``shape`` or, once packed, as uint32 words
-    (:mod:`qcompile.ir.packing`). ``bias`` is int64 ``[shape[0]]`` (in accumulator units) or
-    None. ``channel_bits`` (None: every output channel at ``bits``) gives each output channel
-    its own width, ``bits`` being the widest; its codes are then packed row by row
-    (:func:`qcompile.ir.packing.pack_rows`) and channel ``c`` uses codes below ``2^b_c``.
+    (:mod:`qcompile.ir.packing`). ``channel_bits`` (None: every output channel at ``bits``)
+    gives each output channel its own width, ``bits`` being the widest; its codes are then
+    packed row by row (:func:`qcompile.ir.packing.pack_rows`) and channel ``c`` uses codes
+    below ``2^b_c``.
     """
 
     bits: int
@@ -118,7 +118,6 @@ class Weights:
     data: np.ndarray
     packed: bool
     levels: Levels
-    bias: np.ndarray | None
     channel_bits: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -146,10 +145,6 @@ class Weights:
                 raise ValueError(f"packed codes must be {self.words} uint32 words")
         elif self.data.dtype != np.uint8 or self.data.shape != self.shape:
             raise ValueError(f"codes must be uint8 shaped {self.shape}")
-        if self.bias is not None:
-            _ints(self.bias, "bias")
-            if self.bias.ndim != 1:
-                raise ValueError("bias must be a 1-D int64 array")
 
     @property
     def uniform(self) -> bool:
@@ -184,6 +179,15 @@ class Weights:
         spans = [self.levels.row_range(c, b) for c, b in enumerate(self.row_bits())]
         return min(s[0] for s in spans), max(s[1] for s in spans)
 
+    def level_table(self) -> np.ndarray:
+        """int64 ``[C or 1, 2^bits]``: the integer weight of every code, per channel (affine
+        levels materialised), for kernels that look weights up."""
+        lv = self.levels
+        if isinstance(lv, Table):
+            return lv.entries
+        k = np.arange(1 << self.bits, dtype=np.int64).reshape(1, -1)
+        return lv.step * k + lv.zero.reshape(-1, 1)
+
     def codes(self) -> np.ndarray:
         """Codes as uint8 shaped ``shape`` (unpacked if needed)."""
         if not self.packed:
@@ -205,8 +209,8 @@ class Weights:
         return self.levels.decode(codes).reshape(self.shape)
 
     def check(self) -> None:
-        """Level and bias sizes and magnitudes, each channel's codes within its width, packed
-        padding zero (raises ValueError with the rule broken)."""
+        """Level sizes and magnitudes, each channel's codes within its width, packed padding
+        zero (raises ValueError with the rule broken)."""
         c, lv = self.shape[0], self.levels
         if lv.rows not in (1, c):
             raise ValueError(f"levels have {lv.rows} rows, must be 1 or {c} (one per channel)")
@@ -218,12 +222,6 @@ class Weights:
         lo, hi = self.level_range()
         if lo < WEIGHT_RANGE[0] or hi > WEIGHT_RANGE[1]:
             raise ValueError(f"integer weights span [{lo}, {hi}], beyond int8")
-        b = self.bias
-        if b is not None:
-            if b.shape != (c,):
-                raise ValueError(f"bias has {b.shape[0]} entries for {c} channels")
-            if b.size and not -BIAS_LIMIT < int(b.min()) <= int(b.max()) < BIAS_LIMIT:
-                raise ValueError("bias entries must fit in 48 bits")
         self._check_codes()
 
     def _check_codes(self) -> None:

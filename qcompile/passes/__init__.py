@@ -15,7 +15,6 @@ from qcompile.passes.dead_code import eliminate_dead
 from qcompile.passes.fuse_activation import fuse_activation
 from qcompile.passes.pack import pack_codes
 from qcompile.passes.split_add import split_add
-from qcompile.passes.widest import widest_weights
 
 Pass = Callable[[Graph], Graph]
 PIPELINE: tuple[Pass, ...] = (fuse_activation, eliminate_dead, pack_codes)
@@ -36,5 +35,4 @@ __all__ = [
     "pack_codes",
     "run_pipeline",
     "split_add",
-    "widest_weights",
 ]

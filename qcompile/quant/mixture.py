@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Identity, Quantizer, channel_rows, expand_rows
-from qcompile.quant.ste import safe_step, uniform_codes
-from qcompile.quant.uniform import MinMax
+from qcompile.quant.ste import uniform_codes
+from qcompile.quant.uniform import MinMax, minmax_grid
 
 MODES = ("attention", "relax")
 
@@ -41,8 +41,8 @@ class _MinMaxMix(torch.autograd.Function):
             if b is None:
                 q = x
             else:
-                step = safe_step((hi - lo) / (2**b - 1))
-                q = lo + uniform_codes(x, lo, step, 2**b - 1) * step
+                start, step = minmax_grid(lo, hi, b)
+                q = start + uniform_codes(x, start, step, 2**b - 1) * step
             qs.append(q)
             out = a[k] * q if out is None else out + a[k] * q
         ctx.save_for_backward(a, *qs)

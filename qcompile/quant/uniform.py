@@ -61,6 +61,21 @@ class GridQuantizer(Quantizer):
         return f"bits={self.bits}, per_channel={self.per_channel}"
 
 
+def minmax_grid(lo: Tensor, hi: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """``(lo, step)`` of the min-max grid for data spanning ``[lo, hi]`` (any shape,
+    elementwise), one of its levels exactly 0 (see :class:`MinMax`)."""
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    if bits == 1:
+        a = safe_step((hi - lo) / 2)
+        return -a, 2 * a
+    if bits == 8:
+        step = safe_step(torch.maximum(-lo / 128, hi / 127))
+        return -128 * step, step
+    n = 2**bits - 1
+    step = safe_step((hi - lo) / n)
+    return torch.round(lo / step).clamp(-n, 0) * step, step
+
+
 class MinMax(GridQuantizer):
     """``2^n`` evenly spaced levels from the minimum to the maximum of the weights, one of
     them exactly 0 (TFLite's nudged zero point), so each level is ``step * (code + z)`` with
@@ -77,16 +92,7 @@ class MinMax(GridQuantizer):
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
         lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
-        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
-        if self.bits == 1:
-            a = safe_step((hi - lo) / 2)
-            return -a, 2 * a
-        if self.bits == 8:
-            step = safe_step(torch.maximum(-lo / 128, hi / 127))
-            return -128 * step, step
-        n = 2**self.bits - 1
-        step = safe_step((hi - lo) / n)
-        return torch.round(lo / step).clamp(-n, 0) * step, step
+        return minmax_grid(lo, hi, self.bits)
 
     def int_grid(self, lo: Tensor, step: Tensor) -> IntGrid:
         if self.bits == 1:

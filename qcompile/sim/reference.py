@@ -29,8 +29,9 @@ def _exact(t: Tensor, node: Node) -> Tensor:
 def _requantize(acc: Tensor, r: Requant, node: Node) -> Tensor:
     """The requantization in int64 (the product may pass 2^53); the accumulator, a float64
     sum below 2^53, converts exactly."""
-    m = torch.from_numpy(r.channel_view(acc.dim()))
-    v = acc.to(torch.int64) * m + r.rounding
+    m = torch.from_numpy(r.channel_view(r.multipliers, acc.dim()))
+    b = torch.from_numpy(r.channel_view(r.biases, acc.dim()))
+    v = acc.to(torch.int64) * m + b + r.rounding
     if r.shift:
         v = v >> r.shift  # arithmetic: floors, as the IR says
     return v.clamp_(r.lo, r.hi).to(torch.float64)
@@ -45,11 +46,6 @@ class FrozenTorch:
             n.name: torch.from_numpy(n.weights.decoded().astype(np.float64))
             for n in graph.nodes
             if n.weights is not None
-        }
-        self.bias = {
-            n.name: torch.from_numpy(n.weights.bias.astype(np.float64))
-            for n in graph.nodes
-            if n.weights is not None and n.weights.bias is not None
         }
 
     @torch.no_grad()
@@ -69,11 +65,11 @@ class FrozenTorch:
     def _conv2d(self, node: Node, xs: list[Tensor]) -> Tensor:
         op = node.op
         assert isinstance(op, Conv2d)
-        w, b = self.weights[node.name], self.bias.get(node.name)
-        return F.conv2d(xs[0], w, b, op.stride, op.padding, op.dilation, op.groups)
+        w = self.weights[node.name]
+        return F.conv2d(xs[0], w, None, op.stride, op.padding, op.dilation, op.groups)
 
     def _dense(self, node: Node, xs: list[Tensor]) -> Tensor:
-        return F.linear(xs[0], self.weights[node.name], self.bias.get(node.name))
+        return F.linear(xs[0], self.weights[node.name])
 
 
 def _maxpool(ref: FrozenTorch, node: Node, xs: list[Tensor]) -> Tensor:

@@ -15,8 +15,8 @@ Choices where the sources are silent, or where this differs from the authors' co
 
 - The budget is inspect's ``avg_weight_bits`` (:mod:`qcompile.stages.budget`): first and last
   layers at ``first_last_wbits`` count, and every channel counts at its own width, as the IR
-  stores it (``Weights.channel_bits``; see :meth:`DMBQStage.layer_bits`). The fpga and TVM
-  artifacts store a layer at its widest channel (their manifests count that).
+  stores it (``Weights.channel_bits``; see :meth:`DMBQStage.layer_bits`), and so does every
+  backend: each channel's codes are packed and read at its own width.
 - ``d`` takes the absolute value of every step's group sum before summing over the epoch, as
   the paper's formula reads; the authors' code sums the signed values.
 - Per epoch the number of groups lowered is ``ceil(r * G)`` (G = all groups; the authors' code

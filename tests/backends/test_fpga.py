@@ -21,7 +21,7 @@ from qcompile.ir import (
     Graph,
 )
 from qcompile.ir.packing import packed_words
-from qcompile.passes import run_pipeline, widest_weights
+from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from qcompile.stages import quantize
@@ -73,29 +73,27 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     assert np.array_equal(got, want)
 
 
-def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
-    graph = run_pipeline(mixed_chain("nonuniform"))
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels):
+    graph = run_pipeline(mixed_chain(levels))
     assert all(n.weights.channel_bits is not None for n in graph.weighted())
     x = random_inputs(graph, 400)
     got, want = csim_vs_sim(graph, tmp_path / "mixed", x)
     assert np.array_equal(got, want)
-    # the project stores each layer at its widest channel; the manifest says so
+    # the project stores each channel at its own width; the manifest counts what it stores
     info = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
     layers = {r["name"]: r for r in info["layers"]}
-    assert layers["conv"]["stored_bits"] == 4 and layers["dense"]["stored_bits"] == 8
     assert layers["conv"]["weight_bits"] == pytest.approx(2.5)
-    stored = summary(widest_weights(graph))
-    assert info["weight_mem_bits"] == stored["weight_mem_bits"] > summary(graph)["weight_mem_bits"]
-    # the conv's code words in the project are the flat 4-bit packing, not the row-wise one
+    assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
+    # the conv's code words in the project are the row-wise packing, not a flat one at 4 bits
     arrays = [
         [int(v) for v in m.group(1).split(",")]
         for f in (tmp_path / "mixed" / "firmware" / "weights").glob("*.h")
         if (m := re.search(r"\] = \{([^}]*)\};", f.read_text()))
     ]
     conv = next(n for n in graph.nodes if n.name == "conv").weights
-    flat = conv.at_widest()
-    assert flat.words == packed_words(4 * 27, 4) != conv.words
-    assert flat.data.tolist() in arrays and conv.data.tolist() not in arrays
+    assert conv.words < packed_words(4 * 27, 4)
+    assert conv.data.tolist() in arrays
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +107,9 @@ def small_graph() -> Graph:
 
 
 def test_lut_types_are_never_read_as_ternary():
-    """hls4ml treats a signed 2-bit integer weight type as ternary {-1, 0, 1}: LUT and bias
-    tables get at least 3 bits, which its product selection reads as plain multiplies."""
+    """hls4ml treats a signed 2-bit integer weight type as ternary {-1, 0, 1}: level, bias
+    and multiplier tables get at least 3 bits, which its product selection reads as plain
+    multiplies."""
     from hls4ml.backends import get_backend
     from hls4ml.model.types import IntegerPrecisionType
 

@@ -12,14 +12,14 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, export_tvm
 from qcompile.backends.tvm.arm import ArmRunner
-from qcompile.backends.tvm.compute import compute_dtype, storage_dtype
+from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
 from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
-from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.graph import Clip, Dense, Graph, InputQuant, Node, Requant, Table, Weights
 from qcompile.ir.packing import packed_words
 from qcompile.ir.types import QType, TensorInfo
-from qcompile.passes import run_pipeline, widest_weights
+from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
@@ -67,15 +67,19 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     assert np.array_equal(got, want)
 
 
-def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
-    graph = run_pipeline(mixed_chain("nonuniform"))
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels, kind):
+    graph = run_pipeline(mixed_chain(levels))
     assert all(n.weights.channel_bits is not None for n in graph.weighted())
-    got, want = tvm_vs_sim(graph, tmp_path / "mixed", "cpu", n=300)
+    got, want = tvm_vs_sim(graph, tmp_path / "mixed", kind, n=300)
     assert np.array_equal(got, want)
     info = read_manifest(tmp_path / "mixed")
     weights = dict(zip(info["params"][1:-1], load_weights(tmp_path / "mixed", info), strict=True))
-    assert weights["conv.codes"].size == packed_words(4 * 27, 4)  # flat at the widest 4 bits
-    assert info["weight_mem_bits"] == summary(widest_weights(graph))["weight_mem_bits"]
+    conv = next(n for n in graph.nodes if n.name == "conv").weights
+    assert np.array_equal(weights["conv.codes"], conv.data)  # the row-wise words, as stored
+    assert conv.words < packed_words(4 * 27, 4)  # fewer than every row at the widest 4 bits
+    assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
 
 
 @pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
@@ -153,27 +157,29 @@ def test_parallel_schedule_is_exact_on_two_threads(tmp_path, kind, monkeypatch):
 
 
 def _wide_dense() -> Graph:
-    """One dense layer whose accumulator needs ~40 bits: 20-bit LUT levels, fan-in 512."""
+    """One dense layer whose accumulator needs ~46 bits: an 8-bit input scaled by 2^24 into
+    a 32-bit tensor, int8 weights, fan-in 512."""
     rng = np.random.default_rng(5)
     x = TensorInfo("x", (512,), QType(8, True), 1.0)
-    lut = rng.integers(-(1 << 20), 1 << 20, (16, 4)).astype(np.int64)
-    w = Weights(
-        2, (16, 512), rng.integers(0, 4, (16, 512)).astype(np.uint8), False, lut, None, False
-    )
-    probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
-    acc = ops.acc_bits_needed(probe, [x.qtype.range])
+    w32 = QType(32, True)
+    widen = Node("w", Clip(), ("x",), TensorInfo("w", (512,), w32, 1.0), None,
+                 Requant(0, *w32.range, 9, 1 << 24))  # fmt: skip
+    levels = Table(rng.integers(-127, 128, (16, 4)).astype(np.int64))
+    w = Weights(2, (16, 512), rng.integers(0, 4, (16, 512)).astype(np.uint8), False, levels)
+    probe = Node("y", Dense(), ("w",), widen.output, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [w32.range])
     y = TensorInfo("y", (16,), QType(acc, True), 1.0)
     node = Node(
-        "y", Dense(), ("x",), y, w, Requant(0, -(1 << (acc - 1)), (1 << (acc - 1)) - 1, acc)
+        "y", Dense(), ("w",), y, w, Requant(0, -(1 << (acc - 1)), (1 << (acc - 1)) - 1, acc)
     )
-    return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
+    return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (widen, node), ("y",))
 
 
 def test_wide_accumulators_compute_in_int64_and_narrow_ones_in_int32(tmp_path):
     wide = _wide_dense()
-    assert compute_dtype(wide.nodes[0]) == "int64" and storage_dtype(wide.nodes[0]) == "int64"
+    assert acc_dtype(wide.nodes[1]) == "int64" and storage_dtype(wide.nodes[1]) == "int64"
     got, want = tvm_vs_sim(wide, tmp_path / "wide", "cpu")
     assert np.abs(want).max() > 1 << 32  # the case int32 would get wrong
     assert np.array_equal(got, want)
     lenet = zoo_graph("lenet", (1, 8, 8), {})
-    assert {compute_dtype(n) for n in lenet.nodes if n.requant is not None} == {"int32"}
+    assert {acc_dtype(n) for n in lenet.nodes if n.requant is not None} == {"int32"}

@@ -323,7 +323,7 @@ def test_channel_layer_with_mixed_widths_deploys_bit_exact() -> None:
     assert node.weights.words == 16 * (1 + 1 + 1 + 1)  # 8 codes a row: one word at any width
     back = qir.loads(qir.to_onnx(graph).SerializeToString())
     assert next(n for n in back.nodes if n.name == "_4").weights.channel_bits == tuple(bits)
-    lut = node.weights.lut
+    lut = node.weights.level_table()
     for c, b in enumerate(bits.tolist()):
         assert np.all(lut[c, 2**b :] == 0), c  # only the channel's own 2^b levels
     x = np.random.default_rng(1).normal(0, 1, (300, 1, 4, 4)).astype(np.float32)
@@ -486,7 +486,7 @@ def test_lenet_digits_trains_freezes_and_simulates_exactly(tmp_path: Path) -> No
         s["bits"][n] for n in ("features.2.0", "classifier.0", "classifier.3")
     ]
     multi = next(n for n in graph.nodes if n.weights is not None and 2 <= n.weights.bits <= 4)
-    gaps = np.diff(np.sort(multi.weights.lut[0]))
+    gaps = np.diff(np.sort(multi.weights.level_table()[0]))
     assert not np.all(gaps == gaps[0])  # really non-uniform
     from qcompile.data import load_dataset
 

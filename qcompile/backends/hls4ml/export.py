@@ -16,7 +16,6 @@ from qcompile.backends.hls4ml.project import HlsOptions, build
 from qcompile.backends.targets import FpgaTarget
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.passes import widest_weights
 from qcompile.report import summary
 
 QIR = "model.qir"
@@ -35,19 +34,8 @@ def options(target: FpgaTarget) -> HlsOptions:
 
 def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, Any]:
     s = summary(graph)
-    # What the project stores: per-channel widths at the layer's widest (passes.widest), so
-    # memory comes from that graph; weight_bits stays the model's (channel mean).
-    stored = summary(widest_weights(graph))
-    layers = [
-        {
-            **{k: r[k] for k in ("name", "op", "weight_bits", "levels")},
-            "stored_bits": st["max_weight_bits"],
-            "weight_mem_bits": st["weight_mem_bits"],
-        }
-        for r, st in zip(s["layers"], stored["layers"], strict=True)
-        if "weight_bits" in r
-    ]
-    default_bits = sum(r["weights"] for r in s["layers"] if "weights" in r) * 16
+    keys = ("name", "op", "weight_bits", "levels", "level_bits", "weight_mem_bits")
+    layers = [{k: r[k] for k in keys} for r in s["layers"] if "weight_bits" in r]
     return {
         "format": "qcompile-artifact",
         "version": 1,
@@ -66,12 +54,14 @@ def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, An
         "project": "myproject",
         "input": s["input"],
         "layers": layers,
-        "weight_mem_bits": stored["weight_mem_bits"],
+        # what the project stores: codes at each channel's width, int8 tables of non-uniform
+        # layers, zero points, biases, multipliers and shifts at the widths they need
+        "weight_mem_bits": s["weight_mem_bits"],
         "avg_weight_bits": s["avg_weight_bits"],
         "estimates": {
             "note": "estimates from the IR, not from synthesis",
-            "packed_weight_mem_bits": stored["weight_mem_bits"],
-            "hls4ml_default_weight_bits": default_bits,
+            "weight_mem_bits": s["weight_mem_bits"],
+            "hls4ml_default_bits": s["hls4ml_default_bits"],
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

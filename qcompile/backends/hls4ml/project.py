@@ -41,12 +41,10 @@ class HlsOptions:
 
 
 def lower_for_fpga(graph: Graph) -> Graph:
-    """The fpga kernels add at most three tensors: split wider adds (same integers); they
-    read one code width per layer: layers with per-channel widths are stored at their widest
-    channel (exact, see :mod:`qcompile.passes.widest`)."""
-    from qcompile.passes import run_pipeline, split_add, widest_weights
+    """The fpga kernels add at most three tensors: split wider adds (same integers)."""
+    from qcompile.passes import run_pipeline, split_add
 
-    return run_pipeline(graph, (lambda g: split_add(g, 3), widest_weights))
+    return run_pipeline(graph, (lambda g: split_add(g, 3),))
 
 
 def c_names(graph: Graph) -> dict[str, str]:
@@ -63,6 +61,12 @@ def c_names(graph: Graph) -> dict[str, str]:
 
 
 def _kernel(node: Node) -> str:
+    r = node.requant
+    if node.weights is None and r is not None and (r.per_channel or r.bias is not None):
+        raise QCompileError(
+            f"node {node.name}: the fpga backend takes per-channel requantization only on "
+            f"conv2d and dense layers, not on {node.kind}"
+        )
     if isinstance(node.op, Add):
         if len(node.inputs) not in (2, 3):
             raise QCompileError(
@@ -76,7 +80,7 @@ def _kernel(node: Node) -> str:
 
 
 def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
-    from qcompile.backends.hls4ml.context import kernel_context, table_type
+    from qcompile.backends.hls4ml.context import kernel_context, table_type, weight_arrays
 
     names = c_names(graph)
     tensors = graph.tensors()
@@ -99,16 +103,14 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
             "qc_context": kernel_context(node, ins, reuse),
             "qc_codes": None,
         }
-        w = node.weights
-        if w is not None:
-            w = w.pack()
-            bias = w.bias if w.bias is not None else np.zeros(w.shape[0], dtype=np.int64)
+        if node.weights is not None:
+            arrays = weight_arrays(node)
+            widths = {k: _bits(table_type(v)) for k, v in arrays.items()}
+            # the kernel takes both row arrays as one type
+            widths["row_start"] = widths["row_bits"] = max(widths["row_start"], widths["row_bits"])
             layer.update(
-                qc_codes=w.data,
-                qc_lut=w.lut.reshape(-1),
-                qc_bias=bias,
-                qc_lut_bits=_bits(table_type(w.lut)),
-                qc_bias_bits=_bits(table_type(bias)),
+                qc_codes=arrays["codes"],
+                qc_arrays={k: (v, widths[k]) for k, v in arrays.items() if k != "codes"},
             )
         layers.append(layer)
     return layers

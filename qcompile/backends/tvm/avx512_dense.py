@@ -77,14 +77,15 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, feats: Avx512 | None) ->
     w = node.weights
     if feats is None or not isinstance(node.op, Dense) or w is None or dt != "int32":
         return None  # int32: the kernel's accumulators are int32 lanes
-    if w.bits not in BITS or len(w.shape) != 2:
+    if w.bits not in BITS or len(w.shape) != 2 or w.channel_bits is not None:
         return None
     rows, k = w.shape
     unroll = next(u for u in (8, 4, 2, 1) if rows % u == 0)  # rows per iteration share x
     byte_ok = feats.vbmi and feats.vnni and k % BYTE_LANES == 0
-    if byte_ok and _within(w.lut, INT8) and _within(x_range, INT8):
+    levels = w.level_table()
+    if byte_ok and _within(levels, INT8) and _within(x_range, INT8):
         return Plan(byte=True, vnni=True, unroll=unroll)
-    if k % LANES == 0 and _within(w.lut, INT16) and _within(x_range, INT16):
+    if k % LANES == 0 and _within(levels, INT16) and _within(x_range, INT16):
         return Plan(byte=False, vnni=feats.vnni, unroll=unroll)
     return None
 
@@ -92,7 +93,7 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, feats: Avx512 | None) ->
 def table(p: Plan, node: Node) -> np.ndarray:
     """The weight array the kernel takes in place of the LUT: one replicated row per output
     row (a per-layer LUT is repeated, so the kernel has one addressing rule)."""
-    lut = node.weights.lut
+    lut = node.weights.level_table()
     if lut.shape[0] == 1:
         lut = np.repeat(lut, node.weights.shape[0], axis=0)
     return byte_table(lut) if p.byte else replicated_table(lut)

@@ -16,7 +16,6 @@ from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.passes import widest_weights
 from qcompile.report import summary
 
 QIR, LIB, WEIGHTS = "model.qir", "model.so", "weights.npz"
@@ -52,8 +51,6 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         ex, weights = compile_graph(graph, target)
     build_s = time.perf_counter() - t
     s = summary(graph)
-    # The library stores per-channel widths at each layer's widest (passes.widest).
-    stored = summary(widest_weights(graph))
     info = {
         "format": "qcompile-artifact",
         "version": 1,
@@ -66,7 +63,8 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         "entry": "main",
         "params": ["input", *[f"{n}.{k}" for n, k, _ in weights], "output"],
         "input": s["input"],
-        "weight_mem_bits": stored["weight_mem_bits"],
+        "weight_mem_bits": s["weight_mem_bits"],
+        "stored_weight_bytes": sum(int(a.nbytes) for _, _, a in weights),
         "avg_weight_bits": s["avg_weight_bits"],
         "build_s": round(build_s, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -46,21 +46,23 @@ def acc_range(node: Node, inputs: list[Range]) -> Range:
 
 
 def requant_range(node: Node, inputs: list[Range]) -> Range:
-    """Range of ``acc * m + rounding`` over every channel, the widest value the node holds
-    (each channel's own accumulator range times its own multiplier where both are known)."""
+    """Range of ``acc * m + b + rounding`` over every channel, the widest value the node holds
+    (each channel's own accumulator range, multiplier and bias where they are known)."""
     r = node.requant
     assert r is not None
-    ms = [int(m) for m in r.multipliers]
-    if isinstance(node.op, Linear) and len(ms) > 1:
+    ms, bs = [int(m) for m in r.multipliers], [int(b) for b in r.biases]
+    channels = max(len(ms), len(bs))
+    if isinstance(node.op, Linear) and channels > 1:
         accs = node.op.channel_ranges(node, inputs)
     else:
-        accs = [acc_range(node, inputs)] * len(ms)
-    ends = [v * m for (lo, hi), m in zip(accs, ms, strict=True) for v in (lo, hi)]
+        accs = [acc_range(node, inputs)] * channels
+    ms, bs = ms * (channels // len(ms)), bs * (channels // len(bs))
+    ends = [v * m + b for (lo, hi), m, b in zip(accs, ms, bs, strict=True) for v in (lo, hi)]
     return min(ends) + r.rounding, max(ends) + r.rounding
 
 
 def shifted_range(node: Node, inputs: list[Range]) -> Range:
-    """Range of ``(acc * m + rounding) >> shift`` before the clip."""
+    """Range of ``(acc * m + b + rounding) >> shift`` before the clip."""
     assert node.requant is not None
     lo, hi = requant_range(node, inputs)
     return lo >> node.requant.shift, hi >> node.requant.shift
@@ -77,7 +79,7 @@ def acc_bits_needed(node: Node, inputs: list[Range]) -> int:
 
 
 def product_bits_needed(node: Node, inputs: list[Range]) -> int:
-    """Signed width holding ``acc * m + rounding`` for every input in range."""
+    """Signed width holding ``acc * m + b + rounding`` for every input in range."""
     return signed_bits(*requant_range(node, inputs))
 
 

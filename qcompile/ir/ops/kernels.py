@@ -44,7 +44,6 @@ def matmul(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
 def conv2d(
     x: np.ndarray,
     weight: np.ndarray,
-    bias: np.ndarray | None,
     stride: Pair,
     padding: Pair,
     dilation: Pair,
@@ -87,15 +86,7 @@ def conv2d(
             mat = wt[k * og : (k + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og)
             parts.append(np.matmul(cols.reshape(-1, kh * kw * cg), mat).reshape(n, ho, wo, og))
         acc = parts[0] if g == 1 else np.concatenate(parts, axis=3)
-    acc = acc.transpose(0, 3, 1, 2).astype(np.int64)
-    if bias is not None:
-        acc = acc + bias.reshape(1, o, 1, 1)
-    return acc
-
-
-def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, exact: bool) -> np.ndarray:
-    acc = matmul(x, weight.T, exact)
-    return acc + bias if bias is not None else acc
+    return acc.transpose(0, 3, 1, 2).astype(np.int64)
 
 
 def pool(

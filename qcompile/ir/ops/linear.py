@@ -1,4 +1,5 @@
-"""Weighted ops: ``acc = sum(x * w) + bias`` with integer weights decoded from codes."""
+"""Weighted ops: ``acc = sum(x * w)`` with integer weights decoded from codes (the bias is
+added by the node's requantization)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,10 @@ class Linear(Op):
         dec = w.decoded().reshape(w.shape[0], -1)
         pos = np.where(dec > 0, dec, 0).sum(axis=1)
         neg = np.where(dec < 0, dec, 0).sum(axis=1)
-        bias = w.bias if w.bias is not None else np.zeros(w.shape[0], dtype=np.int64)
         # Padding contributes 0, inside [lo, hi] for every QType (all ranges contain 0).
         return [
-            (int(b) + int(p) * lo + int(n) * hi, int(b) + int(p) * hi + int(n) * lo)
-            for p, n, b in zip(pos, neg, bias, strict=True)
+            (int(p) * lo + int(n) * hi, int(p) * hi + int(n) * lo)
+            for p, n in zip(pos, neg, strict=True)
         ]
 
 
@@ -81,9 +81,8 @@ class Conv2d(Linear):
     ) -> np.ndarray:
         assert node.weights is not None and weights is not None
         return K.conv2d(
-            xs[0], weights, node.weights.bias, self.stride, self.padding, self.dilation,
-            self.groups, exact,
-        )  # fmt: skip
+            xs[0], weights, self.stride, self.padding, self.dilation, self.groups, exact
+        )
 
     @property
     def depthwise(self) -> bool:
@@ -123,7 +122,7 @@ class Dense(Linear):
         self, node: Node, xs: list[np.ndarray], weights: np.ndarray | None, exact: bool
     ) -> np.ndarray:
         assert node.weights is not None and weights is not None
-        return K.dense(xs[0], weights, node.weights.bias, exact)
+        return K.matmul(xs[0], weights.T, exact)
 
 
 def fan_in(node: Node) -> int:

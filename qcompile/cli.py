@@ -1,7 +1,8 @@
 """The ``qcompile`` command line (click).
 
-User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2;
-anything else is a bug and keeps its traceback.
+User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2
+(``simulate`` exits 1 when implementations disagree); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -295,7 +296,11 @@ def simulate(
     type=click.Path(file_okay=False),
     help="Artifact directory to create.",
 )
-@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the output directory if it exists and is an artifact (or empty).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
 def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.

@@ -19,7 +19,7 @@ demo: install
 	rm -rf runs/demo
 	$(VENV)/bin/qcompile train models/lenet_digits_w4a4.toml --out runs/demo
 	$(VENV)/bin/qcompile freeze runs/demo/checkpoint.pt -o runs/demo/lenet.qir
-	$(VENV)/bin/qcompile simulate runs/demo/lenet.qir
+	$(VENV)/bin/qcompile simulate runs/demo/lenet.qir --checkpoint runs/demo/checkpoint.pt
 	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target fpga -o runs/demo/fpga
 	$(VENV)/bin/qcompile simulate runs/demo/fpga
 	$(VENV)/bin/qcompile export runs/demo/lenet.qir --target cpu -o runs/demo/cpu

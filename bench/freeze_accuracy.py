@@ -39,7 +39,8 @@ def run(data: str, method: str, epochs: int, seed: int, out: Path) -> dict:
         },
     )
     train(r, out, progress=False, log=lambda m: None)
-    return simulate(freeze_checkpoint(out / "checkpoint.pt"), n=100_000)
+    ckpt = out / "checkpoint.pt"
+    return simulate(freeze_checkpoint(ckpt), n=100_000, checkpoint=ckpt)
 
 
 def main() -> None:

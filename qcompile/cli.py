@@ -1,19 +1,21 @@
 """The ``qcompile`` command line (click).
 
-User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2;
-anything else is a bug and keeps its traceback.
+User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2
+(``simulate`` exits 1 when implementations disagree); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from qcompile.errors import QCompileError
+from qcompile.errors import Disagreement, QCompileError, one_line
 from qcompile.stages import STAGES
 
 METHODS = sorted(STAGES)
@@ -136,20 +138,31 @@ def train(
     type=click.Path(dir_okay=False),
     help="Where to write MODEL.qir. [default: model.qir beside the checkpoint]",
 )
+@click.option(
+    "--model",
+    "model_spec",
+    help="The architecture to rebuild, replacing the one the checkpoint's recipe names. "
+    "Needed when that is a FILE.py:FACTORY: qcompile imports no code named inside a "
+    "checkpoint, so name the factory yourself.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def freeze(checkpoint: str, output: str | None, as_json: bool) -> None:
+def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json: bool) -> None:
     """Freeze a trained CHECKPOINT into the integer IR file MODEL.qir.
 
     Folds BatchNorm and activation scales into per-channel integer LUTs and biases, chooses
     fixed-point fractions and accumulator widths, packs the codes and verifies the graph.
+    The .qir records the checkpoint's path and SHA-256, its recipe and its dataset's name.
     """
+    from qcompile.fileio import check_writable, writing
     from qcompile.freeze import freeze_checkpoint
     from qcompile.ir import qir
     from qcompile.report import summary
 
     out = Path(output) if output else Path(checkpoint).parent / "model.qir"
-    graph = freeze_checkpoint(checkpoint)
-    qir.save(graph, out)
+    check_writable(out, "model")  # before the work
+    graph = freeze_checkpoint(checkpoint, model_spec)
+    with writing(out):
+        qir.save(graph, out)
     s = summary(graph)
     result = {
         "qir": str(out),
@@ -157,6 +170,7 @@ def freeze(checkpoint: str, output: str | None, as_json: bool) -> None:
         "params": s["params"],
         "avg_weight_bits": s["avg_weight_bits"],
         "model_bytes": s["model_bytes"],
+        "checkpoint_sha256": graph.meta()["checkpoint_sha256"],
     }
     human = (
         f"froze {checkpoint} -> {out}: {len(graph.nodes)} nodes, "
@@ -181,6 +195,11 @@ def inspect(model: str, as_json: bool) -> None:
 @click.argument("model", type=click.Path(exists=False))
 @click.option("--data", help="Dataset whose test split to run. [default: the one trained on]")
 @click.option(
+    "--data-dir",
+    help="Directory of a cifar10 or imagefolder dataset (a directory recorded in the .qir "
+    "is never read).",
+)
+@click.option(
     "--inputs",
     type=click.Path(dir_okay=False),
     help="Your own float inputs, a .npy array N x the model's input shape.",
@@ -193,33 +212,72 @@ def inspect(model: str, as_json: bool) -> None:
     show_default=True,
     help="Number of inputs.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Also run the trained (fake-quant) model of this checkpoint and report its "
+    "accuracy; it must be the file the .qir was frozen from (its SHA-256 is checked).",
+)
+@click.option(
+    "--model",
+    "model_spec",
+    help="With --checkpoint: the architecture to rebuild, needed when its recipe names a "
+    "FILE.py:FACTORY (qcompile imports no code named inside a checkpoint).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
+def simulate(
+    model: str,
+    data: str | None,
+    data_dir: str | None,
+    inputs: str | None,
+    n: int,
+    checkpoint: str | None,
+    model_spec: str | None,
+    as_json: bool,
+) -> None:
     """Run MODEL (a .qir file or an exported artifact directory) through every
     implementation and compare their outputs bit for bit.
 
     Always the integer simulator and the PyTorch frozen model; for an artifact also the
     artifact itself (FPGA C simulation, TVM cpu library, ARM runner under qemu, or the CUDA
-    library where a GPU is present). Reports `exact`, `max_abs_diff` and the accuracy of
-    each, and of the fake-quant model when its checkpoint is still where freeze found it.
+    library where a GPU is present), after checking every artifact file against the SHA-256
+    its manifest records. Reports `exact`, `max_abs_diff` and the accuracy of each, and, with
+    --checkpoint, of the trained fake-quant model.
+
+    Exit status: 0 all implementations agree on every input; 1 they disagree (the message
+    names which, on how many inputs, and the first differing input); 2 a usage or input
+    error (nothing was compared).
     """
-    from qcompile.simulate import load_model
+    from qcompile.simulate import disagreement, load_model
     from qcompile.simulate import simulate as run
 
     if data and inputs:
         raise QCompileError("give --data or --inputs, not both")
+    if model_spec and not checkpoint:
+        raise QCompileError("--model only applies with --checkpoint")
     graph, impls, extra = load_model(model)
-    r = {**run(graph, data, inputs, n, impls), **extra}
-    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    r = {
+        **run(graph, data, inputs, n, impls, data_dir=data_dir, checkpoint=checkpoint,
+              model_spec=model_spec),
+        **extra,
+    }  # fmt: skip
+
+    def show(v: float | None, form: str = "{:.2%}") -> str:
+        return "-" if v is None else form.format(v)
+
     human = (
         f"{r['n']} inputs ({r['inputs']}): exact {100 * r['exact']:.1f}% across "
-        f"{', '.join(r['compared'])}, max_abs_diff {r['max_abs_diff']:g}\n"
+        f"{', '.join(r['compared'])}, max_abs_diff {show(r['max_abs_diff'], '{:g}')}\n"
         "accuracy: "
-        + ", ".join(f"{k.removeprefix('acc_')} {pct(v)}" for k, v in r.items() if k[:4] == "acc_")
+        + ", ".join(f"{k.removeprefix('acc_')} {show(v)}" for k, v in r.items() if k[:4] == "acc_")
     )
     if "gpu" in r:
         human += f"\ngpu: {r['gpu']}"
-    emit(r, as_json, human)
+    problem = disagreement(r)
+    # On a disagreement stderr holds only the error line (under --json the JSON has it all).
+    emit(r, as_json, "" if problem and as_json else human)
+    if problem:
+        raise Disagreement(problem)
 
 
 @cli.command()
@@ -238,7 +296,11 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
     type=click.Path(file_okay=False),
     help="Artifact directory to create.",
 )
-@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the output directory if it exists and is an artifact (or empty).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
 def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
@@ -250,11 +312,13 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
     CUDA device is present).
     """
+    from qcompile.backends.artifact import check_output
     from qcompile.backends.targets import FpgaTarget, load_target
     from qcompile.ir import qir
 
     t = load_target(target)
     graph = qir.load(model)
+    check_output(Path(output), force)  # before compiling
     if isinstance(t, FpgaTarget):
         from qcompile.backends.hls4ml import export_fpga
 
@@ -278,11 +342,13 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command line; a user's mistake ends as one line on stderr and exit status 2
+    (1 when `simulate` finds implementations that disagree)."""
     try:
         cli.main(args=argv, prog_name="qcompile", standalone_mode=False)
     except QCompileError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        click.echo(f"error: {one_line(str(e))}", err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -292,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `qcompile inspect m.qir | head -1`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(141)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@ compare them bit for bit.
 
 Implementations: the numpy simulator (the spec) and the PyTorch reference of the frozen
 model; backends add their artifacts. ``exact`` is the fraction of inputs whose outputs are
-identical (np.array_equal per input) across all of them. Accuracies are reported for each,
-and for the fake-quant trained model when its checkpoint is still where freeze found it.
+identical (np.array_equal per input) across all of them, and ``mismatch`` says, for each
+implementation that differs from the simulator, on how many inputs and where first.
+Accuracies are reported for each, and for the fake-quant trained model when the user names
+its checkpoint (``--checkpoint``): nothing a .qir or an artifact names is loaded, imported or
+unpickled on its own.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
 from qcompile.ir.graph import Graph
 from qcompile.sim import Simulator, quantize_input
 from qcompile.sim.reference import FrozenTorch
@@ -36,12 +38,16 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
     from qcompile.ir import qir
 
     p = Path(path)
-    if not p.is_dir():
+    try:
+        is_dir = p.is_dir()
+    except OSError:  # a name too long: qir.load says so in one line
+        is_dir = False
+    if not is_dir:
         graph = qir.load(p)
         return graph, implementations(graph), {}
-    from qcompile.backends.artifact import read_manifest
+    from qcompile.backends.artifact import open_artifact
 
-    info = read_manifest(p)
+    info = open_artifact(p)  # every file checked against its manifest before anything runs
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
     if info["target"] in ("arm", "cpu", "gpu"):
@@ -86,19 +92,60 @@ def compare(
     n = len(x_int)
     same = np.ones(n, dtype=bool)
     unit = graph.tensors()[graph.outputs[0]].unit
-    diff = 0.0
-    for o in outs.values():
-        same &= np.array([np.array_equal(a, b) for a, b in zip(o, spec, strict=True)])
-        diff = max(diff, float(np.abs(o - spec).max() * unit) if n else 0.0)
+    diff: float | None = 0.0  # None: some output has another shape, no difference defined
+    mismatch: dict[str, dict[str, Any]] = {}
+    for k, o in outs.items():
+        if o.shape != spec.shape:
+            mismatch[k] = {"inputs": n, "first_input": 0, "shape": list(o.shape)}
+            same[:] = False
+            diff = None
+            continue
+        differs = (o != spec).reshape(n, -1)
+        rows = differs.any(axis=1)
+        same &= ~rows
+        if rows.any():
+            first = int(np.argmax(rows))
+            mismatch[k] = {
+                "inputs": int(rows.sum()),
+                "first_input": first,
+                "first_element": int(np.argmax(differs[first])),
+            }
+            if diff is not None:
+                diff = max(diff, float(np.abs(o - spec).max() * unit))
     result: dict[str, Any] = {
         "n": n,
         "exact": float(same.mean()) if n else 1.0,
         "max_abs_diff": diff,
         "compared": sorted(outs),
+        "mismatch": mismatch,
     }
     for k, o in outs.items():
-        result[f"acc_{k}"] = _acc(o, labels)
+        result[f"acc_{k}"] = _acc(o, labels) if o.shape == spec.shape else None
     return result
+
+
+def disagreement(result: dict[str, Any]) -> str | None:
+    """One line naming the implementations that differ from the simulator, on how many
+    inputs, and the first differing input; None when all agree."""
+    parts = []
+    for k, m in sorted(result.get("mismatch", {}).items()):
+        if "shape" in m:
+            parts.append(f"{k} returned outputs of shape {m['shape']}")
+        else:
+            parts.append(
+                f"{k} on {m['inputs']} of {result['n']} inputs (first: input {m['first_input']}"
+                f", output element {m['first_element']})"
+            )
+    if not parts:
+        return None
+    return (
+        f"implementations disagree with the simulator: {'; '.join(parts)}; "
+        f"exact {100 * result['exact']:.1f}%, max_abs_diff {_num(result['max_abs_diff'])}"
+    )
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
 
 
 def _acc(out: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -108,29 +155,23 @@ def _acc(out: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 
 def load_inputs(
-    graph: Graph, data: str | None, inputs: str | None, n: int
+    graph: Graph, data: str | None, inputs: str | None, n: int, data_dir: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Float inputs (first ``n``), their labels if known, and where they came from."""
+    """Float inputs (first ``n``), their labels if known, and where they came from. A
+    dataset directory comes from ``data_dir`` (the user's --data-dir) only: the one the .qir
+    records is not read."""
     if inputs:
-        try:
-            x = np.load(inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise QCompileError(f"--inputs {inputs}: cannot read a .npy array ({e})") from None
-        if x.ndim != len(graph.input.shape) + 1 or tuple(x.shape[1:]) != graph.input.shape:
-            raise QCompileError(
-                f"--inputs {inputs}: shape {list(x.shape)}, the model takes "
-                f"N x {list(graph.input.shape)}"
-            )
-        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-            raise QCompileError(f"--inputs {inputs}: needs finite numbers")
-        return x[:n].astype(np.float32), None, inputs
+        from qcompile.user_inputs import read_inputs
+
+        return read_inputs(inputs, graph.input.shape, n), None, inputs
     from qcompile.data import load_dataset
 
-    meta = graph.meta()
-    name = data or meta.get("data")
+    name = data or graph.meta().get("data")
     if not name:
         raise QCompileError("no dataset recorded in the .qir: pass --data D or --inputs X.npy")
-    ds = load_dataset(name, meta.get("data_dir", "") if name == meta.get("data") else "")
+    shape = graph.input.shape
+    size = shape[-1] if len(shape) == 3 and shape[1] == shape[2] else 32
+    ds = load_dataset(name, data_dir or "", size)
     if tuple(ds.in_shape) != graph.input.shape:
         raise QCompileError(
             f"--data {name} has inputs {list(ds.in_shape)}, the model takes "
@@ -139,14 +180,34 @@ def load_inputs(
     return ds.test_x[:n].numpy(), ds.test_y[:n].numpy(), f"{name} test split"
 
 
-def fake_quant_accuracy(graph: Graph, x: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Accuracy of the trained (fake-quant) model, if its checkpoint is still there."""
-    ckpt = graph.meta().get("checkpoint")
-    if labels is None or not ckpt or not Path(ckpt).is_file():
-        return None
+def trained_model(graph: Graph, checkpoint: str, model_spec: str | None = None) -> Any:
+    """The fake-quant training model of ``checkpoint``, which must be the file ``graph`` was
+    frozen from (the SHA-256 freeze recorded)."""
+    from qcompile.fileio import input_file, sha256_file
     from qcompile.freeze import load_trained
 
-    model = load_trained(ckpt)[0]
+    shown = clip(checkpoint)
+    recorded = graph.meta().get("checkpoint_sha256")
+    if not recorded:
+        raise QCompileError(
+            "--checkpoint: the .qir records no checkpoint hash (frozen by an older qcompile, "
+            "or not from a checkpoint); re-freeze it to compare with its training model"
+        )
+    actual = sha256_file(input_file(checkpoint, "--checkpoint"))
+    if actual != recorded:
+        raise QCompileError(
+            f"--checkpoint {shown} is not the checkpoint this model was frozen from (its "
+            f"SHA-256 is {actual[:12]}..., the .qir records {recorded[:12]}...)"
+        )
+    return load_trained(checkpoint, model_spec)[0]
+
+
+def fake_quant_accuracy(model: Any, x: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Accuracy of the trained (fake-quant) ``model`` on ``x``; None without labels."""
+    if labels is None:
+        return None
+    import torch
+
     with torch.no_grad():
         pred = torch.cat(
             [model(torch.from_numpy(x[i : i + BATCH])).argmax(1) for i in range(0, len(x), BATCH)]
@@ -160,11 +221,18 @@ def simulate(
     inputs: str | None = None,
     n: int = 1000,
     impls: dict[str, Impl] | None = None,
+    data_dir: str | None = None,
+    checkpoint: str | Path | None = None,
+    model_spec: str | None = None,
 ) -> dict[str, Any]:
-    """Compare ``impls`` (default: simulator and frozen PyTorch) on ``n`` inputs."""
-    x, labels, source = load_inputs(graph, data, inputs, n)
+    """Compare ``impls`` (default: simulator and frozen PyTorch) on ``n`` inputs; with
+    ``checkpoint`` also report the fake-quant training model's accuracy."""
+    trained = trained_model(graph, str(checkpoint), model_spec) if checkpoint else None
+    x, labels, source = load_inputs(graph, data, inputs, n, data_dir)
     impls = impls if impls is not None else implementations(graph)
     result = compare(graph, impls, quantize_input(graph, x), labels)
-    result["acc_fakequant"] = fake_quant_accuracy(graph, x, labels)
+    result["acc_fakequant"] = (
+        fake_quant_accuracy(trained, x, labels) if trained is not None else None
+    )
     result["inputs"] = source
     return result

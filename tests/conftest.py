@@ -31,3 +31,11 @@ def last_json(stdout: str) -> dict[str, Any]:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def bad(tmp_path_factory):
+    """The bad-input tables' starting points (tests/bad_inputs.py), built once a session."""
+    from tests.bad_inputs import build_fixtures
+
+    return build_fixtures(tmp_path_factory.mktemp("bad-input"))

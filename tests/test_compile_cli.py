@@ -50,7 +50,8 @@ def trained(request, tmp_path_factory):
 
 @pytest.mark.slow
 def test_simulate_trained_is_exact_and_accurate(trained):
-    r = run_cli("simulate", str(trained["qir"]), "--json")
+    ckpt = str(trained["dir"] / "run" / "checkpoint.pt")
+    r = run_cli("simulate", str(trained["qir"]), "--checkpoint", ckpt, "--json")
     assert r.returncode == 0, r.stderr
     res = last_json(r.stdout)
     assert res["n"] == 359 and res["exact"] == 1.0 and res["max_abs_diff"] == 0.0

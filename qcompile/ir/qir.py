@@ -3,10 +3,9 @@
 Weight arrays are initializers named after their node: ``NODE.codes`` (uint32 packed codes),
 ``NODE.zero`` (affine zero points) or ``NODE.table`` (non-uniform levels), and for
 per-channel requantization ``NODE.mult`` and ``NODE.bias`` (all int64 but the codes); op
-parameters,
-requant parameters and the output type are node attributes; the format version, the input
-quantizer and a SHA-256 of everything else are in ``metadata_props``. Netron opens it;
-``onnx.checker`` checks its structure.
+parameters, requant parameters and the output type are node attributes; the format version,
+the input quantizer and a SHA-256 of everything else are in ``metadata_props``. Netron opens
+it; ``onnx.checker`` checks its structure.
 
 Format 3 is numeric contract v1 (int8 weights, per-channel requantization). Formats 1 and 2
 held contract v0 (scales folded into 16-bit LUT entries); they are refused with the way out:
@@ -27,10 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qcompile.checkpoint import atomic_write
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
+from qcompile.fileio import atomic_write, input_file
 from qcompile.ir.graph import OPS, Affine, Graph, InputQuant, Node, Requant, Table, Weights
-from qcompile.ir.ops.base import attr_int, attr_ints
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.ir.verify import verify
 
@@ -124,14 +122,12 @@ def save(graph: Graph, path: str | Path) -> None:
 
 def load(path: str | Path) -> Graph:
     """Read, check and verify a .qir file."""
-    p = Path(path)
+    p = input_file(path, "model")
     try:
-        if not p.is_file():
-            raise QCompileError(f"{p}: no such file")
         data = p.read_bytes()
-    except OSError as e:  # unreadable, name too long, removed since is_file, ...
-        raise QCompileError(f"{p}: cannot read: {e.strerror or e}") from None
-    return loads(data, str(p))
+    except OSError as e:  # unreadable, removed since checked, ...
+        raise QCompileError(f"{clip(str(p))}: cannot read: {e.strerror or e}") from None
+    return loads(data, clip(str(p)))
 
 
 def loads(data: bytes, where: str = "<bytes>") -> Graph:
@@ -151,7 +147,7 @@ def loads(data: bytes, where: str = "<bytes>") -> Graph:
     # ASCII digits only, few enough for int(): "²" and 5000-digit strings raise ValueError
     known = version.isascii() and version.isdigit() and len(version) <= 9
     if not known or int(version) < 1:
-        raise QCompileError(f"{where} has an invalid .qir format version {version!r}")
+        raise QCompileError(f"{where} has an invalid .qir format version {clip(repr(version), 40)}")
     if int(version) < FORMAT_VERSION:
         raise QCompileError(
             f"{where} has .qir format version {version} (numeric contract v0: scales folded "
@@ -161,7 +157,7 @@ def loads(data: bytes, where: str = "<bytes>") -> Graph:
         )
     if int(version) > FORMAT_VERSION:
         raise QCompileError(
-            f"{where} has .qir format version {version!r}; this qcompile reads "
+            f"{where} has .qir format version {clip(repr(version), 40)}; this qcompile reads "
             f"up to {FORMAT_VERSION}: upgrade qcompile"
         )
     _check_hash(model, props.get(KEY_HASH), where)
@@ -169,8 +165,14 @@ def loads(data: bytes, where: str = "<bytes>") -> Graph:
         graph = _from_onnx(model, props)
     except QCompileError:
         raise
+    except Malformed as e:
+        raise QCompileError(
+            f"{where} is malformed: {clip(str(e), 300)}; write it again with `qcompile freeze`"
+        ) from None
     except Exception as e:  # any inconsistency in an intact-hash file: report, don't crash
-        raise QCompileError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+        raise QCompileError(
+            f"{where} is malformed: {type(e).__name__}: {clip(str(e), 300)}"
+        ) from None
     try:
         return verify(graph)
     except QCompileError as e:
@@ -202,101 +204,142 @@ def _type_attrs(t: TensorInfo) -> dict[str, Any]:
     }
 
 
+class Malformed(ValueError):
+    """A .qir field that is missing or of the wrong type; the message names it."""
+
+
 def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
     g = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     spec = json.loads(props[KEY_INPUT])
+    if not isinstance(spec, dict):
+        raise Malformed(f"{KEY_INPUT} must be a JSON object")
     if len(g.input) != 1:
-        raise ValueError(f"expected one graph input, found {len(g.input)}")
+        raise Malformed(f"expected one graph input, found {len(g.input)}")
+    field = lambda k: _spec(spec, k)  # noqa: E731
     x_in = TensorInfo(
         g.input[0].name,
         _shape(g.input[0]),
-        QType(_int(spec["bits"]), bool(spec["signed"]), _int(spec["frac"])),
-        float(spec["scale"]),
+        QType(_int(field("bits")), bool(field("signed")), _int(field("frac"))),
+        float(field("scale")),
     )
     iq = InputQuant(
-        _int(spec["quant_bits"]), float(spec["lo"]), float(spec["step"]), _int(spec["zero"])
+        _int(field("quant_bits")), float(field("lo")), float(field("step")), _int(field("zero"))
     )
     shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
     nodes = tuple(_node(n, inits, shapes) for n in g.node)
     meta = json.loads(props.get(KEY_META, "{}"))
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise ValueError(f"{KEY_META} must map names to strings")
+        raise Malformed(f"{KEY_META} must map names to strings")
     outputs = tuple(o.name for o in g.output)
     return Graph(g.name, x_in, iq, nodes, outputs, tuple(sorted(meta.items())))
 
 
-def _int(v: object) -> int:
+def _spec(spec: dict[str, Any], key: str) -> Any:
+    if key not in spec:
+        raise Malformed(f"{KEY_INPUT} lacks '{key}'")
+    return spec[key]
+
+
+def _int(v: object, what: str = "") -> int:
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ValueError(f"expected an integer, got {v!r}")
+        raise Malformed(f"{what or 'a field'} must be an integer, got {clip(repr(v), 40)}")
     return v
 
 
 def _shape(v: onnx.ValueInfoProto) -> tuple[int, ...]:
     dims = v.type.tensor_type.shape.dim
-    return tuple(_int(d.dim_value) for d in dims[1:])
+    return tuple(_int(d.dim_value, f"a dimension of {clip(v.name, 40)!r}") for d in dims[1:])
+
+
+class _Attrs:
+    """A node's attributes, read by name and type; a missing or mistyped one is named with
+    its node."""
+
+    def __init__(self, n: onnx.NodeProto) -> None:
+        self.where = f"node {clip(n.name, 60)!r} ({clip(n.op_type, 20)})"
+        self.values = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str) -> Any:
+        if key not in self.values:
+            raise Malformed(f"{self.where}: missing attribute '{key}'")
+        return self.values[key]
+
+    def int(self, key: str) -> int:
+        return _int(self.get(key), f"{self.where}: attribute '{key}'")
+
+    def ints(self, key: str) -> tuple[int, ...]:
+        v = self.get(key)
+        if not isinstance(v, list):
+            raise Malformed(f"{self.where}: attribute '{key}' must be a list of integers")
+        return tuple(_int(x, f"{self.where}: attribute '{key}'") for x in v)
+
+    def real(self, key: str) -> float:
+        v = self.get(key)
+        if not isinstance(v, bytes):
+            raise Malformed(f"{self.where}: attribute '{key}' must be a number as a string")
+        try:
+            return float(v.decode())
+        except (UnicodeDecodeError, ValueError):
+            raise Malformed(
+                f"{self.where}: attribute '{key}' is not a number: {clip(repr(v), 40)}"
+            ) from None
 
 
 def _node(
     n: onnx.NodeProto, inits: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
 ) -> Node:
     if n.domain != DOMAIN or n.op_type not in OPS:
-        raise ValueError(f"node {n.name!r}: unknown op {n.domain}:{n.op_type}")
-    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-    try:
-        return _node_from(n, a, inits, shapes)
-    except ValueError as e:
-        raise ValueError(f"node {n.name!r}: {e}") from None
-
-
-def _node_from(
-    n: onnx.NodeProto,
-    a: dict[str, Any],
-    inits: dict[str, np.ndarray],
-    shapes: dict[str, tuple[int, ...]],
-) -> Node:
-    ints = lambda k: attr_ints(a, k)  # noqa: E731
+        raise Malformed(
+            f"node {clip(n.name, 60)!r}: unknown op {clip(n.domain, 40)}:{clip(n.op_type, 40)}"
+        )
+    a = _Attrs(n)
     op_class = OPS[n.op_type]
-    op = op_class.from_attrs(a)
-    arrays = _node_arrays(n, inits)
+    try:
+        op = op_class.from_attrs(a.values)
+    except ValueError as e:  # a missing or mistyped op attribute, or an invalid value
+        raise Malformed(f"{a.where}: {e}") from None
+    arrays = _node_arrays(n, inits, a)
     weights = None
     if op_class.weighted:
         if "codes" not in arrays or ("zero" in arrays) == ("table" in arrays):
-            raise ValueError("needs codes and either zero or table initializers")
+            raise Malformed(f"{a.where}: needs codes and either zero or table initializers")
         levels: Affine | Table = (
-            Affine(attr_int(a, "level_step"), arrays["zero"])
+            Affine(a.int("level_step"), arrays["zero"])
             if "zero" in arrays
             else Table(arrays["table"])
         )
         weights = Weights(
-            attr_int(a, "bits"),
-            ints("weight_shape"),
+            a.int("bits"),
+            a.ints("weight_shape"),
             arrays["codes"],
             True,
             levels,
-            ints("channel_bits") if "channel_bits" in a else None,
+            a.ints("channel_bits") if "channel_bits" in a else None,
         )
     requant = None
     if "shift" in a:
-        lo, hi = ints("clip")
-        mult = (
-            tuple(int(v) for v in arrays["mult"]) if "mult" in arrays else attr_int(a, "multiplier")
-        )
+        lo, hi = a.ints("clip") if len(a.ints("clip")) == 2 else _bad_clip(a)
+        mult = tuple(int(v) for v in arrays["mult"]) if "mult" in arrays else a.int("multiplier")
         bias = tuple(int(v) for v in arrays["bias"]) if "bias" in arrays else None
-        requant = Requant(attr_int(a, "shift"), lo, hi, attr_int(a, "acc_bits"), mult, bias)
+        requant = Requant(a.int("shift"), lo, hi, a.int("acc_bits"), mult, bias)
     if len(n.output) != 1 or n.output[0] not in shapes:
-        raise ValueError("needs one output with a value_info shape")
-    qtype = QType(attr_int(a, "out_bits"), bool(attr_int(a, "out_signed")), attr_int(a, "out_frac"))
-    if not isinstance(a.get("out_scale"), bytes):
-        raise ValueError("missing or mistyped attribute 'out_scale'")
-    out = TensorInfo(n.output[0], shapes[n.output[0]], qtype, float(a["out_scale"].decode()))
-    return Node(n.name, op, tuple(t for t in n.input if t not in inits), out, weights, requant)
+        raise Malformed(f"{a.where}: needs one output with a value_info shape")
+    qtype = QType(a.int("out_bits"), bool(a.int("out_signed")), a.int("out_frac"))
+    out = TensorInfo(n.output[0], shapes[n.output[0]], qtype, a.real("out_scale"))
+    inputs = tuple(t for t in n.input if t not in inits)
+    return Node(n.name, op, inputs, out, weights, requant)
 
 
 ARRAYS = {"codes": "uint32", "zero": "int64", "table": "int64", "bias": "int64", "mult": "int64"}
 
 
-def _node_arrays(n: onnx.NodeProto, inits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _node_arrays(
+    n: onnx.NodeProto, inits: dict[str, np.ndarray], a: _Attrs
+) -> dict[str, np.ndarray]:
     """The node's initializer inputs by role (``NODE.codes`` -> "codes"), type-checked; the
     tensor inputs are the others."""
     out: dict[str, np.ndarray] = {}
@@ -305,9 +348,13 @@ def _node_arrays(n: onnx.NodeProto, inits: dict[str, np.ndarray]) -> dict[str, n
             continue
         role = name.removeprefix(f"{n.name}.")
         if role not in ARRAYS or role == name:
-            raise ValueError(f"unexpected initializer input {name!r}")
+            raise Malformed(f"{a.where}: unexpected initializer input {clip(name, 60)!r}")
         arr = inits[name]
         if arr.dtype != np.dtype(ARRAYS[role]):
-            raise ValueError(f"{name} must be {ARRAYS[role]}, not {arr.dtype}")
+            raise Malformed(f"{a.where}: {clip(name, 60)} must be {ARRAYS[role]}, not {arr.dtype}")
         out[role] = arr
     return out
+
+
+def _bad_clip(a: _Attrs) -> tuple[int, int]:
+    raise Malformed(f"{a.where}: attribute 'clip' must hold two integers (lo, hi)")

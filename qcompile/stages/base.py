@@ -16,6 +16,8 @@ quantized, because integer hardware needs integer inputs. Activations applied fu
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -62,6 +64,11 @@ class StageConfig:
     pact_init: float = 3.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # every method's options: no NaN or inf anywhere
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{f.name} must be finite, got {value}")
         _check_bits("wbits", self.wbits)
         _check_bits("abits", self.abits)
         if not 2 <= self.input_bits <= 8:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.defs import OpSchema
 
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
 from qcompile.freeze import freeze_model
 from qcompile.ir import (
     Add,
@@ -201,7 +201,7 @@ def _load_error(path: Path, data: bytes | None = None) -> str:
     with pytest.raises(QCompileError) as info:
         qir.load(path)
     msg = str(info.value)
-    assert str(path) in msg and "\n" not in msg, msg
+    assert clip(str(path)) in msg and "\n" not in msg, msg  # long paths are clipped
     return msg
 
 
@@ -481,7 +481,7 @@ def test_invalid_version(qir_bytes: bytes, tmp_path: Path, version: str) -> None
     model = _parse(qir_bytes)
     _prop(model, qir.KEY_VERSION).value = version
     msg = _load_error(tmp_path / "bad.qir", _resign(model))
-    assert f"invalid .qir format version {version!r}" in msg
+    assert f"invalid .qir format version {clip(repr(version), 40)}" in msg  # clipped
     assert "hash" not in msg and "upgrade" not in msg
 
 

@@ -42,10 +42,13 @@ def cli() -> None:
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--model",
-    help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2) "
+    help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2, jet_mlp) "
     "or FILE.py:FACTORY. [default: lenet]",
 )
-@click.option("--data", help="digits, mnist5k, cifar10 or imagefolder. [default: digits]")
+@click.option(
+    "--data",
+    help="digits, mnist5k, jets (synthetic jet tagging), cifar10 or imagefolder. [default: digits]",
+)
 @click.option("--data-dir", help="Directory for cifar10 (python batches) or imagefolder.")
 @click.option("--method", help=f"Training stage: {' | '.join(METHODS)}. [default: uniform]")
 @click.option("--wbits", type=int, help="Weight bits, 1..8, or 32 for float. [default: 4]")
@@ -285,9 +288,9 @@ def simulate(
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), a profile in targets/ "
-    "(pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or "
-    "a PATH.toml.",
+    help="fpga (pynq-z2), rtl (rtl-zcu104), cpu (this host), arm (rpi4), gpu (h100), a "
+    "profile in targets/ (pynq-z2, zcu104, alveo-u250, rtl-zcu104, host, rpi4, rpi5, "
+    "jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
@@ -306,14 +309,17 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
-    manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
+    manifest.json (with a resource and latency estimate) and a README; `qcompile simulate DIR`
+    builds its C simulation with g++.
+    rtl: fully parallel Verilog from da4ml (no vendor tool) with Vivado/Quartus scripts and
+    da4ml's cost estimate; `qcompile simulate DIR` runs it under Verilator.
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
     CUDA device is present).
     """
     from qcompile.backends.artifact import check_output
-    from qcompile.backends.targets import FpgaTarget, load_target
+    from qcompile.backends.targets import FpgaTarget, RtlTarget, load_target
     from qcompile.ir import qir
 
     t = load_target(target)
@@ -328,6 +334,16 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
             f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
             f"{info['weight_mem_bits']} bits vs "
             f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
+        )
+    elif isinstance(t, RtlTarget):
+        from qcompile.backends.rtl import export_rtl
+
+        info = export_rtl(graph, Path(output), t, force)
+        est = info["estimate"]
+        human = (
+            f"exported {model} -> {output} (Verilog by da4ml for {t.part}: ~{est['lut']} LUT, "
+            f"{est['ff']} FF, {est['latency_cycles']} cycles at II=1, solved in "
+            f"{est['solve_s']} s; estimates, not place-and-route)"
         )
     else:
         from qcompile.backends.tvm import export_tvm

@@ -71,6 +71,12 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
                     "and .ptx are built)"
                 )
         return graph, impls, extra
+    if info["target"] == "rtl":
+        from qcompile.backends.rtl import RtlRunner
+
+        rtl = RtlRunner(p, graph, info)
+        impls["rtl_verilator"] = rtl
+        return graph, impls, {"artifact": str(p), "target": "rtl", "build_s": round(rtl.build_s, 2)}
     if info["target"] != "fpga":
         raise QCompileError(f"{p}: artifacts for target {info['target']!r} are not supported")
     from qcompile.backends.hls4ml import CSim

@@ -184,14 +184,38 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    help="An fpga profile (fpga, pynq-z2, zcu104, alveo-u250 or a PATH.toml): add the "
+    "resource and latency estimate of its hls4ml project and check it fits the part.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def inspect(model: str, as_json: bool) -> None:
-    """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory."""
+def inspect(model: str, target: str | None, as_json: bool) -> None:
+    """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory;
+    with --target, the FPGA estimate (cycles, latency, LUT, FF, DSP, BRAM18 per layer)."""
     from qcompile.ir import qir
     from qcompile.report import summary, table
 
-    s = summary(qir.load(model))
-    emit(s, as_json, "" if as_json else table(s))
+    t = None
+    if target is not None:
+        from qcompile.backends.targets import FpgaTarget, load_target
+
+        t = load_target(target)
+        if not isinstance(t, FpgaTarget):
+            raise QCompileError(
+                f"inspect --target {target}: estimates are for fpga profiles (pynq-z2, zcu104, "
+                f"alveo-u250), not {t.kind}; `qcompile export --target rtl` reports da4ml's cost"
+            )
+    graph = qir.load(model)
+    s = summary(graph)
+    human = "" if as_json else table(s)
+    if t is not None:
+        from qcompile.backends.hls4ml.estimate import estimate, estimate_table
+        from qcompile.backends.hls4ml.export import options
+
+        s["estimate"] = estimate(graph, options(t))
+        human += f"\n\n{t.name} ({t.part}):\n{estimate_table(s['estimate'])}"
+    emit(s, as_json, human)
 
 
 @cli.command()
@@ -329,12 +353,18 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
         from qcompile.backends.hls4ml import export_fpga
 
         info = export_fpga(graph, Path(output), t, force)
+        est = info["estimate"]["total"]
         human = (
             f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
             f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
             f"{info['weight_mem_bits']} bits vs "
-            f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
+            f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>\n"
+            f"estimate: {est['lut']} LUT, {est['ff']} FF, {est['dsp']} DSP, {est['bram18']} "
+            f"BRAM18; latency {est['latency_cycles']} cycles ({est['latency_ns']} ns), II "
+            f"{est['ii_cycles']} (`qcompile inspect MODEL --target {t.name}` for each layer)"
         )
+        if info["estimate"]["warning"]:
+            human += f"\nwarning: {info['estimate']['warning']}"
     elif isinstance(t, RtlTarget):
         from qcompile.backends.rtl import export_rtl
 

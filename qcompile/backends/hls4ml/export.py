@@ -12,6 +12,7 @@ from typing import Any
 
 from qcompile.backends.artifact import MANIFEST, write_artifact
 from qcompile.backends.hls4ml.context import TEMPLATES
+from qcompile.backends.hls4ml.estimate import estimate
 from qcompile.backends.hls4ml.project import HlsOptions, build
 from qcompile.backends.targets import FpgaTarget
 from qcompile.ir import qir
@@ -63,6 +64,8 @@ def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, An
             "weight_mem_bits": s["weight_mem_bits"],
             "hls4ml_default_bits": s["hls4ml_default_bits"],
         },
+        # resources and latency from a model of the generated kernels (estimate.py)
+        "estimate": estimate(graph, options(target)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

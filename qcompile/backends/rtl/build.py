@@ -23,19 +23,20 @@ def _solve_and_write(qir_bytes: bytes, out: str, part: str, clock: float, cutoff
         from da4ml.codegen.rtl.rtl_model import get_io_kifs
         from da4ml.trace import comb_trace
 
-        from qcompile.backends.rtl.trace import trace_graph
+        from qcompile.backends.rtl.trace import exact_decimals, trace_graph
         from qcompile.ir import qir
 
         graph = qir.loads(qir_bytes)
-        t = time.perf_counter()
-        x, y = trace_graph(graph)
-        comb = comb_trace(x, y)
-        solve_s = time.perf_counter() - t
-        model = RTLModel(
-            comb, TOP, out, flavor="verilog", latency_cutoff=cutoff, print_latency=False,
-            part_name=part, clock_period=clock,
-        )  # fmt: skip
-        model.write()
+        with exact_decimals(graph):
+            t = time.perf_counter()
+            x, y = trace_graph(graph)
+            comb = comb_trace(x, y)
+            solve_s = time.perf_counter() - t
+            model = RTLModel(
+                comb, TOP, out, flavor="verilog", latency_cutoff=cutoff, print_latency=False,
+                part_name=part, clock_period=clock,
+            )  # fmt: skip
+            model.write()
         pipe = model._pipe
         assert pipe is not None
         kin, kout = get_io_kifs(pipe)

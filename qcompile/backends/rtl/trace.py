@@ -16,9 +16,19 @@ boundary):
   adder count), the bias, a free ``2^-k`` rescale, ``quantize(..., 'SAT', 'RND')`` (RND is
   round half up) and a clip to ``[lo, hi]``.
 - maxpool: a comparator tree over the in-bounds window; flatten: a reshape (no logic).
+
+da4ml keeps the ``2^-k`` rescales as a power-of-two factor on each value, in ``Decimal``;
+after a few layers the factor is ``2^-60`` and beyond, which the default 28-digit context
+cannot hold exactly: a constant then came out as ``-963503.99999...`` and the Verilog
+disagreed with the traced logic on 39% of jet_mlp's inputs (DESIGN.md's "_const_f range
+trap" is this). :func:`exact_decimals` gives tracing enough digits for every factor.
 """
 
 from __future__ import annotations
+
+import decimal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -30,6 +40,17 @@ from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool
 SUPPORTED = (Dense, Conv2d, Add, Clip, Flatten, MaxPool, AvgPool)
 
 
+@contextmanager
+def exact_decimals(graph: Graph) -> Iterator[None]:
+    """A Decimal context in which every power-of-two factor of ``graph``'s trace is exact:
+    ``2^-S`` has S significant digits, S at most the sum of the shifts and of 64 bits a
+    layer for weights, multipliers and rounding."""
+    shifts = sum(n.requant.shift + 64 for n in graph.nodes if n.requant is not None)
+    with decimal.localcontext() as ctx:
+        ctx.prec = max(ctx.prec, 2 * shifts + 100)
+        yield
+
+
 def _kif(lo: int, hi: int) -> tuple[int, int, int]:
     """``(signed, integer bits, fraction bits)`` of the narrowest da4ml fixed type holding
     every integer in ``[lo, hi]``."""
@@ -38,8 +59,25 @@ def _kif(lo: int, hi: int) -> tuple[int, int, int]:
     return k, i, 0
 
 
-def _requant(node: Node, acc):
-    """``clip((acc * m + b + 2^(k-1)) >> k, lo, hi)`` on a ``[C, ...]`` traced array."""
+def _folds(node: Node, fold: bool) -> bool:
+    return fold and node.weights is not None and node.requant is not None
+
+
+def _weights(node: Node, fold: bool) -> np.ndarray:
+    """The decoded integer weights as float64 constants; with ``fold``, each output row
+    times its requantization multiplier (the layer as a converter of the real-valued model
+    sees it: one fixed-point weight per tap)."""
+    assert node.weights is not None and node.requant is not None
+    w = node.weights.decoded().astype(np.float64)
+    if _folds(node, fold):
+        m = node.requant.multipliers.astype(np.float64)
+        w = w * m.reshape(-1, *([1] * (w.ndim - 1)))
+    return w
+
+
+def _requant(node: Node, acc, fold: bool = False):
+    """``clip((acc * m + b + 2^(k-1)) >> k, lo, hi)`` on a ``[C, ...]`` traced array (``m``
+    already inside ``acc`` when folded)."""
     from da4ml.trace.ops import quantize
 
     r = node.requant
@@ -47,7 +85,7 @@ def _requant(node: Node, acc):
     shape = acc.shape
     view = (-1,) + (1,) * (len(shape) - 1)
     m = r.multipliers.astype(np.float64).reshape(view) if r.per_channel else float(r.multiplier)
-    z = acc * m if r.multiplier != 1 else acc
+    z = acc * m if r.multiplier != 1 and not _folds(node, fold) else acc
     if r.bias is not None:
         z = z + np.broadcast_to(r.biases.astype(np.float64).reshape(view), shape)
     if r.shift:
@@ -80,10 +118,10 @@ def _windows(node: Node, shape: tuple[int, ...], kernel, stride, padding, dilati
             yield y, x, taps
 
 
-def _conv(node: Node, x, in_shape: tuple[int, ...]):
+def _conv(node: Node, x, in_shape: tuple[int, ...], fold: bool):
     op = node.op
     assert isinstance(op, Conv2d) and node.weights is not None
-    wt = node.weights.decoded().astype(np.float64)  # [O, C/g, kh, kw]
+    wt = _weights(node, fold)  # [O, C/g, kh, kw]
     o, cg = wt.shape[:2]
     g, og = op.groups, wt.shape[0] // op.groups
     oh, ow = node.output.shape[1:]
@@ -124,16 +162,15 @@ def _array(objs: np.ndarray):
     return FixedVariableArray(np.array(flat, dtype=object).reshape(objs.shape))
 
 
-def trace_node(node: Node, xs: list, shapes: list[tuple[int, ...]]):
+def trace_node(node: Node, xs: list, shapes: list[tuple[int, ...]], fold: bool = False):
     """The traced output of ``node`` for traced inputs ``xs`` (per-sample shapes ``shapes``)."""
     op = node.op
     if isinstance(op, Flatten):
         return xs[0].reshape(-1)
     if isinstance(op, Dense):
-        assert node.weights is not None
-        acc = xs[0] @ node.weights.decoded().astype(np.float64).T
+        acc = xs[0] @ _weights(node, fold).T
     elif isinstance(op, Conv2d):
-        acc = _conv(node, xs[0], shapes[0])
+        acc = _conv(node, xs[0], shapes[0], fold)
     elif isinstance(op, Add):
         acc = xs[0] * float(op.multipliers[0])
         for x, m in zip(xs[1:], op.multipliers[1:], strict=True):
@@ -146,12 +183,14 @@ def trace_node(node: Node, xs: list, shapes: list[tuple[int, ...]]):
         acc = xs[0]
     else:
         raise QCompileError(f"node {node.name}: op {node.kind} has no rtl lowering")
-    return _requant(node, acc)
+    return _requant(node, acc, fold)
 
 
-def trace_graph(graph: Graph):
+def trace_graph(graph: Graph, fold: bool = False):
     """``(inputs, output)``: the traced input (the graph's input QType) and output arrays,
-    flattened, ready for ``da4ml.trace.comb_trace``."""
+    flattened, ready for ``da4ml.trace.comb_trace``. ``fold`` multiplies each weighted
+    layer's requantization multipliers into its weights (the same integers: a baseline for
+    comparing costs, not what the rtl target exports)."""
     from da4ml.trace import FixedVariableArray
 
     lo, hi = graph.input.qtype.range
@@ -164,5 +203,5 @@ def trace_graph(graph: Graph):
     shapes = {t: info.shape for t, info in graph.tensors().items()}
     for node in graph.nodes:
         ins = [values[t] for t in node.inputs]
-        values[node.output.name] = trace_node(node, ins, [shapes[t] for t in node.inputs])
+        values[node.output.name] = trace_node(node, ins, [shapes[t] for t in node.inputs], fold)
     return x.reshape(-1), values[graph.outputs[0]].reshape(-1)

@@ -84,13 +84,10 @@ def frozen(name: str, bits: int) -> Graph:
 
 def folded_cost(graph: Graph) -> float:
     """da4ml's cost of the model with each layer's multiplier folded into its weights."""
-    from da4ml.trace import comb_trace
-
-    from qcompile.backends.rtl.trace import exact_decimals, trace_graph
+    from qcompile.backends.rtl.trace import exact_decimals, trace_pipeline
 
     with exact_decimals(graph):
-        x, y = trace_graph(graph, fold=True)
-        return float(comb_trace(x, y).cost)
+        return float(trace_pipeline(graph, load_target("rtl").latency_cutoff, fold=True).cost)
 
 
 def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:

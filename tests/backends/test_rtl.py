@@ -111,10 +111,73 @@ def test_jet_mlp_rtl_is_bit_exact_under_verilator(tmp_path, bits, levels):
         got = runner(x)
     finally:
         runner.close()
-    values = Simulator(graph).run(x)
+    values = Simulator(graph).run(x, keep=True)
     want = values[graph.outputs[0]]
     assert got.shape == want.shape and np.array_equal(got, want)
     # the inputs drive hidden activations into both ends of their clip
     hidden = [n for n in graph.nodes if n.requant is not None][:-1]
     assert any((values[n.output.name] == n.requant.hi).any() for n in hidden)
     assert any((values[n.output.name] == n.requant.lo).any() for n in hidden)
+
+
+def small_cnn(in_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    """conv 3x3 -> depthwise 3x3 -> 2x2 max-pool -> dense: every conv form the rtl target
+    takes (padding, groups), a pool and a flatten."""
+    from torch import nn
+
+    c = in_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, num_classes),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@needs_da4ml
+@needs_verilator
+@pytest.mark.parametrize(("bits", "levels"), [(4, "uniform"), (3, "nonuniform")])
+def test_small_cnn_rtl_is_bit_exact_under_verilator(tmp_path, bits, levels):
+    torch.manual_seed(0)
+    method, extra = ("uniform", {}) if levels == "uniform" else ("ddq", {"target_bits": bits})
+    q = quantize(small_cnn((1, 8, 8), 5), method=method, wbits=bits, abits=bits,
+                 first_last_wbits="same", **extra)  # fmt: skip
+    q.train()
+    with torch.no_grad():
+        q(torch.randn(64, 1, 8, 8))
+    graph = freeze_model(q.eval(), (1, 8, 8), "cnn")
+    kinds = {n.kind for n in graph.nodes}
+    assert {"conv2d", "maxpool", "flatten", "dense"} <= kinds
+    assert any(n.kind == "conv2d" and n.op.groups > 1 for n in graph.nodes)
+    info = export_rtl(graph, tmp_path / "rtl", TARGET)
+    x = saturating_inputs(graph, 1000)
+    runner = RtlRunner(tmp_path / "rtl", graph, info)
+    try:
+        got = runner(x)
+    finally:
+        runner.close()
+    want = Simulator(graph).run(x)[graph.outputs[0]]
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.slow
+@needs_da4ml
+@needs_verilator
+def test_cli_export_and_simulate_rtl(tmp_path):
+    """`qcompile export --target rtl` then `qcompile simulate DIR --inputs X.npy`: exact 1.0
+    on 1000 float inputs, a quarter far outside the input quantizer's range (saturating)."""
+    from qcompile.ir import qir
+    from tests.conftest import last_json, run_cli
+
+    graph = jet_graph(3, "nonuniform")
+    qir.save(graph, tmp_path / "jet.qir")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1.5, (1000, 16, 1, 1)).astype(np.float32)
+    x[:250] *= 100  # saturate the input quantizer and the clips behind it
+    np.save(tmp_path / "x.npy", x)
+    r = run_cli("export", str(tmp_path / "jet.qir"), "--target", "rtl", "-o", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("simulate", str(tmp_path / "a"), "--inputs", str(tmp_path / "x.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out["n"] == 1000 and out["exact"] == 1.0 and "rtl_verilator" in out["compared"]

@@ -21,29 +21,25 @@ def _solve_and_write(qir_bytes: bytes, out: str, part: str, clock: float, cutoff
         import numpy as np
         from da4ml.codegen import RTLModel
         from da4ml.codegen.rtl.rtl_model import get_io_kifs
-        from da4ml.trace import comb_trace
 
-        from qcompile.backends.rtl.trace import exact_decimals, trace_graph
+        from qcompile.backends.rtl.trace import exact_decimals, trace_pipeline
         from qcompile.ir import qir
 
         graph = qir.loads(qir_bytes)
         with exact_decimals(graph):
             t = time.perf_counter()
-            x, y = trace_graph(graph)
-            comb = comb_trace(x, y)
+            pipe = trace_pipeline(graph, cutoff)
             solve_s = time.perf_counter() - t
             model = RTLModel(
-                comb, TOP, out, flavor="verilog", latency_cutoff=cutoff, print_latency=False,
-                part_name=part, clock_period=clock,
+                pipe, TOP, out, flavor="verilog", print_latency=False, part_name=part,
+                clock_period=clock,
             )  # fmt: skip
             model.write()
-        pipe = model._pipe
-        assert pipe is not None
         kin, kout = get_io_kifs(pipe)
         q.put(
             {
                 "solve_s": round(solve_s, 2),
-                "cost": float(comb.cost),
+                "cost": float(pipe.cost),
                 "reg_bits": int(pipe.reg_bits),
                 "latency_cycles": len(pipe.solutions),
                 "in_kif": [int(v) for v in np.max(kin, axis=1)],

@@ -13,15 +13,23 @@ boundary):
 - add: ``sum x_i * m_i``; avgpool: the window's sum; clip: the input itself.
 - then the requantization ``clip((acc * m_c + b_c + 2^(k-1)) >> k, lo, hi)``: a constant
   multiply per channel (kept apart from ``W``: folding ``m_c`` into the weights doubles the
-  adder count), the bias, a free ``2^-k`` rescale, ``quantize(..., 'SAT', 'RND')`` (RND is
-  round half up) and a clip to ``[lo, hi]``.
-- maxpool: a comparator tree over the in-bounds window; flatten: a reshape (no logic).
+  adder count), the bias, a free ``2^-k`` rescale, a round half up (``quantize(..., 'WRAP',
+  'RND')`` at a width no value exceeds) and a clip to ``[lo, hi]`` by two relus.
+- maxpool: ``max(a, b) = b + relu(a - b)`` over the in-bounds window; flatten: a reshape.
 
-da4ml keeps the ``2^-k`` rescales as a power-of-two factor on each value, in ``Decimal``;
-after a few layers the factor is ``2^-60`` and beyond, which the default 28-digit context
-cannot hold exactly: a constant then came out as ``-963503.99999...`` and the Verilog
-disagreed with the traced logic on 39% of jet_mlp's inputs (DESIGN.md's "_const_f range
-trap" is this). :func:`exact_decimals` gives tracing enough digits for every factor.
+Two things da4ml 0.6.0 gets wrong, found on jet_mlp (16-64-32-32-5), and avoided here:
+
+- its MSB-select op, which ``quantize(..., 'SAT')`` and ``np.clip``/``np.maximum`` trace to:
+  the Verilog it writes for some of them disagrees with its own trace (whose Python
+  evaluation matches the simulator): jet_mlp's third layer on 20% of inputs, the whole model
+  on 39-54%, pipelined or not. So nothing here traces to it: the requantization rounds with
+  ``'WRAP'`` at a width no value can exceed and clips with relus, max-pooling takes maxima
+  with relus (exact under Verilator).
+- ``2^-k`` rescales are kept as power-of-two factors in ``Decimal``; traced whole, the last
+  layer's factor was ``2^-60`` and the default 28-digit context rounded a constant to
+  ``-963503.999...``. :func:`exact_decimals` gives the digits every factor needs, and
+  :func:`trace_pipeline` traces each layer on fresh inputs, so no factor spans more than
+  one layer's shift.
 """
 
 from __future__ import annotations
@@ -90,16 +98,13 @@ def _requant(node: Node, acc, fold: bool = False):
         z = z + np.broadcast_to(r.biases.astype(np.float64).reshape(view), shape)
     if r.shift:
         z = z * 2.0**-r.shift
-    k, i, f = _kif(r.lo, r.hi)
-    y = quantize(z, k, i, f, "SAT", "RND")
-    # A clip inside the type's range, as relus: max(y, lo) = relu(y - lo) + lo and
-    # min(y, hi) = hi - relu(hi - y). (np.clip traces to da4ml's MSB-select op, whose
-    # Verilog for these constants disagreed with the traced logic on 39% of jet inputs.)
-    if r.lo > -(2**i) * k:
-        y = (y - float(r.lo)).relu() + float(r.lo)
-    if r.hi < 2**i - 1:
-        y = -((-y + float(r.hi)).relu()) + float(r.hi)
-    return y
+    # Round half up to an integer wide enough for every value (no wrap, no saturation),
+    # then clip with relus: max(y, lo) = relu(y - lo) + lo, min(y, hi) = hi - relu(hi - y).
+    # (quantize's SAT and np.clip trace to da4ml's MSB-select op; see the module docstring.)
+    kz, iz, _ = z.kif
+    y = quantize(z, kz, iz + 1, 0, "WRAP", "RND")
+    y = (y - float(r.lo)).relu() + float(r.lo)
+    return -((-y + float(r.hi)).relu()) + float(r.hi)
 
 
 def _windows(node: Node, shape: tuple[int, ...], kernel, stride, padding, dilation=(1, 1)):
@@ -149,7 +154,7 @@ def _pool(node: Node, x, in_shape: tuple[int, ...]):
             vals = [x[ch, ih, iw] for (_, _, ih, iw) in taps]
             acc = vals[0]
             for v in vals[1:]:
-                acc = np.maximum(acc, v) if isinstance(op, MaxPool) else acc + v
+                acc = v + (acc - v).relu() if isinstance(op, MaxPool) else acc + v
             out[ch, y, xx] = acc
     return _array(out)
 
@@ -186,12 +191,28 @@ def trace_node(node: Node, xs: list, shapes: list[tuple[int, ...]], fold: bool =
     return _requant(node, acc, fold)
 
 
-def trace_graph(graph: Graph, fold: bool = False):
-    """``(inputs, output)``: the traced input (the graph's input QType) and output arrays,
-    flattened, ready for ``da4ml.trace.comb_trace``. ``fold`` multiplies each weighted
-    layer's requantization multipliers into its weights (the same integers: a baseline for
-    comparing costs, not what the rtl target exports)."""
-    from da4ml.trace import FixedVariableArray
+def segments(graph: Graph) -> list[list[Node]]:
+    """The nodes cut into runs that each end with a requantized node whose output is the
+    only tensor later nodes read (a chain's layers; a residual block stays whole)."""
+    out: list[list[Node]] = [[]]
+    for i, node in enumerate(graph.nodes):
+        out[-1].append(node)
+        later = {t for n in graph.nodes[i + 1 :] for t in n.inputs}
+        if node.requant is not None and later == {node.output.name}:
+            out.append([])
+    return [s for s in out if s]
+
+
+def trace_pipeline(graph: Graph, cutoff: float, fold: bool = False):
+    """da4ml's ``Pipeline`` of ``graph``: each segment (:func:`segments`) traced on fresh
+    inputs and pipelined at ``cutoff``, the stages concatenated. Tracing the whole graph at
+    once left a power-of-two factor of 2^-60 and beyond on the deep layers' values, and the
+    Verilog da4ml 0.6.0 generated for those disagreed with its own trace on about half of
+    jet_mlp's inputs; a fresh input per segment keeps every factor within one layer's shift.
+    Segment boundaries carry exactly the elements the next segment reads, at the widths the
+    previous one produces."""
+    from da4ml.trace import FixedVariable, FixedVariableArray, comb_trace, to_pipeline
+    from da4ml.types import Pipeline, minimal_kif
 
     lo, hi = graph.input.qtype.range
     k, i, f = _kif(lo, hi)
@@ -199,9 +220,41 @@ def trace_graph(graph: Graph, fold: bool = False):
     x = FixedVariableArray.from_kif(
         np.full(shape, k), np.full(shape, i), np.full(shape, f), hwconf=(1, -1, -1)
     )
-    values = {graph.input.name: x}
     shapes = {t: info.shape for t, info in graph.tensors().items()}
-    for node in graph.nodes:
-        ins = [values[t] for t in node.inputs]
-        values[node.output.name] = trace_node(node, ins, [shapes[t] for t in node.inputs], fold)
-    return x.reshape(-1), values[graph.outputs[0]].reshape(-1)
+    src, traced = graph.input.name, []
+    for seg in segments(graph):
+        values = {src: x}
+        for node in seg:
+            ins = [values[t] for t in node.inputs]
+            values[node.output.name] = trace_node(node, ins, [shapes[t] for t in node.inputs], fold)
+        y = values[seg[-1].output.name]
+        comb = comb_trace(x.reshape(-1), y.reshape(-1))
+        traced.append([x.reshape(-1), y.reshape(-1), comb])
+        q = comb.out_qint
+        src = seg[-1].output.name
+        x = FixedVariableArray.from_lhs(
+            np.array([v.min for v in q]).reshape(y.shape),
+            np.array([v.max for v in q]).reshape(y.shape),
+            np.array([v.step for v in q]).reshape(y.shape),
+            hwconf=(1, -1, -1),
+        )
+    # An element the next segment never reads has no input port there: drop it from the
+    # previous segment's outputs (a constant 0 has no port either).
+    for s in range(len(traced) - 2, -1, -1):
+        unused = [j for j, v in enumerate(traced[s + 1][2].inp_qint) if sum(minimal_kif(v)) == 0]
+        if unused:
+            xs, ys, _ = traced[s]
+            flat = np.array(ys._vars, dtype=object).copy()
+            for j in unused:
+                flat[j] = FixedVariable.from_const(0, hwconf=flat[j].hwconf)
+            traced[s][1] = FixedVariableArray(flat, ys.solver_options, hwconf=ys.hwconf)
+            traced[s][2] = comb_trace(xs, traced[s][1])
+    for s in range(len(traced) - 1):
+        out = [tuple(minimal_kif(v)) for v in traced[s][2].out_qint]
+        inp = [tuple(minimal_kif(v)) for v in traced[s + 1][2].inp_qint]
+        if [sum(v) for v in out] != [sum(v) for v in inp]:
+            raise RuntimeError(f"rtl segments {s} and {s + 1} disagree on their boundary widths")
+    stages = []
+    for _, _, comb in traced:
+        stages += list(to_pipeline(comb, cutoff, verbose=False).solutions) if cutoff > 0 else [comb]
+    return Pipeline(tuple(stages))

@@ -42,6 +42,7 @@ from qcompile.backends.hls4ml import export_fpga
 from qcompile.backends.rtl import RtlRunner, export_rtl
 from qcompile.backends.rtl.export import macs
 from qcompile.backends.targets import load_target
+from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
 from qcompile.ir.graph import Graph
 from qcompile.sim import Simulator
@@ -99,7 +100,13 @@ def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:
     est = info["estimate"]["total"]
     row.update(hls_lut=est["lut"], hls_dsp=est["dsp"], hls_latency_cycles=est["latency_cycles"])
     t = time.perf_counter()
-    rtl = export_rtl(graph, work / f"{name}{bits}_rtl", load_target("rtl"))
+    try:
+        rtl = export_rtl(graph, work / f"{name}{bits}_rtl", load_target("rtl"))
+    except QCompileError as e:  # a size or solve-time limit: say so in the table
+        row["rtl_export_s"] = round(time.perf_counter() - t, 2)
+        row["rtl_error"] = str(e)
+        print(json.dumps(row), flush=True)
+        return row
     row["rtl_export_s"] = round(time.perf_counter() - t, 2)
     row.update(rtl_lut=rtl["estimate"]["lut"], rtl_ff=rtl["estimate"]["ff"])
     row["rtl_latency_cycles"] = rtl["estimate"]["latency_cycles"]
@@ -131,7 +138,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]  # fmt: skip
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(r.get(k, "-")) for k, _ in cols) + " |" for r in rows]
-    return "\n".join(out)
+    errors = [
+        f"- {r['model']} at {r['bits']} bits: {r['rtl_error']}" for r in rows if "rtl_error" in r
+    ]
+    return "\n".join(out + (["", *errors] if errors else []))
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from qcompile.backends.hls4ml import export_fpga
 from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate, fit
@@ -129,8 +128,8 @@ def test_a_design_that_does_not_fit_is_flagged():
     assert unknown["fits"] is None and "not in targets/parts" in unknown["warning"]
 
 
-@pytest.mark.parametrize("target", ["pynq-z2", "zcu104"])
-def test_inspect_target_prints_the_estimate(tmp_path, target):
+def test_inspect_target_prints_the_estimate(tmp_path):
+    target = "pynq-z2"
     path = tmp_path / "one.qir"
     qir.save(one_layer(), path)
     r = run_cli("inspect", str(path), "--target", target)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import MANIFEST, write_artifact
+from qcompile.backends.cpu_features import target_isa
 from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
 from qcompile.ir import qir
@@ -25,17 +26,21 @@ BATCH = 256
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     """(TVM executable, weights in call order). Dense layers use the AVX-512 LUT kernel where
-    the target (not this machine) has the features and the layer qualifies."""
+    the target (not this machine) has the features and the layer qualifies. The target's
+    triple, CPU and features are checked with LLVM first (TVM would crash or ignore them)."""
     import tvm
     from tvm import te
 
     from qcompile.backends.tvm.avx512_dense import target_features
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
+    from qcompile.backends.tvm.llvm_check import check_llvm_target
 
-    prog = build_program(graph, target_features(target.tvm_target()))
+    check_llvm_target(target)
+    tvm_target = target.tvm_target()
+    prog = build_program(graph, target_features(tvm_target))
     func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
 
 
@@ -54,11 +59,12 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     s = summary(graph)
     # The library stores per-channel widths at each layer's widest (passes.widest).
     stored = summary(widest_weights(graph))
-    info = {
+    tvm_target = target.tvm_target()
+    info: dict[str, Any] = {
         "format": "qcompile-artifact",
         "version": 1,
         "target": target.kind,
-        "profile": {"name": target.name, "tvm_target": target.tvm_target()},
+        "profile": {"name": target.name, "tvm_target": tvm_target},
         "qir": QIR,
         "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
         "library": LIB,
@@ -72,6 +78,9 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
+    if isinstance(target, CpuTarget):
+        # What the code may execute, checked against the CPU before the library is loaded.
+        info["isa_features"] = sorted(target_isa(tvm_target))
     arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
     if arm:
         info.update(target="arm", library="model.o", runner="model_runner")
@@ -139,6 +148,19 @@ class TvmRunner:
         out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
         self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
         return out.numpy()
+
+
+def describe(tvm_target: dict[str, Any]) -> str:
+    """A TVM target in a few words.
+
+    >>> describe({"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+gfni"]})
+    'llvm x86-64-v4 +avx512vnni +gfni'
+    """
+    parts = [tvm_target["kind"], tvm_target.get("mtriple", ""), tvm_target.get("mcpu", "")]
+    parts.append(tvm_target.get("arch", ""))
+    mattr = list(tvm_target.get("mattr", []))
+    parts += mattr if len(mattr) <= 4 else [*mattr[:3], f"and {len(mattr) - 3} more features"]
+    return " ".join(p for p in parts if p)
 
 
 def _header(graph: Graph, target: CpuTarget, info: dict[str, Any]) -> str:

@@ -10,10 +10,9 @@ import pytest
 
 from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner, export_tvm, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.compute import compute_dtype, storage_dtype
-from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
 from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights

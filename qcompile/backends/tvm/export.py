@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ import numpy as np
 from qcompile.backends.artifact import MANIFEST, write_artifact
 from qcompile.backends.cpu_features import target_isa
 from qcompile.backends.targets import CpuTarget, GpuTarget
-from qcompile.errors import QCompileError
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
 from qcompile.passes import widest_weights
@@ -106,48 +104,6 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
 
     write_artifact(out, force, fill)
     return info
-
-
-def load_weights(artifact: Path, info: dict[str, Any]) -> list[np.ndarray]:
-    """The artifact's weight arrays in argument order."""
-    try:
-        with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
-            return [z[k] for k in sorted(z.files)]
-    except (OSError, KeyError, ValueError) as e:
-        raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
-
-
-class TvmRunner:
-    """Runs an exported cpu (or, with ``device="cuda"``, gpu) artifact's library through the
-    TVM runtime on integer input batches."""
-
-    def __init__(
-        self, artifact: Path, graph: Graph, info: dict[str, Any], device: str = "cpu"
-    ) -> None:
-        import tvm
-
-        if device == "cuda":
-            # The library carries CUDA source (TVM's wheel has no CUDA runtime to compile it
-            # at build time); the runtime compiles it at load through this callback, with
-            # nvcc: the default, nvrtc, needs cuda-bindings, which the wheel does not bring.
-            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-            import tvm.support.nvcc  # registers tvm_callback_cuda_compile
-        self.dev = tvm.cuda(0) if device == "cuda" else tvm.cpu()
-        weights = load_weights(artifact, info)
-        try:
-            self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
-        except (OSError, KeyError, ValueError) as e:
-            raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
-        self.weights = [tvm.runtime.tensor(w, self.dev) for w in weights]
-        self.out_shape = graph.tensors()[graph.outputs[0]].shape
-
-    def __call__(self, x_int: np.ndarray) -> np.ndarray:
-        import tvm
-
-        x = np.ascontiguousarray(x_int, dtype=np.int64)
-        out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
-        self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
-        return out.numpy()
 
 
 def describe(tvm_target: dict[str, Any]) -> str:

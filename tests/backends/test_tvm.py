@@ -22,20 +22,11 @@ from qcompile.passes import run_pipeline, widest_weights
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
+from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 HOST = load_target("cpu")
 ARM = load_target("arm")
-ARM_TOOLS = shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc")
-KINDS = [
-    "cpu",
-    pytest.param(
-        "arm",
-        marks=pytest.mark.skipif(
-            not ARM_TOOLS,
-            reason="needs qemu-user and gcc-aarch64-linux-gnu (.ci/run installs them)",
-        ),
-    ),
-]
+KINDS = [pytest.param("cpu", marks=NEEDS_GXX), pytest.param("arm", marks=NEEDS_ARM)]
 
 
 def runner(kind: str, out_dir, graph: Graph):
@@ -66,6 +57,7 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     assert np.array_equal(got, want)
 
 
+@NEEDS_GXX
 def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
     graph = run_pipeline(mixed_chain("nonuniform"))
     assert all(n.weights.channel_bits is not None for n in graph.weighted())
@@ -77,7 +69,7 @@ def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
     assert info["weight_mem_bits"] == summary(widest_weights(graph))["weight_mem_bits"]
 
 
-@pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
+@NEEDS_ARM
 def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
     info = export_tvm(graph, tmp_path / "arm", ARM)
@@ -90,6 +82,7 @@ def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     assert int.from_bytes(obj[18:20], "little") == 183
 
 
+@NEEDS_GXX
 def test_cpu_artifact_contents_and_errors(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
     info = export_tvm(graph, tmp_path / "a", HOST)
@@ -110,6 +103,7 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
 NVCC = shutil.which("nvcc")
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(not NVCC, reason="the gpu target needs nvcc to emit PTX")
 def test_gpu_artifact_holds_cuda_source_and_ptx(tmp_path):
     graph = zoo_graph("lenet", (1, 8, 8), {})
@@ -127,6 +121,7 @@ def _cuda_present() -> bool:
     return cuda_device_present()
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(
     not NVCC or not _cuda_present(),
     reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
@@ -168,6 +163,7 @@ def _wide_dense() -> Graph:
     return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
 
 
+@NEEDS_GXX
 def test_wide_accumulators_compute_in_int64_and_narrow_ones_in_int32(tmp_path):
     wide = _wide_dense()
     assert compute_dtype(wide.nodes[0]) == "int64" and storage_dtype(wide.nodes[0]) == "int64"

@@ -17,6 +17,7 @@ from qcompile.ir import ops
 from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.sim import Simulator
+from tests.conftest import NEEDS_GXX
 
 HOST = load_target("cpu")
 # The host profile's target is built from the features this CPU really has (/proc/cpuinfo and
@@ -59,6 +60,7 @@ def asm(graph: Graph, target: CpuTarget) -> tuple[str, list[str]]:
 
 
 @needs_bw
+@NEEDS_GXX
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("level", [127, 3000], ids=["int8_levels", "int16_levels"])
 def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, level):
@@ -80,6 +82,7 @@ def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, level):
     not target_isa(SKX.tvm_target()) <= running_features(),
     reason="this CPU lacks skylake-avx512's features (AVX-512 F/BW/CD/DQ/VL)",
 )
+@NEEDS_GXX
 def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
     # skylake-avx512: BW but neither VNNI nor VBMI; runs on any CPU that has AVX-512 BW.
     assert target_features(SKX.tvm_target()) == Avx512(vnni=False, vbmi=False)

@@ -13,6 +13,7 @@ import numpy as np
 from qcompile.backends.artifact import MANIFEST, write_artifact
 from qcompile.backends.cpu_features import target_isa
 from qcompile.backends.targets import CpuTarget, GpuTarget
+from qcompile.errors import QCompileError
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
 from qcompile.passes import widest_weights
@@ -44,6 +45,12 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
 
 def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bool = False) -> dict:
     """Compile ``graph`` for a cpu, arm or gpu profile into the artifact directory ``out``."""
+    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
+    if not arm:
+        from tvm.support.cc import get_cc
+
+        if get_cc() is None:  # TVM links model.so with the host's C compiler
+            raise QCompileError(f"the {target.kind} target needs g++ (apt-get install g++)")
     qir_bytes = qir.to_onnx(graph).SerializeToString()
     t = time.perf_counter()
     cuda = None
@@ -79,7 +86,6 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     if isinstance(target, CpuTarget):
         # What the code may execute, checked against the CPU before the library is loaded.
         info["isa_features"] = sorted(target_isa(tvm_target))
-    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
     if arm:
         info.update(target="arm", library="model.o", runner="model_runner")
     if cuda:

@@ -121,7 +121,8 @@ def train(
 
     if D.rank() != 0:
         return
-    bits = ", ".join(f"{k}:{v}" for k, v in summary["bits"].items())
+    # A layer whose channels have their own widths (DMBQ) shows their mean.
+    bits = ", ".join(f"{k}:{round(v, 2):g}" for k, v in summary["bits"].items())
     human = (
         f"test_acc {summary['test_acc']:.4f}  ({r.model.name} on {r.data.name}, {r.method}, "
         f"{r.train.epochs} epochs, {summary['wall_time_s']:.1f}s)\nweight bits  {bits}\n"

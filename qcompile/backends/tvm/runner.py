@@ -10,9 +10,10 @@ process, for the worker itself and for benchmarks that time calls inside a child
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.cpu_features import check_runnable, target_isa
 from qcompile.backends.worker import Worker
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from qcompile.ir.graph import Graph
 
 
 def load_weights(artifact: Path, info: dict[str, Any]) -> list[np.ndarray]:
@@ -55,6 +58,22 @@ def check_host(artifact: Path, info: dict[str, Any]) -> None:
         check_runnable(artifact, needed_features(info))
 
 
+def _import_tvm() -> Any:
+    """``import tvm``, keeping tvm_ffi from importing torch where it is not loaded yet (the
+    worker never uses it; tvm_ffi imports it eagerly, to dodge a Windows symbol clash, and
+    that costs a worker about 1.5 s of its start)."""
+    if "torch" in sys.modules:
+        import tvm
+
+        return tvm
+    sys.modules["torch"] = None  # type: ignore[assignment]  (import torch -> ImportError)
+    try:
+        import tvm
+    finally:
+        del sys.modules["torch"]
+    return tvm
+
+
 class TvmLibrary:
     """A cpu (or, with ``device="cuda"``, gpu) artifact's library in this process, through
     the TVM runtime. A crash in it ends this process: the tool uses :class:`TvmRunner`.
@@ -63,7 +82,7 @@ class TvmLibrary:
     """
 
     def __init__(self, artifact: str, out_shape: Sequence[int], device: str = "cpu") -> None:
-        import tvm
+        tvm = _import_tvm()
 
         info = read_manifest(Path(artifact))
         if device == "cuda":

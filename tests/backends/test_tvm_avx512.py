@@ -24,7 +24,7 @@ HOST = load_target("cpu")
 # LLVM's host detection; $QCOMPILE_CPU_FEATURES can only take features away for a test run).
 FEATS = target_features(HOST.tvm_target())
 needs_bw = pytest.mark.skipif(
-    FEATS is None, reason="this CPU lacks AVX512BW (as /proc/cpuinfo reports it)"
+    FEATS is None, reason="this CPU lacks AVX512BW (as /proc/cpuinfo or $QCOMPILE_CPU_FEATURES say)"
 )
 SKX = CpuTarget("skx", mtriple="x86_64-linux-gnu", mcpu="skylake-avx512")
 BYTE = FEATS is not None and FEATS.vbmi and FEATS.vnni

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qcompile.backends.artifact import read_manifest
+from qcompile.backends.artifact import read_manifest, seal
 from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, export_tvm, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
@@ -58,6 +58,8 @@ def broken_copy(artifact, signal: str, tmp_path: Path) -> Path:
     bad = tmp_path / f"broken-{signal}"
     shutil.copytree(root / "good", bad)
     shared_library(BROKEN[signal], bad / "model.so")
+    (bad / "model.c").unlink()
+    seal(bad)  # as if the export itself had produced the broken library
     return bad
 
 

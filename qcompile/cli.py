@@ -121,7 +121,8 @@ def train(
 
     if D.rank() != 0:
         return
-    bits = ", ".join(f"{k}:{v}" for k, v in summary["bits"].items())
+    # A layer whose channels have their own widths (DMBQ) shows their mean.
+    bits = ", ".join(f"{k}:{round(v, 2):g}" for k, v in summary["bits"].items())
     human = (
         f"test_acc {summary['test_acc']:.4f}  ({r.model.name} on {r.data.name}, {r.method}, "
         f"{r.train.epochs} epochs, {summary['wall_time_s']:.1f}s)\nweight bits  {bits}\n"
@@ -285,9 +286,10 @@ def simulate(
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), a profile in targets/ "
-    "(pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or "
-    "a PATH.toml.",
+    help="fpga (pynq-z2), cpu (this host's CPU features), x86-64-v3 / x86-64-v4 (portable x86 "
+    "levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), a profile in targets/ (pynq-z2, "
+    "zcu104, alveo-u250, host, x86-64-v3, x86-64-v4, rpi4, rpi5, jetson-orin, "
+    "jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
@@ -331,11 +333,12 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
         )
     else:
         from qcompile.backends.tvm import export_tvm
+        from qcompile.backends.tvm.export import describe
 
         info = export_tvm(graph, Path(output), t, force)
         human = (
             f"exported {model} -> {output} ({info['target']}: TVM "
-            f"{info['profile']['tvm_target']}, built in {info['build_s']} s)"
+            f"{describe(info['profile']['tvm_target'])}, built in {info['build_s']} s)"
         )
 
     emit({**info, "out": output}, as_json, human)

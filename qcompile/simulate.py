@@ -51,7 +51,7 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
     if info["target"] in ("arm", "cpu", "gpu"):
-        from qcompile.backends.tvm.export import TvmRunner, load_weights
+        from qcompile.backends.tvm.runner import TvmRunner, load_weights
 
         extra = {"artifact": str(p), "target": info["target"]}
         if info["target"] == "arm":

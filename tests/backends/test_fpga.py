@@ -27,6 +27,7 @@ from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
+from tests.conftest import NEEDS_GXX
 
 TARGET = load_target("zcu104")
 
@@ -45,6 +46,7 @@ def csim_vs_sim(
 FPGA_ZOO = [(*z, 1000) for z in ZOO if z[0] in ("mlp", "lenet", "resnet20", "mobilenetv2")]
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO, ids=[z[0] for z in FPGA_ZOO])
 def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     graph = zoo_graph(name, shape, opts)
@@ -52,6 +54,7 @@ def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO[1:3], ids=["lenet", "resnet20"])
 def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     """io_stream: every layer drains its streams into buffers; residual inputs are cloned
@@ -64,6 +67,7 @@ def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert "hls::stream" in text and "from_stream" in text
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     graph = run_pipeline(chain(levels))
@@ -73,6 +77,7 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     assert np.array_equal(got, want)
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels):
     graph = run_pipeline(mixed_chain(levels))
@@ -145,6 +150,7 @@ def test_accumulators_are_the_verified_widths(small_graph):
             )
 
 
+@NEEDS_GXX
 def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
     export_fpga(small_graph, tmp_path / "a", TARGET)
     csim = CSim(tmp_path / "a", small_graph)

@@ -10,10 +10,9 @@ import pytest
 
 from qcompile.backends.artifact import read_manifest
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner, export_tvm, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
-from qcompile.backends.tvm.export import load_weights
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
 from qcompile.ir.graph import Clip, Dense, Graph, InputQuant, Node, Requant, Table, Weights
@@ -23,20 +22,11 @@ from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
+from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 HOST = load_target("cpu")
 ARM = load_target("arm")
-ARM_TOOLS = shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc")
-KINDS = [
-    "cpu",
-    pytest.param(
-        "arm",
-        marks=pytest.mark.skipif(
-            not ARM_TOOLS,
-            reason="needs qemu-user and gcc-aarch64-linux-gnu (.ci/run installs them)",
-        ),
-    ),
-]
+KINDS = [pytest.param("cpu", marks=NEEDS_GXX), pytest.param("arm", marks=NEEDS_ARM)]
 
 
 def runner(kind: str, out_dir, graph: Graph):
@@ -67,6 +57,7 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     assert np.array_equal(got, want)
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels, kind):
@@ -82,7 +73,7 @@ def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, l
     assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
 
 
-@pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
+@NEEDS_ARM
 def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
     info = export_tvm(graph, tmp_path / "arm", ARM)
@@ -95,6 +86,7 @@ def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     assert int.from_bytes(obj[18:20], "little") == 183
 
 
+@NEEDS_GXX
 def test_cpu_artifact_contents_and_errors(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
     info = export_tvm(graph, tmp_path / "a", HOST)
@@ -115,6 +107,7 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
 NVCC = shutil.which("nvcc")
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(not NVCC, reason="the gpu target needs nvcc to emit PTX")
 def test_gpu_artifact_holds_cuda_source_and_ptx(tmp_path):
     graph = zoo_graph("lenet", (1, 8, 8), {})
@@ -132,6 +125,7 @@ def _cuda_present() -> bool:
     return cuda_device_present()
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(
     not NVCC or not _cuda_present(),
     reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
@@ -175,6 +169,7 @@ def _wide_dense() -> Graph:
     return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (widen, node), ("y",))
 
 
+@NEEDS_GXX
 def test_wide_accumulators_compute_in_int64_and_narrow_ones_in_int32(tmp_path):
     wide = _wide_dense()
     assert acc_dtype(wide.nodes[1]) == "int64" and storage_dtype(wide.nodes[1]) == "int64"

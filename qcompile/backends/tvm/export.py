@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import MANIFEST, write_artifact
+from qcompile.backends.cpu_features import target_isa
 from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
 from qcompile.ir import qir
@@ -24,22 +24,32 @@ BATCH = 256
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     """(TVM executable, weights in call order). Dense layers use the AVX-512 LUT kernel where
-    the target (not this machine) has the features and the layer qualifies."""
+    the target (not this machine) has the features and the layer qualifies. The target's
+    triple, CPU and features are checked with LLVM first (TVM would crash or ignore them)."""
     import tvm
     from tvm import te
 
     from qcompile.backends.tvm.avx512_dense import target_features
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
+    from qcompile.backends.tvm.llvm_check import check_llvm_target
 
-    prog = build_program(graph, target_features(target.tvm_target()))
+    check_llvm_target(target)
+    tvm_target = target.tvm_target()
+    prog = build_program(graph, target_features(tvm_target))
     func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
 
 
 def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bool = False) -> dict:
     """Compile ``graph`` for a cpu, arm or gpu profile into the artifact directory ``out``."""
+    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
+    if not arm:
+        from tvm.support.cc import get_cc
+
+        if get_cc() is None:  # TVM links model.so with the host's C compiler
+            raise QCompileError(f"the {target.kind} target needs g++ (apt-get install g++)")
     qir_bytes = qir.to_onnx(graph).SerializeToString()
     t = time.perf_counter()
     cuda = None
@@ -51,11 +61,12 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         ex, weights = compile_graph(graph, target)
     build_s = time.perf_counter() - t
     s = summary(graph)
-    info = {
+    tvm_target = target.tvm_target()
+    info: dict[str, Any] = {
         "format": "qcompile-artifact",
         "version": 1,
         "target": target.kind,
-        "profile": {"name": target.name, "tvm_target": target.tvm_target()},
+        "profile": {"name": target.name, "tvm_target": tvm_target},
         "qir": QIR,
         "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
         "library": LIB,
@@ -70,7 +81,9 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
-    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
+    if isinstance(target, CpuTarget):
+        # What the code may execute, checked against the CPU before the library is loaded.
+        info["isa_features"] = sorted(target_isa(tvm_target))
     if arm:
         info.update(target="arm", library="model.o", runner="model_runner")
     if cuda:
@@ -97,46 +110,17 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     return info
 
 
-def load_weights(artifact: Path, info: dict[str, Any]) -> list[np.ndarray]:
-    """The artifact's weight arrays in argument order."""
-    try:
-        with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
-            return [z[k] for k in sorted(z.files)]
-    except (OSError, KeyError, ValueError) as e:
-        raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
+def describe(tvm_target: dict[str, Any]) -> str:
+    """A TVM target in a few words.
 
-
-class TvmRunner:
-    """Runs an exported cpu (or, with ``device="cuda"``, gpu) artifact's library through the
-    TVM runtime on integer input batches."""
-
-    def __init__(
-        self, artifact: Path, graph: Graph, info: dict[str, Any], device: str = "cpu"
-    ) -> None:
-        import tvm
-
-        if device == "cuda":
-            # The library carries CUDA source (TVM's wheel has no CUDA runtime to compile it
-            # at build time); the runtime compiles it at load through this callback, with
-            # nvcc: the default, nvrtc, needs cuda-bindings, which the wheel does not bring.
-            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-            import tvm.support.nvcc  # registers tvm_callback_cuda_compile
-        self.dev = tvm.cuda(0) if device == "cuda" else tvm.cpu()
-        weights = load_weights(artifact, info)
-        try:
-            self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
-        except (OSError, KeyError, ValueError) as e:
-            raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
-        self.weights = [tvm.runtime.tensor(w, self.dev) for w in weights]
-        self.out_shape = graph.tensors()[graph.outputs[0]].shape
-
-    def __call__(self, x_int: np.ndarray) -> np.ndarray:
-        import tvm
-
-        x = np.ascontiguousarray(x_int, dtype=np.int64)
-        out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
-        self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
-        return out.numpy()
+    >>> describe({"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+gfni"]})
+    'llvm x86-64-v4 +avx512vnni +gfni'
+    """
+    parts = [tvm_target["kind"], tvm_target.get("mtriple", ""), tvm_target.get("mcpu", "")]
+    parts.append(tvm_target.get("arch", ""))
+    mattr = list(tvm_target.get("mattr", []))
+    parts += mattr if len(mattr) <= 4 else [*mattr[:3], f"and {len(mattr) - 3} more features"]
+    return " ".join(p for p in parts if p)
 
 
 def _header(graph: Graph, target: CpuTarget, info: dict[str, Any]) -> str:

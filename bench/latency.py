@@ -92,8 +92,8 @@ def run_child(kind: str, name: str, artifact: Path, threads: int, repeats: int) 
 
 
 def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
+    from qcompile.backends.registry import deploy
     from qcompile.backends.targets import load_target
-    from qcompile.backends.tvm import export_tvm
 
     times: dict[str, float | None] = {}
     for target in ("cpu", "arm", "gpu"):
@@ -104,7 +104,7 @@ def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
             times[target] = None
             continue
         t = time.perf_counter()
-        export_tvm(graph, root / target, load_target(target))
+        deploy(graph, load_target(target), root / target)
         times[target] = time.perf_counter() - t
     return times
 

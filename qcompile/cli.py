@@ -16,9 +16,7 @@ from typing import Any
 import click
 
 from qcompile.errors import Disagreement, QCompileError, one_line
-from qcompile.stages import STAGES
-
-METHODS = sorted(STAGES)
+from qcompile.methods import METHODS
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str) -> None:
@@ -307,7 +305,7 @@ def simulate(
 def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
-    fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
+    fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
     manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
@@ -315,32 +313,15 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     CUDA device is present).
     """
     from qcompile.backends.artifact import check_output
-    from qcompile.backends.targets import FpgaTarget, load_target
+    from qcompile.backends.registry import deploy, describe
+    from qcompile.backends.targets import load_target
     from qcompile.ir import qir
 
     t = load_target(target)
-    graph = qir.load(model)
+    graph, qir_bytes = qir.read(model)
     check_output(Path(output), force)  # before compiling
-    if isinstance(t, FpgaTarget):
-        from qcompile.backends.hls4ml import export_fpga
-
-        info = export_fpga(graph, Path(output), t, force)
-        human = (
-            f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
-            f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
-            f"{info['weight_mem_bits']} bits vs "
-            f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
-        )
-    else:
-        from qcompile.backends.tvm import export_tvm
-        from qcompile.backends.tvm.export import describe
-
-        info = export_tvm(graph, Path(output), t, force)
-        human = (
-            f"exported {model} -> {output} ({info['target']}: TVM "
-            f"{describe(info['profile']['tvm_target'])}, built in {info['build_s']} s)"
-        )
-
+    info = deploy(graph, t, Path(output), force, qir_bytes)
+    human = f"exported {model} -> {output} ({describe(info)})"
     emit({**info, "out": output}, as_json, human)
 
 

@@ -46,38 +46,13 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
         graph = qir.load(p)
         return graph, implementations(graph), {}
     from qcompile.backends.artifact import open_artifact
+    from qcompile.backends.registry import runners
 
     info = open_artifact(p)  # every file checked against its manifest before anything runs
     graph = qir.load(p / str(info.get("qir", "model.qir")))
     impls = implementations(graph)
-    if info["target"] in ("arm", "cpu", "gpu"):
-        from qcompile.backends.tvm.runner import TvmRunner, load_weights
-
-        extra = {"artifact": str(p), "target": info["target"]}
-        if info["target"] == "arm":
-            from qcompile.backends.tvm.arm import ArmRunner
-
-            impls["arm_qemu"] = ArmRunner(p, graph, load_weights(p, info))
-        elif info["target"] == "cpu":
-            impls["tvm_cpu"] = TvmRunner(p, graph, info)
-        else:
-            from qcompile.backends.tvm.cuda import cuda_device_present
-
-            if cuda_device_present():
-                impls["tvm_gpu"] = TvmRunner(p, graph, info, device="cuda")
-            else:
-                extra["gpu"] = (
-                    "not run: no CUDA device on this machine (the artifact's .cu "
-                    "and .ptx are built)"
-                )
-        return graph, impls, extra
-    if info["target"] != "fpga":
-        raise QCompileError(f"{p}: artifacts for target {info['target']!r} are not supported")
-    from qcompile.backends.hls4ml import CSim
-
-    csim = CSim(p, graph, str(info.get("project", "myproject")))
-    impls["fpga_csim"] = csim
-    return graph, impls, {"artifact": str(p), "target": "fpga", "build_s": round(csim.build_s, 2)}
+    extra_impls, extra = runners(p, graph, info)
+    return graph, {**impls, **extra_impls}, extra
 
 
 def compare(

@@ -133,9 +133,8 @@ def build_fixtures(root: Path) -> Fixtures:
     import numpy as np
     import torch
 
-    from qcompile.backends.hls4ml import export_fpga
+    from qcompile.backends.registry import deploy
     from qcompile.backends.targets import load_target
-    from qcompile.backends.tvm import export_tvm
     from qcompile.data import load_dataset
     from qcompile.freeze import freeze_checkpoint, freeze_model
     from qcompile.ir import qir
@@ -150,8 +149,8 @@ def build_fixtures(root: Path) -> Fixtures:
     graph = freeze_checkpoint(ckpt)
     qir.save(graph, root / "m.qir")
     np.save(root / "x.npy", load_dataset("digits").test_x[:8].numpy())
-    export_tvm(graph, root / "cpu", load_target("cpu"))
-    export_fpga(graph, root / "fpga", load_target("fpga"))
+    deploy(graph, load_target("cpu"), root / "cpu")
+    deploy(graph, load_target("fpga"), root / "fpga")
     torch.manual_seed(1)
     q = quantize(build_model("lenet", (1, 8, 8), 10), wbits=4, abits=4)
     q.train()

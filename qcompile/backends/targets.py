@@ -19,7 +19,6 @@ from qcompile.fileio import input_file
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100"}
-PLANNED: tuple[str, ...] = ()
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -135,11 +134,6 @@ def available() -> list[str]:
 
 def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
-    if spec in PLANNED:
-        raise QCompileError(
-            f"--target {spec}: the TVM gpu target is not in this version; "
-            "available: fpga, cpu, arm, " + ", ".join(available())
-        )
     if spec.endswith(".toml"):
         path = input_file(spec, "--target")
     elif "/" in spec or spec.startswith(".") or DEFAULTS.get(spec, spec) not in available():

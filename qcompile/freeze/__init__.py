@@ -20,6 +20,7 @@ from qcompile.freeze.lower import Lowering, trace
 from qcompile.freeze.values import Int
 from qcompile.ir.graph import Graph, InputQuant
 from qcompile.ir.types import QType, TensorInfo
+from qcompile.ir.verify import verify
 from qcompile.passes import run_pipeline
 from qcompile.stages.layers import QuantModel
 
@@ -44,7 +45,7 @@ def freeze_model(
     graph = Graph(
         name, x, iq, tuple(nodes), tuple(outputs), tuple(sorted((metadata or {}).items()))
     )
-    return run_pipeline(graph)
+    return run_pipeline(verify(graph))
 
 
 def load_trained(

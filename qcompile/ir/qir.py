@@ -122,12 +122,17 @@ def save(graph: Graph, path: str | Path) -> None:
 
 def load(path: str | Path) -> Graph:
     """Read, check and verify a .qir file."""
+    return read(path)[0]
+
+
+def read(path: str | Path) -> tuple[Graph, bytes]:
+    """The verified graph of a .qir file and the file's bytes (an export copies them)."""
     p = input_file(path, "model")
     try:
         data = p.read_bytes()
     except OSError as e:  # unreadable, removed since checked, ...
         raise QCompileError(f"{clip(str(p))}: cannot read: {e.strerror or e}") from None
-    return loads(data, clip(str(p)))
+    return loads(data, clip(str(p))), data
 
 
 def loads(data: bytes, where: str = "<bytes>") -> Graph:

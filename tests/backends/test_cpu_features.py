@@ -9,8 +9,9 @@ import pytest
 
 from qcompile.backends import cpu_features as cf
 from qcompile.backends.artifact import read_manifest
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner
 from qcompile.errors import QCompileError
 from qcompile.sim import Simulator
 from tests.backends.helpers import random_inputs, zoo_graph
@@ -82,7 +83,7 @@ def levels(tmp_path_factory):
     root = tmp_path_factory.mktemp("levels")
     graph = zoo_graph("mlp", (1, 8, 8), {})
     for level in ("x86-64-v3", "x86-64-v4"):
-        export_tvm(graph, root / level, load_target(level))
+        deploy(graph, load_target(level), root / level)
     np.save(root / "x.npy", np.random.default_rng(0).normal(size=(8, 1, 8, 8)).astype("f4"))
     return root, graph
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from qcompile.backends.hls4ml import CSim, export_fpga
+from qcompile.backends.hls4ml import CSim
 from qcompile.backends.hls4ml.context import kernel_context, table_type
 from qcompile.backends.hls4ml.project import HlsOptions, build, hls_config
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
@@ -35,7 +36,7 @@ TARGET = load_target("zcu104")
 def csim_vs_sim(
     graph: Graph, out_dir, x_int: np.ndarray, target: FpgaTarget = TARGET
 ) -> tuple[np.ndarray, np.ndarray]:
-    export_fpga(graph, out_dir, target)
+    deploy(graph, target, out_dir)
     csim = CSim(out_dir, graph)
     try:
         return csim(x_int), Simulator(graph).run(x_int)[graph.outputs[0]]
@@ -152,7 +153,7 @@ def test_accumulators_are_the_verified_widths(small_graph):
 
 @NEEDS_GXX
 def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
-    export_fpga(small_graph, tmp_path / "a", TARGET)
+    deploy(small_graph, TARGET, tmp_path / "a")
     csim = CSim(tmp_path / "a", small_graph)
     ok = np.zeros((1, 1, 8, 8), dtype=np.int64)
     assert csim(ok).shape == (1, 10)
@@ -165,14 +166,14 @@ def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
 
 def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkeypatch):
     out = tmp_path / "art"
-    info = export_fpga(small_graph, out, TARGET)
+    info = deploy(small_graph, TARGET, out)
     assert {"model.qir", "manifest.json", "README.md", "build_prj.tcl", "firmware"} <= {
         p.name for p in out.iterdir()
     }
     assert info["profile"]["part"] == "xczu7ev-ffvc1156-2-e"
     stamp = (out / "manifest.json").read_text()
     with pytest.raises(QCompileError, match="already exists; pass --force"):
-        export_fpga(small_graph, out, TARGET)
+        deploy(small_graph, TARGET, out)
     assert (out / "manifest.json").read_text() == stamp
 
     import qcompile.backends.hls4ml.export as ex
@@ -182,13 +183,13 @@ def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkey
 
     monkeypatch.setattr(ex, "build", boom)
     with pytest.raises(QCompileError, match="simulated failure"):
-        export_fpga(small_graph, out, TARGET, force=True)
+        deploy(small_graph, TARGET, out, force=True)
     assert (out / "manifest.json").read_text() == stamp  # the old artifact is intact
     with pytest.raises(QCompileError):
-        export_fpga(small_graph, tmp_path / "new", TARGET)
+        deploy(small_graph, TARGET, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no partial, no temp dirs
     monkeypatch.undo()
-    export_fpga(small_graph, out, TARGET, force=True)
+    deploy(small_graph, TARGET, out, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from qcompile.backends.artifact import read_manifest
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm, load_weights
+from qcompile.backends.tvm import TvmRunner, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
 from qcompile.errors import QCompileError
@@ -37,7 +38,7 @@ def runner(kind: str, out_dir, graph: Graph):
 
 
 def tvm_vs_sim(graph: Graph, out_dir, kind: str, n: int = 256) -> tuple[np.ndarray, ...]:
-    export_tvm(graph, out_dir, HOST if kind == "cpu" else ARM)
+    deploy(graph, HOST if kind == "cpu" else ARM, out_dir)
     x = random_inputs(graph, n)
     return runner(kind, out_dir, graph)(x), Simulator(graph).run(x)[graph.outputs[0]]
 
@@ -76,7 +77,7 @@ def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, l
 @NEEDS_ARM
 def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "arm", ARM)
+    info = deploy(graph, ARM, tmp_path / "arm")
     assert info["target"] == "arm"
     names = {p.name for p in (tmp_path / "arm").iterdir()}
     assert {"model.o", "model_runner", "main.c", "model.h", "Makefile", "include"} <= names
@@ -89,7 +90,7 @@ def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
 @NEEDS_GXX
 def test_cpu_artifact_contents_and_errors(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "a", HOST)
+    info = deploy(graph, HOST, tmp_path / "a")
     assert {p.name for p in (tmp_path / "a").iterdir()} == {
         "model.so",
         "weights.npz",
@@ -98,7 +99,7 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
     }
     assert info["target"] == "cpu" and info["params"][0] == "input"
     with pytest.raises(QCompileError, match="--force"):
-        export_tvm(graph, tmp_path / "a", HOST)
+        deploy(graph, HOST, tmp_path / "a")
     (tmp_path / "a" / "weights.npz").write_bytes(b"junk")
     with pytest.raises(QCompileError, match="cannot load"):
         TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))
@@ -111,7 +112,7 @@ NVCC = shutil.which("nvcc")
 @pytest.mark.skipif(not NVCC, reason="the gpu target needs nvcc to emit PTX")
 def test_gpu_artifact_holds_cuda_source_and_ptx(tmp_path):
     graph = zoo_graph("lenet", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "gpu", load_target("gpu"))
+    info = deploy(graph, load_target("gpu"), tmp_path / "gpu")
     assert info["target"] == "gpu" and info["profile"]["tvm_target"]["arch"] == "sm_90"
     src = (tmp_path / "gpu" / "model.cu").read_text()
     ptx = (tmp_path / "gpu" / "model.ptx").read_text()
@@ -134,7 +135,7 @@ def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
     graphs = {name: zoo_graph(name, shape, opts) for name, shape, opts in ZOO[:3]}
     graphs["mixed"] = run_pipeline(mixed_chain("nonuniform"))  # per-channel widths
     for name, graph in graphs.items():
-        export_tvm(graph, tmp_path / name, load_target("gpu"))
+        deploy(graph, load_target("gpu"), tmp_path / name)
         x = random_inputs(graph, 256)
         got = TvmRunner(tmp_path / name, graph, read_manifest(tmp_path / name), "cuda")(x)
         assert np.array_equal(got, Simulator(graph).run(x)[graph.outputs[0]])

@@ -8,8 +8,9 @@ import pytest
 
 from qcompile.backends.artifact import read_manifest
 from qcompile.backends.cpu_features import running_features, target_isa
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import CpuTarget, load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner
 from qcompile.backends.tvm.avx512_dense import Avx512, plan, target_features
 from qcompile.backends.tvm.compute import acc_dtype
 from qcompile.backends.tvm.export import compile_graph
@@ -73,7 +74,7 @@ def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
     text, kinds = asm(graph, HOST)
     assert kinds == ["codes", "table", "bias"]
     assert ("vpermb" if x_type == INT8 and BYTE else "vpermw") in text
-    info = export_tvm(graph, tmp_path / "a", HOST)
+    info = deploy(graph, HOST, tmp_path / "a")
     assert info["params"] == ["input", "y.codes", "y.table", "y.bias", "output"]
     x = inputs(x_type)
     got = TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))(x)
@@ -93,7 +94,7 @@ def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
     graph = dense_graph(2)
     text, kinds = asm(graph, SKX)
     assert "table" in kinds and "vpermw" in text and "vpmaddwd" in text and "vpermb" not in text
-    info = export_tvm(graph, tmp_path / "skx", SKX)
+    info = deploy(graph, SKX, tmp_path / "skx")
     assert {"avx512bw", "avx512f"} <= set(info["isa_features"])
     assert "avx512vnni" not in info["isa_features"]
     x = inputs()

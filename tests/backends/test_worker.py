@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from qcompile.backends.artifact import read_manifest, seal
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm, load_weights
+from qcompile.backends.tvm import TvmRunner, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.worker import NativeCrash, Worker, describe_exit
 from qcompile.errors import QCompileError
@@ -48,7 +49,7 @@ def artifact(tmp_path_factory):
     """A real host artifact of a small model, to copy and break."""
     root = tmp_path_factory.mktemp("crash")
     graph = zoo_graph("mlp", (1, 8, 8), {})
-    export_tvm(graph, root / "good", load_target("cpu"))
+    deploy(graph, load_target("cpu"), root / "good")
     np.save(root / "x.npy", np.random.default_rng(0).normal(size=(8, 1, 8, 8)).astype("f4"))
     return root, graph
 
@@ -113,7 +114,7 @@ def test_loader_errors_come_back_as_themselves(tmp_path):
 def test_a_crashing_arm_runner_is_one_error(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
     art = tmp_path / "arm"
-    export_tvm(graph, art, load_target("arm"))
+    deploy(graph, load_target("arm"), art)
     src = tmp_path / "crash.c"
     src.write_text("int main(void) { *(volatile int *)0 = 1; return 0; }\n")
     subprocess.run(

@@ -12,6 +12,7 @@ from typing import Any
 
 _WHERE = {
     "export_tvm": "qcompile.backends.tvm.export",
+    "runners": "qcompile.backends.tvm.export",
     "TvmLibrary": "qcompile.backends.tvm.runner",
     "TvmRunner": "qcompile.backends.tvm.runner",
     "load_weights": "qcompile.backends.tvm.runner",

@@ -1,25 +1,24 @@
-"""`qcompile export --target cpu`: compile with TVM, write the library, weights and manifest."""
+"""The TVM backend's export (cpu, arm, gpu artifacts: library, weights, manifest), its runners
+and its export line (the registry's entries for them)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qcompile.backends.artifact import MANIFEST, write_artifact
+from qcompile.backends.artifact import write_artifact
 from qcompile.backends.cpu_features import target_isa
+from qcompile.backends.manifest import Manifest
+from qcompile.backends.registry import artifact_kind
 from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
-from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.report import summary
 
-QIR, LIB, WEIGHTS = "model.qir", "model.so", "weights.npz"
-BATCH = 256
+LIB, WEIGHTS = "model.so", "weights.npz"
 
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
@@ -42,15 +41,16 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     return ex, prog.weights
 
 
-def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bool = False) -> dict:
+def export_tvm(
+    graph: Graph, qir_bytes: bytes, out: Path, target: CpuTarget | GpuTarget, force: bool = False
+) -> Manifest:
     """Compile ``graph`` for a cpu, arm or gpu profile into the artifact directory ``out``."""
-    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
+    arm = artifact_kind(target) == "arm"
     if not arm:
         from tvm.support.cc import get_cc
 
         if get_cc() is None:  # TVM links model.so with the host's C compiler
             raise QCompileError(f"the {target.kind} target needs g++ (apt-get install g++)")
-    qir_bytes = qir.to_onnx(graph).SerializeToString()
     t = time.perf_counter()
     cuda = None
     if isinstance(target, GpuTarget):
@@ -60,38 +60,27 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     else:
         ex, weights = compile_graph(graph, target)
     build_s = time.perf_counter() - t
-    s = summary(graph)
     tvm_target = target.tvm_target()
-    info: dict[str, Any] = {
-        "format": "qcompile-artifact",
-        "version": 1,
-        "target": target.kind,
-        "profile": {"name": target.name, "tvm_target": tvm_target},
-        "qir": QIR,
-        "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
-        "library": LIB,
+    details: dict[str, Any] = {
+        "library": "model.o" if arm else LIB,
         "weights": WEIGHTS,
         "entry": "main",
         "params": ["input", *[f"{n}.{k}" for n, k, _ in weights], "output"],
-        "input": s["input"],
-        "weight_mem_bits": s["weight_mem_bits"],
         "stored_weight_bytes": sum(int(a.nbytes) for _, _, a in weights),
-        "avg_weight_bits": s["avg_weight_bits"],
         "build_s": round(build_s, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
     if isinstance(target, CpuTarget):
         # What the code may execute, checked against the CPU before the library is loaded.
-        info["isa_features"] = sorted(target_isa(tvm_target))
+        details["isa_features"] = sorted(target_isa(tvm_target))
     if arm:
-        info.update(target="arm", library="model.o", runner="model_runner")
+        details["runner"] = "model_runner"
     if cuda:
-        info.update(cuda_source="model.cu", ptx="model.ptx")
+        details.update(cuda_source="model.cu", ptx="model.ptx")
+    profile = {"name": target.name, "tvm_target": tvm_target}
+    info = Manifest.of(graph, qir_bytes, artifact_kind(target), profile, **details)
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / WEIGHTS, **{f"{i:03d}": a for i, (_, _, a) in enumerate(weights)})
-        (tmp / QIR).write_bytes(qir_bytes)
         if arm:
             from qcompile.backends.tvm.arm import link, write_sources
 
@@ -104,10 +93,38 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         if cuda:
             (tmp / "model.cu").write_text(cuda[0])
             (tmp / "model.ptx").write_text(cuda[1])
-        (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+        info.write(tmp, qir_bytes)
 
     write_artifact(out, force, fill)
     return info
+
+
+def describe_manifest(info: Any) -> str:
+    """What ``export`` prints for a TVM artifact."""
+    tvm = describe(info["profile"]["tvm_target"])
+    return f"{info['target']}: TVM {tvm}, built in {info['build_s']} s"
+
+
+def runners(
+    artifact: Path, graph: Graph, info: dict[str, Any]
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any]]:
+    """The artifact's implementation for ``simulate``: the library in a worker process (cpu),
+    the static runner under qemu (arm), the library on a CUDA device where one is (gpu)."""
+    from qcompile.backends.tvm.runner import TvmRunner, load_weights
+
+    kind, extra = info["target"], {"artifact": str(artifact), "target": info["target"]}
+    if kind == "arm":
+        from qcompile.backends.tvm.arm import ArmRunner
+
+        return {"arm_qemu": ArmRunner(artifact, graph, load_weights(artifact, info))}, extra
+    if kind == "cpu":
+        return {"tvm_cpu": TvmRunner(artifact, graph, info)}, extra
+    from qcompile.backends.tvm.cuda import cuda_device_present
+
+    if cuda_device_present():
+        return {"tvm_gpu": TvmRunner(artifact, graph, info, device="cuda")}, extra
+    extra["gpu"] = "not run: no CUDA device on this machine (the artifact's .cu and .ptx are built)"
+    return {}, extra
 
 
 def describe(tvm_target: dict[str, Any]) -> str:
@@ -123,7 +140,7 @@ def describe(tvm_target: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _header(graph: Graph, target: CpuTarget, info: dict[str, Any]) -> str:
+def _header(graph: Graph, target: CpuTarget, info: Manifest) -> str:
     out = graph.tensors()[graph.outputs[0]]
     params = "\n".join(f" *   {i:3d}  {p}" for i, p in enumerate(info["params"]))
     text = (Path(__file__).parent / "templates" / "model.h.tpl").read_text()

@@ -106,6 +106,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                 "lo": iq.lo,
                 "step": iq.step,
                 "zero": iq.zero,
+                **({"quant_signed": True} if iq.signed else {}),
             }
         ),
         KEY_META: json.dumps(dict(graph.metadata)),
@@ -214,8 +215,15 @@ def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
         QType(_int(spec["bits"]), bool(spec["signed"]), _int(spec["frac"])),
         float(spec["scale"]),
     )
+    signed = spec.get("quant_signed", False)
+    if not isinstance(signed, bool):
+        raise ValueError(f"quant_signed must be true or false, got {signed!r}")
     iq = InputQuant(
-        _int(spec["quant_bits"]), float(spec["lo"]), float(spec["step"]), _int(spec["zero"])
+        _int(spec["quant_bits"]),
+        float(spec["lo"]),
+        float(spec["step"]),
+        _int(spec["zero"]),
+        signed,
     )
     shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
     nodes = tuple(_node(n, inits, shapes) for n in g.node)

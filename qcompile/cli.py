@@ -193,8 +193,21 @@ def inspect(model: str, as_json: bool) -> None:
     show_default=True,
     help="Number of inputs.",
 )
+@click.option(
+    "--save-outputs",
+    type=click.Path(file_okay=False),
+    help="Directory to write each implementation's integer outputs to (IMPL.npy), and the "
+    "float inputs (inputs.npy), to compare with any other executor.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
+def simulate(
+    model: str,
+    data: str | None,
+    inputs: str | None,
+    n: int,
+    save_outputs: str | None,
+    as_json: bool,
+) -> None:
     """Run MODEL (a .qir file or an exported artifact directory) through every
     implementation and compare their outputs bit for bit.
 
@@ -209,7 +222,7 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
     if data and inputs:
         raise QCompileError("give --data or --inputs, not both")
     graph, impls, extra = load_model(model)
-    r = {**run(graph, data, inputs, n, impls), **extra}
+    r = {**run(graph, data, inputs, n, impls, save_outputs), **extra}
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     human = (
         f"{r['n']} inputs ({r['inputs']}): exact {100 * r['exact']:.1f}% across "
@@ -219,6 +232,9 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
     )
     if "gpu" in r:
         human += f"\ngpu: {r['gpu']}"
+    if save_outputs:
+        saved = ", ".join(f"{k}.npy" for k in ["inputs", *r["compared"]])
+        human += f"\noutputs saved in {save_outputs}/ ({saved})"
     emit(r, as_json, human)
 
 
@@ -227,20 +243,27 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), a profile in targets/ "
-    "(pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or "
-    "a PATH.toml.",
+    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), qonnx (a QONNX model file), "
+    "a profile in targets/ (pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, "
+    "jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Artifact directory to create.",
+    type=click.Path(),
+    help="Artifact directory to create (qonnx: the .onnx file).",
 )
-@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--force", is_flag=True, help="Replace the output if it exists.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="qonnx only: the batch size of the model's input (qonnx runs fixed shapes).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
+def export(model: str, target: str, output: str, force: bool, batch: int, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
@@ -253,6 +276,9 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     from qcompile.backends.targets import FpgaTarget, load_target
     from qcompile.ir import qir
 
+    if target == "qonnx":
+        _export_qonnx(model, output, force, batch, as_json)
+        return
     t = load_target(target)
     graph = qir.load(model)
     if isinstance(t, FpgaTarget):
@@ -275,6 +301,68 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
         )
 
     emit({**info, "out": output}, as_json, human)
+
+
+def _export_qonnx(model: str, output: str, force: bool, batch: int, as_json: bool) -> None:
+    from qcompile.interop.qonnx_export import save_qonnx
+    from qcompile.ir import qir
+
+    graph = qir.load(model)
+    save_qonnx(graph, output, batch, force)
+    info = {"target": "qonnx", "out": output, "batch": batch, "nodes": len(graph.nodes)}
+    human = (
+        f"exported {model} -> {output} (QONNX, batch {batch}): qonnx's execute_onnx gives "
+        "the simulator's integers times each output's unit (metadata qcompile.output_units)"
+    )
+    emit(info, as_json, human)
+
+
+@cli.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write MODEL.qir. [default: beside MODEL.onnx, with .qir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def import_(model: str, output: str | None, as_json: bool) -> None:
+    """Import a QONNX MODEL.onnx (as Brevitas's export_qonnx writes it) into MODEL.qir.
+
+    Exact or not at all: a scale, rounding mode or node the integer contract cannot represent
+    exactly is refused with one line naming the node. Notes (stderr) say where qonnx's own
+    float32 execution of the source could round.
+    """
+    try:
+        import qonnx  # noqa: F401
+
+        from qcompile.interop.qonnx_import import import_qonnx
+        from qcompile.ir import qir
+        from qcompile.report import summary
+    except ImportError as e:
+        raise QCompileError(
+            f"qcompile import needs qonnx ({e}): pip install 'qcompile[qonnx]'"
+        ) from None
+
+    out = Path(output) if output else Path(model).with_suffix(".qir")
+    graph, notes = import_qonnx(model)
+    qir.save(graph, out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    s = summary(graph)
+    result = {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+        "notes": notes,
+    }
+    human = (
+        f"imported {model} -> {out}: {len(graph.nodes)} nodes, "
+        f"{s['avg_weight_bits']:.2f} average weight bits, exact"
+    )
+    emit(result, as_json, human)
 
 
 def main(argv: list[str] | None = None) -> None:

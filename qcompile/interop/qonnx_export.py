@@ -142,16 +142,18 @@ class _Exporter:
         assert node.weights is not None and node.requant is not None
         x, xr = self.vals[node.inputs[0]], self.ranges[node.inputs[0]]
         w = node.weights.decoded()
+        bias = node.weights.bias
         if isinstance(node.op, Dense):
             acc = self._matmul(node, x, w, max(abs(xr[0]), abs(xr[1])), what)
         else:
-            acc = self._conv(node, x, xr, w, what)
+            acc, took_bias = self._conv(node, x, xr, w, bias, what)
+            bias = None if took_bias else bias
         channels = node.op.channel_ranges(node, [xr])  # type: ignore[union-attr]
-        if node.weights.bias is not None and np.any(node.weights.bias):
+        if bias is not None and np.any(bias):
             top = max(max(abs(lo), abs(hi)) for lo, hi in channels)
             acc = self.b.cast(acc, exact_dtype((0, top), what) if acc.dtype == FLOAT else DOUBLE)
-            bias = node.weights.bias.reshape(channel_shape(len(acc.shape), len(channels)))
-            acc = self.b.add(acc, bias, f"{node.name}.biased")
+            shaped = bias.reshape(channel_shape(len(acc.shape), len(channels)))
+            acc = self.b.add(acc, shaped, f"{node.name}.biased")
         return requantize(self.b, acc, channels, node.requant, node.output, what)
 
     def _weight(self, node: Node, name: str) -> Val:
@@ -194,10 +196,13 @@ class _Exporter:
         xs, ws = self.b.cast(x, dt), self.b.cast(wt, dt)
         return self.b.node("MatMul", [xs, ws], f"{node.name}.acc", shape=out)
 
-    def _conv(self, node: Node, x: Val, xr: Range, w: np.ndarray, what: str) -> Val:
+    def _conv(
+        self, node: Node, x: Val, xr: Range, w: np.ndarray, bias: np.ndarray | None, what: str
+    ) -> tuple[Val, bool]:
         """float32 convolutions, each exact: the input split into base-2^s digits where its
         integers are too wide, the input channels into groups where partial sums could pass
-        2^24; the parts summed in float64."""
+        2^24; the parts summed in float64. A single convolution takes the bias as its own
+        where that stays exact too (then the second result is True)."""
         op = node.op
         assert isinstance(op, Conv2d)
         mags = np.abs(w).sum(axis=(2, 3))  # [O, C/g]: each input channel's weight mass
@@ -229,14 +234,21 @@ class _Exporter:
                 part = self.b.node("Conv", [px, pw], f"{node.name}.acc", shape=out, **attrs)
                 parts.append((part, place))
         if len(parts) == 1 and parts[0][1] == 1:
-            return parts[0][0]
+            top = digits[0][1] * mags.sum(axis=1) + (0 if bias is None else np.abs(bias))
+            if bias is None or not np.any(bias) or top.max() > F32_EXACT:
+                return parts[0][0], False
+            self.b.nodes.pop()  # the same convolution, with the bias as its third input
+            self.b.infos.pop()
+            b_val = self.b.const(f"{node.name}.bias", bias.astype(np.float32))
+            conv = [digits[0][0], weights, b_val]
+            return self.b.node("Conv", conv, f"{node.name}.biased", shape=out, **attrs), True
         total: Val | None = None
         for part, place in parts:  # each part exact; their weighted sum in float64 (< 2^53)
             p = self.b.cast(part, DOUBLE)
             p = p if place == 1 else self.b.mul(p, float(place), f"{p.name}.placed")
             total = p if total is None else self.b.node("Add", [total, p], f"{node.name}.sum")
         assert total is not None
-        return total
+        return total, False
 
     def _digits(self, x: Val, xr: Range, limit: int, what: str) -> list[tuple[Val, int, int]]:
         """``x = sum(digit * place)``: float32 digits of magnitude at most ``limit``, with
@@ -290,41 +302,29 @@ class _Exporter:
         return requantize(self.b, x, [self.ranges[node.inputs[0]]], node.requant, node.output, what)
 
     def avgpool(self, node: Node, what: str) -> Val:
-        """The window sum: AveragePool times N where N is a power of two (both exact), else a
-        depthwise convolution with a kernel of ones."""
+        """The window sum as a depthwise convolution with a kernel of ones (exact in float32;
+        qonnx's channels-last conversion, which hls4ml needs, takes it, not AveragePool)."""
         op = node.op
         assert isinstance(op, AvgPool) and node.requant is not None
         x, xr = self.vals[node.inputs[0]], self.ranges[node.inputs[0]]
         acc = ops.acc_range(node, [xr])
         if x.dtype != FLOAT or max(abs(acc[0]), abs(acc[1])) > F32_EXACT:
             raise QCompileError(f"{what}: window sums can pass 2^24 (onnxruntime pools in float32)")
-        n, c = op.size, node.output.shape[0]
+        c = node.output.shape[0]
         pads = [*op.padding, *op.padding]
         out = self.shape(node.output)
-        if n & (n - 1) == 0:
-            avg = self.b.node(
-                "AveragePool",
-                [x],
-                f"{node.name}.avg",
-                shape=out,
-                kernel_shape=list(op.kernel),
-                strides=list(op.stride),
-                pads=pads,
-                count_include_pad=1,
-            )
-            total = self.b.mul(avg, float(n), f"{node.name}.sum")
-        else:
-            ones = self.b.const(f"{node.name}.ones", np.ones((c, 1, *op.kernel), np.float32))
-            total = self.b.node(
-                "Conv",
-                [x, ones],
-                f"{node.name}.sum",
-                shape=out,
-                kernel_shape=list(op.kernel),
-                strides=list(op.stride),
-                pads=pads,
-                group=c,
-            )
+        ones = self.b.const(f"{node.name}.ones", np.ones((c, 1, *op.kernel), np.float32))
+        total = self.b.node(
+            "Conv",
+            [x, quant(self.b, ones, 2, True, "ROUND", f"{node.name}.window")],
+            f"{node.name}.sum",
+            shape=out,
+            kernel_shape=list(op.kernel),
+            strides=list(op.stride),
+            pads=pads,
+            dilations=[1, 1],
+            group=c,
+        )
         return requantize(self.b, total, [acc], node.requant, node.output, what)
 
     def maxpool(self, node: Node, what: str) -> Val:

@@ -45,8 +45,9 @@ def exact_dtype(rng: Range, what: str) -> int:
 
 
 def channel_shape(ndim: int, c: int) -> tuple[int, ...]:
-    """Shape broadcasting a per-channel vector over an ``[N, C, ...]`` tensor of ``ndim``."""
-    return (1, c, *([1] * (ndim - 2)))
+    """Shape broadcasting a per-channel vector over an ``[N, C, ...]`` tensor of ``ndim``
+    (no batch dimension: hls4ml broadcasts constants over one sample)."""
+    return (c, *([1] * (ndim - 2)))
 
 
 def saturation_window(m: int, k: int, rnd: int, lo: int, hi: int) -> Range:

@@ -639,7 +639,7 @@ def _term(name: str, src: Act, op: Conv2d | Dense, q: QConst, what: str) -> Term
     from qonnx.custom_op.general.quant import min_int
 
     zero = _per_channel(q.zero, shape, "zero point", what).astype(np.int64)
-    lowest = int(min_int(q.signed, q.narrow, q.bits)) - zero
+    lowest = int(min_int(q.signed, False, q.bits)) - zero  # narrow: code 0 unused, w in int8
     return Term(
         name,
         src,

@@ -3,7 +3,8 @@
 What makes a Brevitas model exactly representable (README, "From Brevitas"): power-of-two
 scales (the ``*FixedPoint`` quantizers), activations rounded with ``floor`` (the default,
 half to even, has ties qcompile's half-up requantization cannot reproduce), and biases
-quantized to their accumulator's scale (``Int32Bias``); pools truncate (``TruncTo8bit``). The logits leave without a quantizer:
+quantized to their accumulator's scale (``Int32Bias``); pools truncate (``TruncTo8bit``). The
+logits leave without a quantizer:
 they are exact dyadic values, imported as a wide integer tensor.
 """
 

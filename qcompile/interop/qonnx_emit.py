@@ -5,10 +5,11 @@ A value lands either on a quantizer (a QONNX ``Quant``/``Trunc``: integers of st
 on a wide tensor whose unit divides every term's unit (no rounding at all).
 
 For a quantizer the rescale ``unit_in / scale`` must be an integer times 2^-k (it then is the
-requant's ``m / 2^k`` exactly); anything else is refused, naming the node. The IR rounds half
-up (``+ 2^(k-1)`` before the shift); QONNX's other rounding modes become a per-channel bias
-offset where one exists (:func:`rounding_offset`: FLOOR and CEIL always do for power-of-two
-rescales), and half-to-even (ROUND) is refused wherever a tie can occur.
+requant's ``m / 2^k`` exactly), and the bias an integer number of 2^-k output steps; anything
+else is refused, naming the node. The IR rounds half up (``+ 2^(k-1)`` before the shift);
+QONNX's FLOOR and CEIL (and, on unsigned values, UP, DOWN, HALF_UP, HALF_DOWN) become an
+offset in the requant's bias (:func:`rounding_offset`); half to even (ROUND, Brevitas's
+default) is refused wherever a tie can occur.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from qcompile.errors import QCompileError
 from qcompile.interop.qonnx_values import Act, Lin, Scaled, Term, dyadic, unit_gcd
 from qcompile.ir import ops
-from qcompile.ir.graph import Add, Affine, Clip, Conv2d, Dense, Node, Requant, Weights
+from qcompile.ir.graph import Add, Affine, Clip, Node, Requant, Weights
 from qcompile.ir.types import QType, TensorInfo
 
 MAX_MULT = (1 << 31) - 1
@@ -44,25 +45,54 @@ class Landing:
     mode: str = "EXACT"
 
 
-def rounding_offset(mode: str, m: int, k: int) -> int | None:
-    """``d`` such that ``floor(((acc + d) * m + 2^(k-1)) / 2^k)`` rounds ``acc * m / 2^k``
-    by ``mode`` for every integer ``acc`` (None: no such ``d``; ``m > 0``).
+def rounding_offset(mode: str, m: int, b: int, k: int) -> int | None:
+    """``o`` such that ``floor((acc * m + b + o + 2^(k-1)) / 2^k)`` rounds ``(acc * m + b) /
+    2^k`` by ``mode`` for every integer ``acc`` (None: no such ``o``).
 
-    >>> [rounding_offset(*a) for a in (("FLOOR", 1, 3), ("CEIL", 2, 3), ("FLOOR", 3, 2))]
+    Modes that round every value the same way need only their offset; nearest-value modes
+    (half to even, half away from / towards zero) agree with half up wherever no tie can
+    occur; any mode is exact where nothing is ever rounded.
+
+    >>> [rounding_offset(*a) for a in (("FLOOR", 3, 0, 3), ("CEIL", 1, 0, 2), ("ROUND", 2, 0, 2))]
     [-4, 1, None]
+    >>> rounding_offset("ROUND", 2, 1, 2)  # acc * 2 + 1 is odd: never a tie at a quarter
+    0
     """
-    step = math.gcd(m, 1 << k)  # acc * m runs over the multiples of step
-    if k == 0 or step == 1 << k:
-        return 0  # never a fraction: nothing to round
+    if k == 0:
+        return 0
     half = 1 << (k - 1)
-    # floor((v + T) / 2^k) is the mode's rounding for every multiple v of step iff T lies in
-    # [t0, t0 + step)
-    t0 = {"HALF_UP_POS": half, "FLOOR": 0, "CEIL": (1 << k) - step, "HALF_DOWN_NEG": half - step}
-    if mode not in t0:
-        return None
-    want = t0[mode] - half
-    d = -(-want // m)  # the smallest d with d * m >= want
-    return d if d * m < want + step else None
+    fixed = {"FLOOR": 0, "CEIL": (1 << k) - 1, "HALF_UP_POS": half, "HALF_DOWN_NEG": half - 1}
+    if mode in fixed:
+        return fixed[mode] - half
+    step = math.gcd(m, 1 << k)  # acc * m + b runs over b + multiples of step
+    if step == 1 << k and b % step == 0:
+        return 0  # never a fraction
+    ties = (half - b) % step == 0
+    return 0 if mode in ("ROUND", "HALF_UP", "HALF_DOWN", "EXACT") and not ties else None
+
+
+def requant_params(
+    ratios: list[Fraction], biases: list[Fraction], mode: str, what: str
+) -> tuple[int, list[int], list[int]]:
+    """``(k, m, b)``: ``ratios[c] == m[c] / 2^k`` and ``biases[c] == b[c] / 2^k`` exactly
+    (``biases`` in output steps), ``b`` raised by the offset ``mode`` needs."""
+    k, ms = rescale(ratios, what)
+    for b in biases:
+        p = dyadic(b)
+        if p is None:
+            raise QCompileError(
+                f"{what}: bias {float(b):.8g} (in output steps) is not an integer times 2^-k: "
+                "quantize it to the accumulator's scale (Brevitas bias_quant=Int32Bias)"
+            )
+        if p[1] > k:
+            ms, k = [m << (p[1] - k) for m in ms], p[1]
+    bs = [int(b * (1 << k)) for b in biases]
+    offsets = [rounding_offset(mode, m, b, k) for m, b in zip(ms, bs, strict=True)]
+    if any(o is None for o in offsets):
+        raise QCompileError(_mode_error(mode, what))
+    if k > 62 or max(ms) > MAX_MULT:
+        raise QCompileError(f"{what}: needs a shift beyond 62 or a multiplier beyond 31 bits")
+    return k, ms, [b + o for b, o in zip(bs, offsets, strict=True)]  # type: ignore[operator]
 
 
 def rescale(ratios: list[Fraction], what: str) -> tuple[int, list[int]]:
@@ -95,105 +125,50 @@ class Emitter:
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
-        self.units: dict[str, Fraction] = {}
 
     def add(self, node: Node, unit: Fraction) -> Act:
         self.nodes.append(node)
-        self.units[node.output.name] = unit
         return Act(node.output, unit)
 
     def land(self, v: Lin, t: Landing, name: str, what: str) -> Act:
         """Emit ``v`` landing on ``t``; the final node is called ``name``."""
         if t.qtype is None:
-            t = self._wide(v, t, what)
+            t = self._wide(v, what)
         terms = list(v.terms)
-        if len(terms) == 1 and isinstance(terms[0], Scaled):
-            s = terms[0]
-            k, (m,) = rescale([s.src.unit * s.coef / t.scale], what)
-            if not any(v.bias) and rounding_offset(t.mode, m, k) == 0:
-                return self._finish(name, Clip(), [s.src.info], None, t, k, m, what)
-            terms = [identity(s, f"{name}.identity")]  # a bias needs a weight layer
+        steps = [b / t.scale for b in v.bias]  # the bias in output steps
         if len(terms) == 1:
-            assert isinstance(terms[0], Term)
-            return self._weighted(terms[0], v.bias, t, name, what)
-        return self._sum(terms, v.bias, t, name, what)
-
-    def _wide(self, v: Lin, t: Landing, what: str) -> Landing:
-        g = unit_gcd([u for x in v.terms for u in _units(x)])
-        lo = Landing.lo if v.lo is None else _int(v.lo / g, what, "lower bound")
-        hi = Landing.hi if v.hi is None else _int(v.hi / g, what, "upper bound")
-        return Landing(g, g, lo, hi)
-
-    def _sum(
-        self,
-        terms: list[Term | Scaled],
-        bias: tuple[Fraction, ...],
-        t: Landing,
-        name: str,
-        what: str,
-    ) -> Act:
-        """Each weight layer on a wide tensor of the common unit ``g``, then one add."""
+            x = terms[0]
+            if isinstance(x, Term):
+                ratios = [u / t.scale for u in x.units()]
+                k, ms, bs = requant_params(ratios, steps, t.mode, what)
+                return self._finish(name, x.op, [x.src.info], _weights(x, what), t, k, ms, bs, what)
+            k, ms, bs = requant_params(
+                [x.src.unit * x.coef / t.scale] * len(steps), steps, t.mode, what
+            )
+            return self._finish(name, Clip(), [x.src.info], None, t, k, ms, bs, what)
         g = unit_gcd([u for x in terms for u in _units(x)])
-        k, (m,) = rescale([g / t.scale], what)
-        d = rounding_offset(t.mode, m, k)
-        if d is None:
-            raise QCompileError(_mode_error(t.mode, what))
-        if (d or any(bias)) and not any(isinstance(x, Term) for x in terms):
-            terms[0] = identity(terms[0], f"{name}.identity")  # type: ignore[arg-type]
-        inputs, mults, carried = [], [], False
-        for i, x in enumerate(terms):
-            if isinstance(x, Term):  # the first weight layer carries the bias and offset
-                b = bias if not carried else (Fraction(0),) * len(bias)
-                part = self._weighted(
-                    x, b, Landing(g, g), f"{name}.{x.name}", what, d if not carried else 0
-                )
-                carried = True
+        inputs, mults = [], []
+        for i, x in enumerate(terms):  # each weight layer exact on a wide tensor of unit g
+            if isinstance(x, Term):
+                ms = [_int(u / g, what, "weight scale / sum unit") for u in x.units()]
+                part = self._finish(f"{name}.{x.name}", x.op, [x.src.info], _weights(x, what),
+                                    Landing(g, g), 0, ms, [0] * len(ms), what)  # fmt: skip
                 inputs.append(part.info)
                 mults.append(1)
             else:
                 inputs.append(x.src.info)
                 mults.append(_int(x.src.unit * x.coef / g, what, f"input {i}'s scale / sum unit"))
-        return self._finish(name, Add(tuple(mults)), inputs, None, t, k, m, what)
+        k, ms, bs = requant_params([g / t.scale] * len(steps), steps, t.mode, what)
+        return self._finish(name, Add(tuple(mults)), inputs, None, t, k, ms, bs, what)
 
-    def _weighted(
-        self,
-        x: Term,
-        bias: tuple[Fraction, ...],
-        t: Landing,
-        name: str,
-        what: str,
-        part_offset: int | None = None,
-    ) -> Act:
-        """One weight layer landing on ``t``; with ``part_offset`` it is a part of a sum: exact
-        in the sum's unit, its bias raised by ``part_offset`` sum units (a rounding offset)."""
-        units = x.units()
-        ints = [
-            _int(b / u, what, "bias / accumulator scale") for b, u in zip(bias, units, strict=True)
-        ]
-        if part_offset is not None:
-            k, ms = 0, [_int(u / t.scale, what, "weight scale / sum unit") for u in units]
-            offsets = [part_offset // m if part_offset % m == 0 else None for m in ms]
-        else:
-            k, ms = rescale([u / t.scale for u in units], what)
-            offsets = [rounding_offset(t.mode, m, k) for m in ms]
-        if any(o is None for o in offsets):
-            raise QCompileError(_mode_error(t.mode, what))
-        biases = np.array([b + o for b, o in zip(ints, offsets, strict=True)], dtype=np.int64)  # type: ignore[operator]
-        codes = (x.w - x.zero.reshape(-1, *[1] * (x.w.ndim - 1))) // x.step
-        try:
-            w = Weights(
-                x.bits,
-                tuple(x.w.shape),
-                codes.astype(np.uint8),
-                False,
-                Affine(x.step, x.zero),
-                biases,
-            )
-            w.check()
-        except ValueError as e:
-            raise QCompileError(f"{what}: {e}") from None
-        mult: int | tuple[int, ...] = ms[0] if len(set(ms)) == 1 else tuple(ms)
-        return self._finish(name, x.op, [x.src.info], w, t, k, mult, what)
+    def _wide(self, v: Lin, what: str) -> Landing:
+        """A wide tensor whose unit divides every term's unit, the bias and the bounds (so
+        nothing rounds)."""
+        extra = [b for b in (*v.bias, v.lo, v.hi) if b]
+        g = unit_gcd([u for x in v.terms for u in _units(x)] + [abs(b) for b in extra])  # type: ignore[misc]
+        lo = Landing.lo if v.lo is None else int(v.lo / g)
+        hi = Landing.hi if v.hi is None else int(v.hi / g)
+        return Landing(g, g, lo, hi)
 
     def _finish(
         self,
@@ -203,13 +178,17 @@ class Emitter:
         w: Weights | None,
         t: Landing,
         shift: int,
-        mult: int | tuple[int, ...],
+        ms: list[int],
+        bs: list[int],
         what: str,
     ) -> Act:
+        """The node with its accumulator width and output type from its inputs' ranges."""
+        mult: int | tuple[int, ...] = ms[0] if len(set(ms)) == 1 else tuple(ms)
+        bias = tuple(bs) if any(bs) else None
         ranges = [i.qtype.range for i in srcs]
         ins = tuple(i.name for i in srcs)
-        probe = Node(name, op, ins, srcs[0], w, Requant(shift, 0, 0, 64, mult))  # type: ignore[arg-type]
         try:
+            probe = Node(name, op, ins, srcs[0], w, Requant(shift, 0, 0, 64, mult, bias))  # type: ignore[arg-type]
             shape = ops.infer_shape(probe, [i.shape for i in srcs])
             acc_bits = ops.acc_bits_needed(probe, ranges)
             lo, hi = ops.shifted_range(probe, ranges)
@@ -224,7 +203,7 @@ class Emitter:
         out = TensorInfo(name, shape, qtype, float(t.unit))
         if Fraction(out.scale) != t.unit:
             raise QCompileError(f"{what}: scale {float(t.unit)!r} is not exact in float64")
-        node = Node(name, probe.op, ins, out, w, Requant(shift, lo, hi, acc_bits, mult))
+        node = Node(name, probe.op, ins, out, w, Requant(shift, lo, hi, acc_bits, mult, bias))
         return self.add(node, t.unit)
 
 
@@ -232,16 +211,14 @@ def _units(x: Term | Scaled) -> list[Fraction]:
     return x.units() if isinstance(x, Term) else [x.src.unit * x.coef]
 
 
-def identity(s: Scaled, name: str) -> Term:
-    """``s`` as a weight layer of identity weights (a sum that needs a bias has no other
-    place for it): a 1x1 depthwise convolution, or an identity dense layer on flat tensors."""
-    c = s.src.shape[0]
-    if len(s.src.shape) == 3:
-        op: Conv2d | Dense = Conv2d((1, 1), (0, 0), (1, 1), c)
-        w = np.ones((c, 1, 1, 1), dtype=np.int64)
-    else:
-        op, w = Dense(), np.eye(c, dtype=np.int64)
-    return Term(name, s.src, op, w, (s.coef,) * c, 1, 1, np.zeros(1, dtype=np.int64))
+def _weights(x: Term, what: str) -> Weights:
+    codes = (x.w - x.zero.reshape(-1, *[1] * (x.w.ndim - 1))) // x.step
+    try:
+        w = Weights(x.bits, tuple(x.w.shape), codes.astype(np.uint8), False, Affine(x.step, x.zero))
+        w.check()
+    except ValueError as e:
+        raise QCompileError(f"{what}: {e}") from None
+    return w
 
 
 def _mode_error(mode: str, what: str) -> str:
@@ -251,4 +228,6 @@ def _mode_error(mode: str, what: str) -> str:
             "has ties and the integer contract rounds half up; quantize with "
             "float_to_int_impl_type='floor' (or use scales whose rescale is an integer)"
         )
-    return f"{what}: rounding mode {mode} cannot be expressed with this rescale exactly"
+    return (
+        f"{what}: rounding mode {mode} cannot be expressed exactly at this rescale (signed values)"
+    )

@@ -18,10 +18,10 @@ that multiply in float64. Requantization: :mod:`qcompile.interop.qonnx_requant`.
 >>> from qcompile.ir import Dense, Graph, InputQuant, Node, QType, Requant, TensorInfo
 >>> from qcompile.ir import Affine, Weights
 >>> w = Weights(2, (2, 3), np.array([[0, 1, 3], [2, 2, 0]], np.uint8), False,
-...             Affine(1, np.array([-2])), np.array([5, -1]), None)
+...             Affine(1, np.array([-2])))
 >>> x = TensorInfo("x", (3,), QType(8, True), 0.5)
 >>> y = Node("y", Dense(), ("x",), TensorInfo("y", (2,), QType(4, False), 0.25), w,
-...          Requant(1, 0, 15, 12))
+...          Requant(1, 0, 15, 12, 1, (5, -1)))
 >>> m = to_qonnx(Graph("g", x, InputQuant(8, -64.0, 0.5, -128), (y,), ("y",)))
 >>> [n.op_type for n in m.graph.node][:4]
 ['Sub', 'Div', 'Quant', 'Add']
@@ -42,8 +42,6 @@ from qcompile.interop.onnx_graph import DOUBLE, FLOAT, QONNX_DOMAIN, Builder, Va
 from qcompile.interop.qonnx_requant import (
     F32_EXACT,
     F64_EXACT,
-    channel_shape,
-    exact_dtype,
     quant,
     rename_last,
     requantize,
@@ -142,18 +140,11 @@ class _Exporter:
         assert node.weights is not None and node.requant is not None
         x, xr = self.vals[node.inputs[0]], self.ranges[node.inputs[0]]
         w = node.weights.decoded()
-        bias = node.weights.bias
         if isinstance(node.op, Dense):
             acc = self._matmul(node, x, w, max(abs(xr[0]), abs(xr[1])), what)
         else:
-            acc, took_bias = self._conv(node, x, xr, w, bias, what)
-            bias = None if took_bias else bias
+            acc = self._conv(node, x, xr, w, what)
         channels = node.op.channel_ranges(node, [xr])  # type: ignore[union-attr]
-        if bias is not None and np.any(bias):
-            top = max(max(abs(lo), abs(hi)) for lo, hi in channels)
-            acc = self.b.cast(acc, exact_dtype((0, top), what) if acc.dtype == FLOAT else DOUBLE)
-            shaped = bias.reshape(channel_shape(len(acc.shape), len(channels)))
-            acc = self.b.add(acc, shaped, f"{node.name}.biased")
         return requantize(self.b, acc, channels, node.requant, node.output, what)
 
     def _weight(self, node: Node, name: str) -> Val:
@@ -196,13 +187,10 @@ class _Exporter:
         xs, ws = self.b.cast(x, dt), self.b.cast(wt, dt)
         return self.b.node("MatMul", [xs, ws], f"{node.name}.acc", shape=out)
 
-    def _conv(
-        self, node: Node, x: Val, xr: Range, w: np.ndarray, bias: np.ndarray | None, what: str
-    ) -> tuple[Val, bool]:
+    def _conv(self, node: Node, x: Val, xr: Range, w: np.ndarray, what: str) -> Val:
         """float32 convolutions, each exact: the input split into base-2^s digits where its
         integers are too wide, the input channels into groups where partial sums could pass
-        2^24; the parts summed in float64. A single convolution takes the bias as its own
-        where that stays exact too (then the second result is True)."""
+        2^24; the parts summed in float64."""
         op = node.op
         assert isinstance(op, Conv2d)
         mags = np.abs(w).sum(axis=(2, 3))  # [O, C/g]: each input channel's weight mass
@@ -234,21 +222,14 @@ class _Exporter:
                 part = self.b.node("Conv", [px, pw], f"{node.name}.acc", shape=out, **attrs)
                 parts.append((part, place))
         if len(parts) == 1 and parts[0][1] == 1:
-            top = digits[0][1] * mags.sum(axis=1) + (0 if bias is None else np.abs(bias))
-            if bias is None or not np.any(bias) or top.max() > F32_EXACT:
-                return parts[0][0], False
-            self.b.nodes.pop()  # the same convolution, with the bias as its third input
-            self.b.infos.pop()
-            b_val = self.b.const(f"{node.name}.bias", bias.astype(np.float32))
-            conv = [digits[0][0], weights, b_val]
-            return self.b.node("Conv", conv, f"{node.name}.biased", shape=out, **attrs), True
+            return parts[0][0]
         total: Val | None = None
         for part, place in parts:  # each part exact; their weighted sum in float64 (< 2^53)
             p = self.b.cast(part, DOUBLE)
             p = p if place == 1 else self.b.mul(p, float(place), f"{p.name}.placed")
             total = p if total is None else self.b.node("Add", [total, p], f"{node.name}.sum")
         assert total is not None
-        return total, False
+        return total
 
     def _digits(self, x: Val, xr: Range, limit: int, what: str) -> list[tuple[Val, int, int]]:
         """``x = sum(digit * place)``: float32 digits of magnitude at most ``limit``, with

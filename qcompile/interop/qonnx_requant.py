@@ -1,11 +1,14 @@
-"""The requantization ``y = clip((acc * m_c + 2^(k-1)) >> k, lo, hi)`` as standard ONNX ops and
-one QONNX ``Quant``, exact under qonnx's executor (numpy for Quant, onnxruntime for the rest).
+"""The requantization ``y = clip((acc * m_c + b_c + 2^(k-1)) >> k, lo, hi)`` as standard ONNX
+ops and one QONNX ``Quant``, exact under qonnx's executor (numpy for Quant, onnxruntime for
+the rest).
 
 QONNX has no round-half-up-with-integer-multiplier node, so it is composed:
 
-    v = acc * m_c + 2^(k-1)          Mul, Add      (integers: exact in float32 below 2^24,
-                                                    in float64 below 2^53)
-    t = v * 2^-k                     Mul           (a power of two: exact)
+    t = acc * (m_c 2^-k)             Mul           (acc * m_c is an integer: exact in float32
+                                                    below 2^24, in float64 below 2^53, and
+                                                    a power of two changes no bit)
+    t = t + (b_c + 2^(k-1)) 2^-k     Add           (the bias, in 2^-k output steps, and the
+                                                    rounding: exact likewise)
     y = Quant(t, scale=1, zero=0, bits, signed, rounding_mode=FLOOR)
                                                    (floor, and saturation to the output type)
     y = Clip(y, lo, hi)              where [lo, hi] is narrower than the type (ReLU/ReLU6)
@@ -52,7 +55,7 @@ def channel_shape(ndim: int, c: int) -> tuple[int, ...]:
 
 def saturation_window(m: int, k: int, rnd: int, lo: int, hi: int) -> Range:
     """``[a, b]`` such that clamping ``acc`` to it never changes
-    ``clip((acc * m + rnd) >> k, lo, hi)`` (``m != 0``).
+    ``clip((acc * m + rnd) >> k, lo, hi)`` (``m != 0``; ``rnd``: bias plus rounding).
 
     >>> saturation_window(3, 2, 2, 0, 15)  # acc <= -1 gives 0, acc >= 21 gives 15
     (-1, 21)
@@ -71,51 +74,76 @@ def requantize(
     """Emit the requantization of ``acc`` (exact integers; ``channels`` gives each output
     channel's accumulator range, or one range for all); returns the output tensor, named
     ``out.name``."""
-    c = len(channels)
-    ms = [int(v) for v in r.multipliers]
-    ms = ms * c if len(ms) == 1 else ms
-    ends = [v * m + r.rounding for (lo, hi), m in zip(channels, ms, strict=True) for v in (lo, hi)]
+    c = max(len(channels), len(r.multipliers), len(r.biases))
+    channels = channels * (c // len(channels))
+    ms = [int(v) for v in r.multipliers] * (c // len(r.multipliers))
+    offsets = [int(v) + r.rounding for v in r.biases] * (c // len(r.biases))  # b + 2^(k-1)
+    ends = _ends(channels, ms, offsets)
     v = acc
     if max(abs(e) for e in ends) > F64_EXACT:
-        v, ends = _clamp_to_window(b, acc, channels, ms, r, what)
+        v, channels = _clamp_to_window(b, acc, channels, ms, offsets, r, what)
+        ends = _ends(channels, ms, offsets)
     dt = FLOAT if acc.dtype == FLOAT and max(abs(e) for e in ends) <= F32_EXACT else DOUBLE
     v = b.cast(v, dt)
+    ndim = len(v.shape)
     if r.shift or any(m != 1 for m in ms):
         # acc * (m 2^-k): exact, as acc * m is (a power of two changes no significant bit)
-        f = [m * 2.0**-r.shift for m in ms]
-        f_arr = np.array(f).reshape(channel_shape(len(v.shape), c)) if len(set(f)) > 1 else f[0]
-        v = b.mul(v, f_arr, f"{out.name}.scaled")
-    if r.rounding:
-        v = b.add(v, 0.5, f"{out.name}.rounded")  # 2^(k-1) * 2^-k
-    lo = min(ends) >> r.shift  # the output's range before the clip
-    hi = max(ends) >> r.shift
-    y = _floor_clip(b, v, r, out, (lo, hi), what)
+        v = b.mul(v, _per_channel([m * 2.0**-r.shift for m in ms], ndim), f"{out.name}.scaled")
+    if any(offsets):
+        # + (b + 2^(k-1)) 2^-k: exact, as acc * m + b + 2^(k-1) is
+        t = _per_channel([o * 2.0**-r.shift for o in offsets], ndim)
+        v = b.add(v, t, f"{out.name}.rounded")
+    shifted = [e >> r.shift for e in ends[1::2]]  # the output's range before the clip
+    y = _floor_clip(b, v, r, out, (min(shifted), max(shifted)), what)
     return rename_last(b, y, out.name)
 
 
+def _ends(channels: list[Range], ms: list[int], offsets: list[int]) -> list[int]:
+    """Pairs (``acc * m``, ``acc * m + offset``) at both ends of every channel's range: the
+    values the requantization computes in float."""
+    return [
+        x
+        for (lo, hi), m, o in zip(channels, ms, offsets, strict=True)
+        for v in (lo, hi)
+        for x in (v * m, v * m + o)
+    ]
+
+
+def _per_channel(values: list[float], ndim: int) -> np.ndarray | float:
+    if len(set(values)) == 1:
+        return values[0]
+    return np.array(values).reshape(channel_shape(ndim, len(values)))
+
+
 def _clamp_to_window(
-    b: Builder, acc: Val, channels: list[Range], ms: list[int], r: Requant, what: str
-) -> tuple[Val, list[int]]:
-    lows, highs, ends = [], [], []
-    for (lo, hi), m in zip(channels, ms, strict=True):
-        if m != 0:
-            a, z = saturation_window(m, r.shift, r.rounding, r.lo, r.hi)
-            lo, hi = max(lo, a), min(hi, z)
-            hi = max(lo, hi)
-        lows.append(lo)
-        highs.append(hi)
-        ends += [lo * m + r.rounding, hi * m + r.rounding]
-    if max(abs(e) for e in ends) > F64_EXACT:
+    b: Builder,
+    acc: Val,
+    channels: list[Range],
+    ms: list[int],
+    offsets: list[int],
+    r: Requant,
+    what: str,
+) -> tuple[Val, list[Range]]:
+    clamped = []
+    for (lo, hi), m, o in zip(channels, ms, offsets, strict=True):
+        a, z = saturation_window(m, r.shift, o, r.lo, r.hi)
+        lo, hi = max(lo, a), min(hi, z)
+        clamped.append((lo, max(lo, hi)))
+    if max(abs(e) for e in _ends(clamped, ms, offsets)) > F64_EXACT:
         raise QCompileError(
             f"{what}: its requantization (shift {r.shift}) needs integers beyond 2^53 even "
             "where the output does not saturate; float64 cannot hold them exactly"
         )
     v = b.cast(acc, DOUBLE)
     shape = channel_shape(len(v.shape), len(channels))
-    lo_c = b.const(f"{v.name}.window_lo", np.array(lows, dtype=np.float64).reshape(shape))
-    hi_c = b.const(f"{v.name}.window_hi", np.array(highs, dtype=np.float64).reshape(shape))
+    lo_c = b.const(
+        f"{v.name}.window_lo", np.array([c[0] for c in clamped], np.float64).reshape(shape)
+    )
+    hi_c = b.const(
+        f"{v.name}.window_hi", np.array([c[1] for c in clamped], np.float64).reshape(shape)
+    )
     v = b.node("Max", [v, lo_c], f"{v.name}.above")
-    return b.node("Min", [v, hi_c], f"{v.name}.below"), ends
+    return b.node("Min", [v, hi_c], f"{v.name}.below"), clamped
 
 
 def _floor_clip(b: Builder, v: Val, r: Requant, out: TensorInfo, pre: Range, what: str) -> Val:

@@ -54,13 +54,14 @@ def sized(
     out: QType | None = None,
     clip: tuple[int, int] | None = None,
     scale: float = 1.0,
+    bias: tuple[int, ...] | None = None,
 ) -> Node:
     """A node sized as freeze sizes it: accumulator width from its inputs' ranges; the output
     type ``out`` clipped to ``clip`` (default its range), or (``out`` None) the type that
     holds every shifted value."""
     ranges = [s.qtype.range for s in srcs]
     ins = tuple(s.name for s in srcs)
-    probe = Node(name, op, ins, srcs[0], weights, Requant(shift, 0, 0, 64, mult))  # type: ignore[arg-type]
+    probe = Node(name, op, ins, srcs[0], weights, Requant(shift, 0, 0, 64, mult, bias))  # type: ignore[arg-type]
     shape = ops.infer_shape(probe, [s.shape for s in srcs])
     acc_bits = ops.acc_bits_needed(probe, ranges)
     if out is None:
@@ -68,7 +69,7 @@ def sized(
         out = QType.fitting(lo, hi)
     lo, hi = clip or out.range
     info = TensorInfo(name, shape, out, scale)
-    return Node(name, op, ins, info, weights, Requant(shift, lo, hi, acc_bits, mult))  # type: ignore[arg-type]
+    return Node(name, op, ins, info, weights, Requant(shift, lo, hi, acc_bits, mult, bias))  # type: ignore[arg-type]
 
 
 def passthrough(name: str, op: ops.Op, src: TensorInfo) -> Node:

@@ -39,12 +39,15 @@ from tests.interop.helpers import (
 RNG = np.random.default_rng(7)
 
 
-def _affine(shape: tuple[int, ...], bits: int, bias_bits: int = 10, **kw) -> Weights:
+def _affine(shape: tuple[int, ...], bits: int) -> Weights:
     codes = RNG.integers(0, 1 << bits, shape).astype(np.uint8)
     top = 1 << bits  # zero points keep every weight an int8
     zero = RNG.integers(max(-128, -top), min(0, 128 - top) + 1, shape[0]).astype(np.int64)
-    bias = RNG.integers(-(1 << bias_bits), 1 << bias_bits, shape[0]).astype(np.int64)
-    return Weights(bits, shape, codes, False, Affine(1, zero), bias, **kw).pack()
+    return Weights(bits, shape, codes, False, Affine(1, zero)).pack()
+
+
+def _bias(c: int, bits: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in RNG.integers(-(1 << bits), 1 << bits, c))
 
 
 def _mlp_tables() -> Graph:
@@ -56,11 +59,12 @@ def _mlp_tables() -> Graph:
     widths = (3, *widths[1:-1], 1)
     codes = np.stack([RNG.integers(0, 1 << b, 12) for b in widths]).astype(np.uint8)
     table = RNG.integers(-127, 128, (6, 8)).astype(np.int64)
-    w1 = Weights(3, (6, 12), codes, False, Table(table), RNG.integers(-500, 500, 6), widths)
+    w1 = Weights(3, (6, 12), codes, False, Table(table), widths)
     mults = tuple(int(m) for m in RNG.integers(1, 1 << 15, 6) * RNG.choice([-1, 1], 6))
-    h = sized("h", Dense(), [x], w1.pack(), shift=20, mult=mults, out=QType(4, False))
+    h = sized("h", Dense(), [x], w1.pack(), shift=20, mult=mults, out=QType(4, False),
+              bias=_bias(6, 24))  # fmt: skip
     bwn = Weights(1, (5, 6), RNG.integers(0, 2, (5, 6)).astype(np.uint8), False,
-                  Affine(2, np.array([-1])), None)  # fmt: skip
+                  Affine(2, np.array([-1])))  # fmt: skip
     y = sized("y", Dense(), [h.output], bwn.pack(), mult=(1 << 30) - 3, scale=0.5)
     assert max(abs(v) for v in y.output.qtype.range) > 1 << 24  # float64 path
     return Graph("tables", x, iq, (h, y), ("y",))
@@ -73,15 +77,17 @@ def _cnn() -> Graph:
     x = TensorInfo("input", (3, 9, 9), QType(8, False), 1 / 64)
     iq = InputQuant(8, 0.0, 1 / 64, 0)
     c1 = sized("c1", Conv2d((2, 2), (1, 1), (1, 1), 1), [x], _affine((8, 3, 3, 3), 4),
-               shift=9, mult=301, out=QType(4, False))  # fmt: skip
+               shift=9, mult=301, out=QType(4, False), bias=_bias(8, 9))  # fmt: skip
     dw = sized("dw", Conv2d((1, 1), (2, 2), (2, 2), 8), [c1.output], _affine((8, 1, 3, 3), 2),
                shift=3, mult=tuple(range(5, 13)), out=QType(5, True))  # fmt: skip
     mp = passthrough("mp", MaxPool((3, 3), (1, 1), (1, 1)), dw.output)
     av = sized("av", AvgPool((3, 3), (1, 1), (1, 1)), [c1.output], out=QType(8, False))
-    add = sized("add", Add((3, -2)), [mp.output, av.output], shift=2, mult=5, out=QType(6, True))
+    add = sized("add", Add((3, -2)), [mp.output, av.output], shift=2, mult=5, out=QType(6, True),
+                bias=_bias(8, 4))  # fmt: skip
     relu6 = sized("relu6", Clip(), [add.output], shift=1, mult=3, out=QType(6, True), clip=(0, 23))
     flat = passthrough("flat", Flatten(), relu6.output)
-    fc = sized("fc", Dense(), [flat.output], _affine((10, flat.output.shape[0]), 3), scale=0.25)
+    fc = sized("fc", Dense(), [flat.output], _affine((10, flat.output.shape[0]), 3), scale=0.25,
+               bias=_bias(10, 12))  # fmt: skip
     nodes = (c1, dw, mp, av, add, relu6, flat, fc)
     return Graph("cnn", x, iq, tuple(n for n in nodes), ("fc",))
 
@@ -92,13 +98,13 @@ def _wide_conv() -> Graph:
     8-bit x int8 over 256 channels, split into channel groups."""
     x = TensorInfo("input", (4, 7, 7), QType(8, False), 1.0)
     iq = InputQuant(8, 0.0, 1.0, 0)
-    wide = sized("wide", Conv2d(), [x], _affine((256, 4, 1, 1), 8, bias_bits=20),
+    wide = sized("wide", Conv2d(), [x], _affine((256, 4, 1, 1), 8), bias=_bias(256, 28),
                  mult=tuple(int(v) for v in RNG.integers(1000, 4000, 256)))  # fmt: skip
     assert wide.output.qtype.bits > 25
     extremes = RNG.choice(np.array([0, 255], np.uint8), (6, 256, 7, 7))  # |w| ~ 128
-    big = Weights(8, (6, 256, 7, 7), extremes, False, Affine(1, np.array([-128])), None).pack()
+    big = Weights(8, (6, 256, 7, 7), extremes, False, Affine(1, np.array([-128]))).pack()
     ones = RNG.choice(np.array([0, 255], np.uint8), (6, 256, 1, 1))
-    small = Weights(8, (6, 256, 1, 1), ones, False, Affine(1, np.array([-128])), None).pack()
+    small = Weights(8, (6, 256, 1, 1), ones, False, Affine(1, np.array([-128]))).pack()
     c2 = sized("c2", Conv2d(), [wide.output], small, shift=44, mult=(1 << 14) + 7,
                out=QType(8, True))  # fmt: skip
     narrow = sized("narrow", Clip(), [wide.output], shift=14, out=QType(8, False))

@@ -23,7 +23,7 @@ import numpy as np
 from qcompile.errors import QCompileError
 from qcompile.interop.qonnx_values import Act, Lin, Scaled, Term, dyadic, unit_gcd
 from qcompile.ir import ops
-from qcompile.ir.graph import Add, Affine, Clip, Node, Requant, Weights
+from qcompile.ir.graph import Add, Affine, Clip, Conv2d, Dense, Node, Requant, Weights
 from qcompile.ir.types import QType, TensorInfo
 
 MAX_MULT = (1 << 31) - 1
@@ -71,11 +71,11 @@ def rounding_offset(mode: str, m: int, b: int, k: int) -> int | None:
     return 0 if mode in ("ROUND", "HALF_UP", "HALF_DOWN", "EXACT") and not ties else None
 
 
-def requant_params(
-    ratios: list[Fraction], biases: list[Fraction], mode: str, what: str
+def dyadic_params(
+    ratios: list[Fraction], biases: list[Fraction], what: str
 ) -> tuple[int, list[int], list[int]]:
-    """``(k, m, b)``: ``ratios[c] == m[c] / 2^k`` and ``biases[c] == b[c] / 2^k`` exactly
-    (``biases`` in output steps), ``b`` raised by the offset ``mode`` needs."""
+    """``(k, m, b)`` with ``ratios[c] == m[c] / 2^k`` and ``biases[c] == b[c] / 2^k`` exactly
+    (``biases`` in output steps)."""
     k, ms = rescale(ratios, what)
     for b in biases:
         p = dyadic(b)
@@ -86,12 +86,19 @@ def requant_params(
             )
         if p[1] > k:
             ms, k = [m << (p[1] - k) for m in ms], p[1]
-    bs = [int(b * (1 << k)) for b in biases]
+    if k > 62 or max(ms) > MAX_MULT:
+        raise QCompileError(f"{what}: needs a shift beyond 62 or a multiplier beyond 31 bits")
+    return k, ms, [int(b * (1 << k)) for b in biases]
+
+
+def requant_params(
+    ratios: list[Fraction], biases: list[Fraction], mode: str, what: str
+) -> tuple[int, list[int], list[int]]:
+    """:func:`dyadic_params`, the bias raised by the offset ``mode`` needs."""
+    k, ms, bs = dyadic_params(ratios, biases, what)
     offsets = [rounding_offset(mode, m, b, k) for m, b in zip(ms, bs, strict=True)]
     if any(o is None for o in offsets):
         raise QCompileError(_mode_error(mode, what))
-    if k > 62 or max(ms) > MAX_MULT:
-        raise QCompileError(f"{what}: needs a shift beyond 62 or a multiplier beyond 31 bits")
     return k, ms, [b + o for b, o in zip(bs, offsets, strict=True)]  # type: ignore[operator]
 
 
@@ -131,35 +138,58 @@ class Emitter:
         return Act(node.output, unit)
 
     def land(self, v: Lin, t: Landing, name: str, what: str) -> Act:
-        """Emit ``v`` landing on ``t``; the final node is called ``name``."""
+        """Emit ``v`` landing on ``t``; the final node is called ``name``.
+
+        Biases and rounding offsets go on weight layers only (the FPGA backend requantizes
+        adds, clips and pools with a plain multiplier and shift): a sum's first weight layer
+        carries them, and a lone shortcut that needs one becomes an identity layer (a 1x1
+        depthwise convolution, or an identity dense layer on flat tensors)."""
         if t.qtype is None:
             t = self._wide(v, what)
         terms = list(v.terms)
         steps = [b / t.scale for b in v.bias]  # the bias in output steps
+        if len(terms) == 1 and isinstance(terms[0], Scaled):
+            x = terms[0]
+            ratio = [x.src.unit * x.coef / t.scale] * len(steps)
+            k, ms, bs = requant_params(ratio, steps, t.mode, what)
+            if not any(bs):
+                return self._finish(name, Clip(), [x.src.info], None, t, k, ms, bs, what)
+            terms = [identity(x, f"{name}.identity")]
         if len(terms) == 1:
             x = terms[0]
-            if isinstance(x, Term):
-                ratios = [u / t.scale for u in x.units()]
-                k, ms, bs = requant_params(ratios, steps, t.mode, what)
-                return self._finish(name, x.op, [x.src.info], _weights(x, what), t, k, ms, bs, what)
-            k, ms, bs = requant_params(
-                [x.src.unit * x.coef / t.scale] * len(steps), steps, t.mode, what
-            )
-            return self._finish(name, Clip(), [x.src.info], None, t, k, ms, bs, what)
-        g = unit_gcd([u for x in terms for u in _units(x)])
+            assert isinstance(x, Term)
+            k, ms, bs = requant_params([u / t.scale for u in x.units()], steps, t.mode, what)
+            return self._finish(name, x.op, [x.src.info], _weights(x, what), t, k, ms, bs, what)
+        return self._sum(terms, steps, t, name, what)
+
+    def _sum(
+        self, terms: list[Term | Scaled], steps: list[Fraction], t: Landing, name: str, what: str
+    ) -> Act:
+        """Each weight layer lands exactly on a wide tensor of unit ``t.scale * 2^-K`` (K the
+        finest shift any term or bias needs), then one add shifts by K."""
+        ratios = [u / t.scale for x in terms for u in _units(x)]
+        big_k, ms, bs = dyadic_params(ratios, steps, what)
+        g = t.scale / (1 << big_k)
+        step = math.gcd(*ms, 1 << big_k)  # the sum runs over bias + multiples of step
+        offsets = [rounding_offset(t.mode, step, b, big_k) for b in bs]
+        if any(o is None for o in offsets):
+            raise QCompileError(_mode_error(t.mode, what))
+        carried = [b + o for b, o in zip(bs, offsets, strict=True)]  # type: ignore[operator]
+        if any(carried) and not any(isinstance(x, Term) for x in terms):
+            terms[0] = identity(terms[0], f"{name}.identity")  # type: ignore[arg-type]
         inputs, mults = [], []
-        for i, x in enumerate(terms):  # each weight layer exact on a wide tensor of unit g
+        for i, x in enumerate(terms):
             if isinstance(x, Term):
                 ms = [_int(u / g, what, "weight scale / sum unit") for u in x.units()]
                 part = self._finish(f"{name}.{x.name}", x.op, [x.src.info], _weights(x, what),
-                                    Landing(g, g), 0, ms, [0] * len(ms), what)  # fmt: skip
+                                    Landing(g, g), 0, ms, carried, what)  # fmt: skip
+                carried = [0] * len(carried)  # the first weight layer carries the bias
                 inputs.append(part.info)
                 mults.append(1)
             else:
                 inputs.append(x.src.info)
                 mults.append(_int(x.src.unit * x.coef / g, what, f"input {i}'s scale / sum unit"))
-        k, ms, bs = requant_params([g / t.scale] * len(steps), steps, t.mode, what)
-        return self._finish(name, Add(tuple(mults)), inputs, None, t, k, ms, bs, what)
+        return self._finish(name, Add(tuple(mults)), inputs, None, t, big_k, [1], [0], what)
 
     def _wide(self, v: Lin, what: str) -> Landing:
         """A wide tensor whose unit divides every term's unit, the bias and the bounds (so
@@ -209,6 +239,17 @@ class Emitter:
 
 def _units(x: Term | Scaled) -> list[Fraction]:
     return x.units() if isinstance(x, Term) else [x.src.unit * x.coef]
+
+
+def identity(s: Scaled, name: str) -> Term:
+    """``s`` as a weight layer of identity weights, to carry a bias."""
+    c = s.src.shape[0]
+    if len(s.src.shape) == 3:
+        op: Conv2d | Dense = Conv2d((1, 1), (0, 0), (1, 1), c)
+        w = np.ones((c, 1, 1, 1), dtype=np.int64)
+    else:
+        op, w = Dense(), np.eye(c, dtype=np.int64)
+    return Term(name, s.src, op, w, (s.coef,) * c, 1, 1, np.zeros(1, dtype=np.int64))
 
 
 def _weights(x: Term, what: str) -> Weights:

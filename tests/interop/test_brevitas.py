@@ -1,6 +1,7 @@
 """Brevitas -> QONNX (Brevitas's own export_qonnx) -> qcompile import: the imported model's
-simulator equals qonnx's execution of the Brevitas file and the frozen PyTorch model, bit for
-bit, and exporting it again gives a QONNX model qonnx executes identically to the original.
+simulator equals qonnx's execution of the Brevitas file, the frozen PyTorch model, the FPGA
+C simulation and the TVM cpu (and, once, ARM) artifacts, bit for bit; exporting it again
+gives a QONNX model qonnx executes identically to the original.
 
 The fast tier uses calibrated, untrained models; the slow tier trains an MLP and a CNN with a
 residual add at 2, 4 and 8 bits for a few seconds each.
@@ -8,6 +9,7 @@ residual add at 2, 4 and 8 bits for a few seconds each.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,10 @@ import onnx
 import pytest
 import torch
 
+from qcompile.backends.artifact import read_manifest
+from qcompile.backends.hls4ml import CSim, export_fpga
+from qcompile.backends.targets import load_target
+from qcompile.backends.tvm import TvmRunner, export_tvm
 from qcompile.interop.qonnx_export import to_qonnx
 from qcompile.interop.qonnx_import import import_qonnx
 from qcompile.interop.qonnx_run import integers, run_qonnx
@@ -23,6 +29,32 @@ from qcompile.sim import quantize_input
 from qcompile.sim.reference import FrozenTorch
 from tests.interop import brevitas_models as bm
 from tests.interop.helpers import float_inputs, simulated
+
+ARM_TOOLS = bool(shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc"))
+
+
+def deploys_exactly(graph: Graph, x: np.ndarray, out: Path, arm: bool = False) -> None:
+    """The FPGA C simulation and the TVM cpu artifact (and the ARM one under qemu) compute
+    the simulator's integers."""
+    xi = quantize_input(graph, x)
+    want = simulated(graph, x)[0]
+    export_fpga(graph, out / "fpga", load_target("zcu104"))
+    csim = CSim(out / "fpga", graph)
+    try:
+        assert np.array_equal(csim(xi), want)
+    finally:
+        csim.close()
+    export_tvm(graph, out / "cpu", load_target("cpu"))
+    assert np.array_equal(TvmRunner(out / "cpu", graph, read_manifest(out / "cpu"))(xi), want)
+    if arm:
+        from qcompile.backends.tvm.arm import ArmRunner
+        from qcompile.backends.tvm.export import load_weights
+
+        export_tvm(graph, out / "arm", load_target("arm"))
+        info = read_manifest(out / "arm")
+        assert np.array_equal(
+            ArmRunner(out / "arm", graph, load_weights(out / "arm", info))(xi), want
+        )
 
 
 def check_import(src: Path, n: int = 64) -> Graph:
@@ -68,4 +100,7 @@ def test_brevitas_trained_model_imports_exactly(kind, bits, tmp_path) -> None:
     acc = bm.accuracy(net)
     assert acc > (0.5 if bits > 2 else 0.3)  # it learned something
     graph = check_import(bm.export(net, tmp_path / "m.onnx", batch=64), n=256)
-    assert {n.weights.bits for n in graph.weighted()} == {bits}  # Brevitas's widths, kept
+    x = float_inputs(graph.input.shape, 256, seed=1, spread=2.0)
+    deploys_exactly(graph, x, tmp_path, arm=(kind, bits) == ("cnn", 4) and ARM_TOOLS)
+    # Brevitas's layers keep their widths; a 1-bit identity layer may carry a floor's offset
+    assert {n.weights.bits for n in graph.weighted()} - {1} == {bits}

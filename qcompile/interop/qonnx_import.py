@@ -33,7 +33,16 @@ import numpy as np
 
 from qcompile.errors import QCompileError
 from qcompile.interop.qonnx_emit import Emitter, Landing
-from qcompile.interop.qonnx_values import Act, Lin, QConst, Term, Value, as_lin, fractions
+from qcompile.interop.qonnx_values import (
+    Act,
+    Lin,
+    QConst,
+    Term,
+    Value,
+    as_lin,
+    fractions,
+    unit_gcd,
+)
 from qcompile.ir.graph import (
     AvgPool,
     Conv2d,
@@ -342,19 +351,20 @@ class _Importer:
         return Lin((term,), b, (q.ints.shape[0],), name)
 
     def _float32_note(self, t: Term, bias: tuple[Fraction, ...], what: str) -> None:
-        """Note where qonnx's float32 execution of the source could round: its sums are exact
-        while they stay within 24 significant bits of the accumulator's unit."""
+        """Note where qonnx's float32 execution of the source could round: its products and
+        sums are exact while they need at most 24 significant bits, counted in the finest unit
+        they hold (the accumulator's, or a float bias's lowest bit)."""
         top = max(abs(v) for v in t.src.info.qtype.range)
         mass = np.abs(t.w.reshape(t.w.shape[0], -1)).sum(axis=1)
         worst = 0
         for u, m, b in zip(t.units(), mass, bias, strict=True):
-            odd = u.numerator  # the unit's significant bits (its denominator is 2^k)
-            worst = max(worst, top * int(m) * abs(odd) + abs(math.ceil(b / u) * odd))
+            finest = unit_gcd([u, abs(b)]) if b else u
+            worst = max(worst, math.ceil((top * int(m) * u + abs(b)) / finest))
         if worst > 1 << 24:
             self.notes.append(
-                f"{what}: qonnx computes it in float32 and its sums can reach "
-                f"2^{worst.bit_length() - 1}+ units, so the source's own execution may round "
-                "there (the imported model keeps the exact values)"
+                f"{what}: qonnx computes it in float32 and its sums need up to "
+                f"{worst.bit_length()} significant bits, so the source's own execution may "
+                "round there (the imported model keeps the exact values)"
             )
 
     # -- element-wise ---------------------------------------------------------------------

@@ -75,7 +75,10 @@ def save_qonnx(graph: Graph, path: str | Path, batch: int = 1, force: bool = Fal
             else f"{p} already exists; pass --force to replace it"
         )
     data = to_qonnx(graph, batch).SerializeToString()
-    atomic_write(p, lambda tmp: tmp.write_bytes(data))
+    try:
+        atomic_write(p, lambda tmp: tmp.write_bytes(data))
+    except OSError as e:
+        raise QCompileError(f"cannot write {p}: {e.strerror or e}") from None
 
 
 class _Exporter:

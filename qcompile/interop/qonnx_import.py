@@ -22,7 +22,6 @@ notes returned beside the graph report where they might not.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
@@ -33,6 +32,20 @@ import numpy as np
 
 from qcompile.errors import QCompileError
 from qcompile.interop.qonnx_emit import Emitter, Landing
+from qcompile.interop.qonnx_read import (
+    attr_value,
+    bias_of,
+    bit_width,
+    domain_mode,
+    quant_const,
+    round_as,
+    sanitize,
+    scalar_of,
+    term_of,
+    transposed,
+    weights_of,
+    window_of,
+)
 from qcompile.interop.qonnx_values import (
     Act,
     Lin,
@@ -40,7 +53,6 @@ from qcompile.interop.qonnx_values import (
     Term,
     Value,
     as_lin,
-    fractions,
     unit_gcd,
 )
 from qcompile.ir.graph import (
@@ -123,7 +135,7 @@ class _Importer:
             missing = [t for t, a in zip(node.input, args, strict=True) if t and a is None]
             if missing:
                 raise QCompileError(f"{what}: input {missing[0]} is computed by no node before it")
-            attrs = {a.name: _attr(a) for a in node.attribute}
+            attrs = {a.name: attr_value(a) for a in node.attribute}
             self.vals[node.output[0]] = handler(self, node, name, what, args, attrs)
         outputs = [self._output(o.name) for o in g.output]
         meta = {"imported_from": "qonnx", "source": self.name}
@@ -157,9 +169,9 @@ class _Importer:
         q = users[0]
         what = f"node {q.name} (Quant, the input quantizer)"
         scale, zero, bits = (self._const(t, what) for t in q.input[1:4])
-        attrs = {a.name: _attr(a) for a in q.attribute}
+        attrs = {a.name: attr_value(a) for a in q.attribute}
         b, signed, narrow = (
-            _bits(bits, what),
+            bit_width(bits, what),
             bool(attrs.get("signed", 1)),
             bool(attrs.get("narrow", 1)),
         )
@@ -225,14 +237,14 @@ class _Importer:
         for a, role in ((scale, "scale"), (zero, "zero point"), (bits, "bit width")):
             if not isinstance(a, np.ndarray):
                 raise QCompileError(f"{what}: its {role} must be a constant")
-        b = _bits(bits, what)
+        b = bit_width(bits, what)
         signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 1))
         mode = str(attrs.get("rounding_mode", "ROUND")).upper()
         if isinstance(x, np.ndarray):
-            return _quant_const(x, scale, zero, b, signed, narrow, mode, name, what)
+            return quant_const(x, scale, zero, b, signed, narrow, mode, name, what)
         if b == 1 and signed:
             raise QCompileError(f"{what}: bipolar (1-bit signed) activations are not representable")
-        s, z = _scalar(scale, "scale", what), _scalar(zero, "zero point", what)
+        s, z = scalar_of(scale, "scale", what), scalar_of(zero, "zero point", what)
         if s <= 0 or z.denominator != 1:
             raise QCompileError(f"{what}: needs a positive scale and an integer zero point")
         from qonnx.custom_op.general.quant import max_int, min_int
@@ -241,7 +253,7 @@ class _Importer:
             int(min_int(signed, narrow, b)) - int(z),
             int(max_int(signed, narrow, b)) - int(z),
         )
-        return self.requant(x, s, s, qmin, qmax, _domain_mode(mode, qmin + int(z) >= 0), node, what)
+        return self.requant(x, s, s, qmin, qmax, domain_mode(mode, qmin + int(z) >= 0), node, what)
 
     def requant(
         self,
@@ -258,9 +270,9 @@ class _Importer:
         v = self.lin(x, node.name, what)
         lo, hi = qmin, qmax
         if v.lo is not None:  # a ReLU/Clip before the quantizer: monotone, so it clips after
-            lo = max(lo, _round(mode, v.lo / scale))
+            lo = max(lo, round_as(mode, v.lo / scale))
         if v.hi is not None:
-            hi = min(hi, _round(mode, v.hi / scale))
+            hi = min(hi, round_as(mode, v.hi / scale))
         if lo > hi:
             raise QCompileError(f"{what}: its clip bounds leave no value")
         t = Landing(scale, unit, lo, hi, QType.fitting(qmin, qmax), mode)
@@ -280,8 +292,8 @@ class _Importer:
         for a in (scale, zero, out_scale, out_bits):
             if not isinstance(a, np.ndarray):
                 raise QCompileError(f"{what}: scales, zero point and bit widths must be constants")
-        s, z = _scalar(scale, "scale", what), _scalar(zero, "zero point", what)
-        out_s = _scalar(out_scale, "output scale", what)
+        s, z = scalar_of(scale, "scale", what), scalar_of(zero, "zero point", what)
+        out_s = scalar_of(out_scale, "output scale", what)
         if z != 0 or s <= 0 or out_s <= 0:
             raise QCompileError(f"{what}: needs positive scales and a zero point of 0")
         v = self.lin(x, node.name, what)
@@ -290,12 +302,12 @@ class _Importer:
             if any((u / s).denominator != 1 for u in units):
                 raise QCompileError(f"{what}: its input is not on the grid of its scale")
         trunc = Fraction(float(2.0 ** np.round(np.log2(float(out_s) / float(s)))))  # as qonnx
-        b = _bits(out_bits, what)
+        b = bit_width(out_bits, what)
         signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 1))
         from qonnx.custom_op.general.quant import max_int, min_int
 
         qmin, qmax = int(min_int(signed, narrow, b)), int(max_int(signed, narrow, b))
-        mode = _domain_mode(str(attrs.get("rounding_mode", "FLOOR")).upper(), qmin >= 0)
+        mode = domain_mode(str(attrs.get("rounding_mode", "FLOOR")).upper(), qmin >= 0)
         return self.requant(v, s * trunc, out_s, qmin, qmax, mode, node, what)
 
     # -- weighted layers ------------------------------------------------------------------
@@ -305,7 +317,7 @@ class _Importer:
         src = self.act(x, what)
         if len(src.shape) != 3:
             raise QCompileError(f"{what}: only 2-D convolutions over [C, H, W] are supported")
-        q = _weights(w, what, 4)
+        q = weights_of(w, what, 4)
         if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             raise QCompileError(f"{what}: auto_pad {attrs['auto_pad']} is not supported; give pads")
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
@@ -317,8 +329,8 @@ class _Importer:
             tuple(attrs.get("dilations", [1, 1])),
             int(attrs.get("group", 1)),
         )
-        term = _term(sanitize(name), src, op, q, what)
-        b = _bias(bias, q.ints.shape[0], what)
+        term = term_of(sanitize(name), src, op, q, what)
+        b = bias_of(bias, q.ints.shape[0], what)
         self._float32_note(term, b, what)
         return Lin((term,), b, self.shape(node.output[0]), name)
 
@@ -330,14 +342,14 @@ class _Importer:
             or attrs.get("transA", 0)
         ):
             raise QCompileError(f"{what}: only alpha = beta = 1 and transA = 0 are supported")
-        q = _weights(w, what, 2)
+        q = weights_of(w, what, 2)
         if not attrs.get("transB", 0):
-            q = _transposed(q)
+            q = transposed(q)
         return self._dense(node, name, what, a, q, bias)
 
     def matmul(self, node: Any, name: str, what: str, args: list, attrs: dict) -> Value:
         a, w = args
-        return self._dense(node, name, what, a, _transposed(_weights(w, what, 2)), None)
+        return self._dense(node, name, what, a, transposed(weights_of(w, what, 2)), None)
 
     def _dense(self, node: Any, name: str, what: str, a: Value, q: QConst, bias: Any) -> Lin:
         src = self.act(a, what)
@@ -345,8 +357,8 @@ class _Importer:
             raise QCompileError(
                 f"{what}: input {list(src.shape)} does not fit weights {list(q.ints.shape)}"
             )
-        term = _term(sanitize(name), src, Dense(), q, what)
-        b = _bias(bias, q.ints.shape[0], what)
+        term = term_of(sanitize(name), src, Dense(), q, what)
+        b = bias_of(bias, q.ints.shape[0], what)
         self._float32_note(term, b, what)
         return Lin((term,), b, (q.ints.shape[0],), name)
 
@@ -376,7 +388,7 @@ class _Importer:
         v = self.lin(a, name, what)
         if isinstance(b, np.ndarray | QConst):
             v = self.settled(v, what)
-            bias = _bias(b, v.shape[0], what, v.shape)
+            bias = bias_of(b, v.shape[0], what, v.shape)
             return Lin(
                 v.terms, tuple(x + y for x, y in zip(v.bias, bias, strict=True)), v.shape, v.name
             )
@@ -440,7 +452,7 @@ class _Importer:
 
     def maxpool(self, node: Any, name: str, what: str, args: list, attrs: dict) -> Value:
         x = self.act(args[0], what)
-        k, s, p = _window(attrs, x.shape, what, node.op_type)
+        k, s, p = window_of(attrs, x.shape, what, node.op_type)
         info = TensorInfo(
             self.ir_name(name), self.shape(node.output[0]), x.info.qtype, x.info.scale
         )
@@ -448,7 +460,7 @@ class _Importer:
 
     def avgpool(self, node: Any, name: str, what: str, args: list, attrs: dict) -> Value:
         x = self.act(args[0], what)
-        k, s, p = _window(attrs, x.shape, what, node.op_type)
+        k, s, p = window_of(attrs, x.shape, what, node.op_type)
         n = k[0] * k[1]
         if n & (n - 1):
             raise QCompileError(
@@ -478,230 +490,6 @@ class _Importer:
         if "value" not in attrs:
             raise QCompileError(f"{what}: only tensor constants are supported")
         return np.asarray(attrs["value"])
-
-
-# -- constants and weights --------------------------------------------------------------------
-
-
-BREVITAS_NOISE = (
-    "export_handler",
-    "act_quant",
-    "weight_quant",
-    "bias_quant",
-    "trunc_quant",
-    "activation_impl",
-)
-
-
-def sanitize(name: str) -> str:
-    """``name`` as an identifier (backends turn IR names into C identifiers), without the
-    parts of Brevitas's names that only repeat what the node is.
-
-    >>> sanitize("/r2/act_quant/export_handler/Quant"), sanitize("/0/Conv")
-    ('r2_Quant', 'n_0_Conv')
-    """
-    parts = [p for p in re.split(r"[^0-9A-Za-z_]+", name) if p and p not in BREVITAS_NOISE]
-    base = "_".join(parts) or "node"
-    return base if base[0].isalpha() else f"n_{base}"
-
-
-def _attr(a: Any) -> Any:
-    from onnx import helper, numpy_helper
-
-    v = helper.get_attribute_value(a)
-    if isinstance(v, bytes):
-        return v.decode()
-    if hasattr(v, "dims"):  # a TensorProto
-        return numpy_helper.to_array(v)
-    return list(v) if isinstance(v, list | tuple) else v
-
-
-def _bits(bits: np.ndarray, what: str) -> int:
-    if (
-        bits.size != 1
-        or float(bits.reshape(-1)[0]) != int(bits.reshape(-1)[0])
-        or bits.reshape(-1)[0] < 1
-    ):
-        raise QCompileError(
-            f"{what}: bit width {bits.reshape(-1)[:2].tolist()} is not one integer >= 1"
-        )
-    return int(bits.reshape(-1)[0])
-
-
-def _scalar(a: np.ndarray, role: str, what: str) -> Fraction:
-    if a.size != 1:
-        raise QCompileError(f"{what}: per-channel {role}s of activations are not representable")
-    return Fraction(float(a.reshape(-1)[0]))
-
-
-def _domain_mode(mode: str, unsigned: bool) -> str:
-    """The QONNX rounding mode as a sign-independent one (on non-negative values, where
-    "up"/"down"/"half up" no longer depend on the sign); others stay as they are."""
-    if mode in ("FLOOR", "CEIL"):
-        return mode
-    if unsigned:
-        return {
-            "DOWN": "FLOOR",
-            "ROUND_TO_ZERO": "FLOOR",
-            "UP": "CEIL",
-            "HALF_UP": "HALF_UP_POS",
-            "HALF_DOWN": "HALF_DOWN_NEG",
-        }.get(mode, mode)
-    return mode
-
-
-def _round(mode: str, v: Fraction) -> int:
-    """``v`` rounded as ``mode`` does (exact)."""
-    if mode == "FLOOR":
-        return math.floor(v)
-    if mode == "CEIL":
-        return math.ceil(v)
-    if mode in ("HALF_UP_POS", "HALF_UP"):
-        return (
-            math.floor(v + Fraction(1, 2))
-            if v >= 0 or mode == "HALF_UP_POS"
-            else -math.floor(-v + Fraction(1, 2))
-        )
-    if mode in ("HALF_DOWN_NEG", "HALF_DOWN"):
-        return (
-            math.ceil(v - Fraction(1, 2))
-            if v >= 0 or mode == "HALF_DOWN_NEG"
-            else -math.ceil(-v - Fraction(1, 2))
-        )
-    if mode in ("DOWN", "ROUND_TO_ZERO"):
-        return math.trunc(v)
-    if mode == "UP":
-        return math.ceil(v) if v >= 0 else math.floor(v)
-    return round(v)  # ROUND: half to even
-
-
-def _quant_const(
-    x: np.ndarray,
-    scale: np.ndarray,
-    zero: np.ndarray,
-    bits: int,
-    signed: bool,
-    narrow: bool,
-    mode: str,
-    name: str,
-    what: str,
-) -> QConst:
-    """The integers qonnx's Quant gives a constant (computed as qonnx computes them, in
-    float32), checked to be exactly ``ints * scale`` once dequantized."""
-    from qonnx.custom_op.general.quant import max_int, min_int, resolve_rounding_mode
-
-    if np.any(np.asarray(scale) <= 0):
-        raise QCompileError(f"{what}: scales must be positive")
-    s, z = np.asarray(scale, np.float32), np.asarray(zero, np.float32)
-    if np.any(z != np.round(z)):
-        raise QCompileError(f"{what}: zero points must be integers")
-    if bits == 1 and signed:  # qonnx's int_quant treats it as bipolar
-        y = np.where(x.astype(np.float32) / s + z >= 0, 1.0, -1.0)
-    else:
-        y = np.clip(
-            x.astype(np.float32) / s + z,
-            min_int(signed, narrow, bits),
-            max_int(signed, narrow, bits),
-        )
-        y = resolve_rounding_mode(mode)(y)
-    ints = (y - z).astype(np.int64)
-    deq = ((y - z) * s).astype(np.float32)  # what the source computes with
-    exact = np.broadcast_to(s.astype(np.float64), deq.shape) * ints
-    if not np.array_equal(deq.astype(np.float64), exact):
-        raise QCompileError(
-            f"{what}: its dequantized values round in float32 (scale {s.reshape(-1)[0]:g})"
-        )
-    return QConst(ints, s.astype(np.float64), bits, signed, narrow, z.astype(np.int64), name)
-
-
-def _weights(w: Value | None, what: str, ndim: int) -> QConst:
-    if isinstance(w, np.ndarray):
-        raise QCompileError(
-            f"{what}: its weights are float (no Quant on them); the integer contract needs "
-            "quantized weights"
-        )
-    if not isinstance(w, QConst) or w.ints.ndim != ndim:
-        raise QCompileError(f"{what}: weights must be a {ndim}-D constant under a Quant")
-    if w.bits > 8:
-        raise QCompileError(f"{what}: {w.bits}-bit weights (the integer contract holds 1..8 bits)")
-    return w
-
-
-def _transposed(q: QConst) -> QConst:
-    """Weights given ``[in, out]`` (MatMul, Gemm without transB) as ``[out, in]``."""
-    full = lambda a: np.broadcast_to(np.asarray(a), q.ints.shape).T  # noqa: E731
-    return QConst(q.ints.T, full(q.scale), q.bits, q.signed, q.narrow, full(q.zero), q.node)
-
-
-def _per_channel(a: np.ndarray, shape: tuple[int, ...], role: str, what: str) -> np.ndarray:
-    """``a`` (broadcast over a tensor of ``shape``) as one value per output channel."""
-    full = np.broadcast_to(np.asarray(a), shape).reshape(shape[0], -1)
-    if np.any(full != full[:, :1]):
-        raise QCompileError(f"{what}: its weight {role} varies within an output channel")
-    return full[:, 0]
-
-
-def _term(name: str, src: Act, op: Conv2d | Dense, q: QConst, what: str) -> Term:
-    shape = q.ints.shape
-    scale = tuple(Fraction(float(v)) for v in _per_channel(q.scale, shape, "scale", what))
-    if q.bits == 1 and q.signed:  # +-1 levels: w = 2 code - 1
-        return Term(name, src, op, q.ints, scale, 1, 2, np.array([-1], dtype=np.int64))
-    from qonnx.custom_op.general.quant import min_int
-
-    zero = _per_channel(q.zero, shape, "zero point", what).astype(np.int64)
-    lowest = int(min_int(q.signed, False, q.bits)) - zero  # narrow: code 0 unused, w in int8
-    return Term(
-        name,
-        src,
-        op,
-        q.ints,
-        scale,
-        q.bits,
-        1,
-        lowest if np.any(lowest != lowest[0]) else lowest[:1],
-    )
-
-
-def _bias(
-    b: Value | None, c: int, what: str, shape: tuple[int, ...] | None = None
-) -> tuple[Fraction, ...]:
-    """Real per-channel bias values (a QConst exactly, a float constant as it is)."""
-    if b is None:
-        return (Fraction(0),) * c
-    if isinstance(b, QConst):
-        vals = np.broadcast_to(b.scale, b.ints.shape).reshape(-1)
-        real = [Fraction(float(s)) * int(i) for s, i in zip(vals, b.ints.reshape(-1), strict=True)]
-        arr = np.array(real, dtype=object).reshape(b.ints.shape)
-    elif isinstance(b, np.ndarray):
-        arr = np.array(fractions(b), dtype=object).reshape(b.shape)
-    else:
-        raise QCompileError(f"{what}: adds a computed tensor where a bias was expected")
-    full_shape = (1, *(shape or (c,)))
-    try:
-        full = np.broadcast_to(arr, full_shape).reshape(c, -1)
-    except ValueError:
-        raise QCompileError(
-            f"{what}: bias of shape {list(arr.shape)} does not fit {c} channels"
-        ) from None
-    if any(v != row[0] for row in full for v in row):
-        raise QCompileError(f"{what}: adds a constant that varies within a channel (not a bias)")
-    return tuple(row[0] for row in full)
-
-
-def _window(attrs: dict, shape: tuple[int, ...], what: str, op: str) -> tuple[tuple[int, int], ...]:
-    if len(shape) != 3:
-        raise QCompileError(f"{what}: pools need [C, H, W] inputs")
-    if op == "GlobalAveragePool":
-        return (shape[1], shape[2]), (shape[1], shape[2]), (0, 0)
-    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1, 1])):
-        raise QCompileError(f"{what}: ceil_mode and dilations are not supported")
-    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise QCompileError(f"{what}: auto_pad {attrs['auto_pad']} is not supported; give pads")
-    k = tuple(attrs["kernel_shape"])
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    if len(k) != 2 or len(pads) != 4 or pads[:2] != pads[2:]:
-        raise QCompileError(f"{what}: needs a 2-D window with symmetric pads")
-    return k, tuple(attrs.get("strides", [1, 1])), (pads[0], pads[1])  # type: ignore[return-value]
 
 
 def _landing_name(v: Lin, node: Any) -> str:

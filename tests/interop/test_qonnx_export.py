@@ -158,3 +158,6 @@ def test_save_refuses_existing_file_without_force(tmp_path) -> None:
     assert onnx.load(path).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
     with pytest.raises(QCompileError, match="batch"):
         to_qonnx(_cnn(), batch=0)
+    with pytest.raises(QCompileError, match="cannot write"):
+        save_qonnx(_cnn(), path / "under_a_file.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # nothing half-written

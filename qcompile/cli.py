@@ -271,7 +271,8 @@ def export(model: str, target: str, output: str, force: bool, batch: int, as_jso
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present).
+    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
+    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
     """
     from qcompile.backends.targets import FpgaTarget, load_target
     from qcompile.ir import qir

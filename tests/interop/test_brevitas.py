@@ -33,9 +33,10 @@ from tests.interop.helpers import float_inputs, simulated
 ARM_TOOLS = bool(shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc"))
 
 
-def deploys_exactly(graph: Graph, x: np.ndarray, out: Path, arm: bool = False) -> None:
-    """The FPGA C simulation and the TVM cpu artifact (and the ARM one under qemu) compute
-    the simulator's integers."""
+def deploys_exactly(graph: Graph, x: np.ndarray, out: Path, every: bool = False) -> None:
+    """The FPGA C simulation and the TVM cpu artifact compute the simulator's integers; with
+    ``every``, so does the ARM one under qemu, and the GPU one builds (CUDA source and PTX;
+    running it needs a GPU)."""
     xi = quantize_input(graph, x)
     want = simulated(graph, x)[0]
     export_fpga(graph, out / "fpga", load_target("zcu104"))
@@ -46,7 +47,10 @@ def deploys_exactly(graph: Graph, x: np.ndarray, out: Path, arm: bool = False) -
         csim.close()
     export_tvm(graph, out / "cpu", load_target("cpu"))
     assert np.array_equal(TvmRunner(out / "cpu", graph, read_manifest(out / "cpu"))(xi), want)
-    if arm:
+    if every:
+        export_tvm(graph, out / "gpu", load_target("gpu"))
+        assert (out / "gpu" / "model.ptx").stat().st_size > 0
+    if every and ARM_TOOLS:
         from qcompile.backends.tvm.arm import ArmRunner
         from qcompile.backends.tvm.export import load_weights
 
@@ -101,6 +105,6 @@ def test_brevitas_trained_model_imports_exactly(kind, bits, tmp_path) -> None:
     assert acc > (0.5 if bits > 2 else 0.3)  # it learned something
     graph = check_import(bm.export(net, tmp_path / "m.onnx", batch=64), n=256)
     x = float_inputs(graph.input.shape, 256, seed=1, spread=2.0)
-    deploys_exactly(graph, x, tmp_path, arm=(kind, bits) == ("cnn", 4) and ARM_TOOLS)
+    deploys_exactly(graph, x, tmp_path, every=(kind, bits) == ("cnn", 4))
     # Brevitas's layers keep their widths; a 1-bit identity layer may carry a floor's offset
     assert {n.weights.bits for n in graph.weighted()} - {1} == {bits}

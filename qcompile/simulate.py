@@ -164,8 +164,8 @@ def load_inputs(
 def trained_model(graph: Graph, checkpoint: str, model_spec: str | None = None) -> Any:
     """The fake-quant training model of ``checkpoint``, which must be the file ``graph`` was
     frozen from (the SHA-256 freeze recorded)."""
+    from qcompile.builder import from_checkpoint
     from qcompile.fileio import input_file, sha256_file
-    from qcompile.freeze import load_trained
 
     shown = clip(checkpoint)
     recorded = graph.meta().get("checkpoint_sha256")
@@ -180,7 +180,7 @@ def trained_model(graph: Graph, checkpoint: str, model_spec: str | None = None) 
             f"--checkpoint {shown} is not the checkpoint this model was frozen from (its "
             f"SHA-256 is {actual[:12]}..., the .qir records {recorded[:12]}...)"
         )
-    return load_trained(checkpoint, model_spec)[0]
+    return from_checkpoint(checkpoint, model_spec).model
 
 
 def fake_quant_accuracy(model: Any, x: np.ndarray, labels: np.ndarray | None) -> float | None:

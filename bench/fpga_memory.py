@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from bench.report import machine, write_section
-from qcompile.backends.hls4ml import CSim, export_fpga
+from qcompile.backends.hls4ml import CSim
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
 from qcompile.freeze import freeze_checkpoint, freeze_model
 from qcompile.ir.graph import Graph
@@ -127,7 +128,7 @@ def main() -> None:
         for name, shape in [("lenet", (1, 28, 28)), ("resnet20", (3, 32, 32))]:
             graph = frozen(name, shape)
             t = time.perf_counter()
-            export_fpga(graph, Path(tmp) / name, target)
+            deploy(graph, target, Path(tmp) / name)
             exported = time.perf_counter() - t
             csim = CSim(Path(tmp) / name, graph)
             builds.append(

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from bench.report import machine, write_section
-from qcompile.backends.hls4ml import export_fpga
-from qcompile.backends.rtl import RtlRunner, export_rtl
+from qcompile.backends.registry import deploy
 from qcompile.backends.rtl.export import macs
+from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
@@ -95,13 +95,13 @@ def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:
     graph = frozen(name, bits)
     row: dict[str, Any] = {"model": name, "bits": bits, "macs": macs(graph)}
     t = time.perf_counter()
-    info = export_fpga(graph, work / f"{name}{bits}_fpga", load_target("zcu104"))
+    info = deploy(graph, load_target("zcu104"), work / f"{name}{bits}_fpga")
     row["fpga_export_s"] = round(time.perf_counter() - t, 2)
     est = info["estimate"]["total"]
     row.update(hls_lut=est["lut"], hls_dsp=est["dsp"], hls_latency_cycles=est["latency_cycles"])
     t = time.perf_counter()
     try:
-        rtl = export_rtl(graph, work / f"{name}{bits}_rtl", load_target("rtl"))
+        rtl = deploy(graph, load_target("rtl"), work / f"{name}{bits}_rtl")
     except QCompileError as e:  # a size or solve-time limit: say so in the table
         row["rtl_export_s"] = round(time.perf_counter() - t, 2)
         row["rtl_error"] = str(e)

@@ -16,9 +16,7 @@ from typing import Any
 import click
 
 from qcompile.errors import Disagreement, QCompileError, one_line
-from qcompile.stages import STAGES
-
-METHODS = sorted(STAGES)
+from qcompile.methods import METHODS
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str) -> None:
@@ -124,7 +122,8 @@ def train(
 
     if D.rank() != 0:
         return
-    bits = ", ".join(f"{k}:{v}" for k, v in summary["bits"].items())
+    # A layer whose channels have their own widths (DMBQ) shows their mean.
+    bits = ", ".join(f"{k}:{round(v, 2):g}" for k, v in summary["bits"].items())
     human = (
         f"test_acc {summary['test_acc']:.4f}  ({r.model.name} on {r.data.name}, {r.method}, "
         f"{r.train.epochs} epochs, {summary['wall_time_s']:.1f}s)\nweight bits  {bits}\n"
@@ -198,10 +197,11 @@ def inspect(model: str, target: str | None, as_json: bool) -> None:
 
     t = None
     if target is not None:
-        from qcompile.backends.targets import FpgaTarget, load_target
+        from qcompile.backends.registry import artifact_kind, backend
+        from qcompile.backends.targets import load_target
 
         t = load_target(target)
-        if not isinstance(t, FpgaTarget):
+        if not backend(artifact_kind(t)).preview:  # checked before reading the model
             raise QCompileError(
                 f"inspect --target {target}: estimates are for fpga profiles (pynq-z2, zcu104, "
                 f"alveo-u250), not {t.kind}; `qcompile export --target rtl` reports da4ml's cost"
@@ -210,11 +210,10 @@ def inspect(model: str, target: str | None, as_json: bool) -> None:
     s = summary(graph)
     human = "" if as_json else table(s)
     if t is not None:
-        from qcompile.backends.hls4ml.estimate import estimate, estimate_table
-        from qcompile.backends.hls4ml.export import options
+        from qcompile.backends.registry import preview
 
-        s["estimate"] = estimate(graph, options(t))
-        human += f"\n\n{t.name} ({t.part}):\n{estimate_table(s['estimate'])}"
+        s["estimate"], text = preview(graph, t)
+        human += f"\n\n{text}"
     emit(s, as_json, human)
 
 
@@ -251,6 +250,12 @@ def inspect(model: str, target: str | None, as_json: bool) -> None:
     help="With --checkpoint: the architecture to rebuild, needed when its recipe names a "
     "FILE.py:FACTORY (qcompile imports no code named inside a checkpoint).",
 )
+@click.option(
+    "--save-outputs",
+    type=click.Path(file_okay=False),
+    help="Directory to write each implementation's integer outputs to (IMPL.npy), and the "
+    "float inputs (inputs.npy), to compare with any other executor.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def simulate(
     model: str,
@@ -260,6 +265,7 @@ def simulate(
     n: int,
     checkpoint: str | None,
     model_spec: str | None,
+    save_outputs: str | None,
     as_json: bool,
 ) -> None:
     """Run MODEL (a .qir file or an exported artifact directory) through every
@@ -285,7 +291,7 @@ def simulate(
     graph, impls, extra = load_model(model)
     r = {
         **run(graph, data, inputs, n, impls, data_dir=data_dir, checkpoint=checkpoint,
-              model_spec=model_spec),
+              model_spec=model_spec, save_outputs=save_outputs),
         **extra,
     }  # fmt: skip
 
@@ -300,6 +306,9 @@ def simulate(
     )
     if "gpu" in r:
         human += f"\ngpu: {r['gpu']}"
+    if save_outputs:
+        saved = ", ".join(f"{k}.npy" for k in ["inputs", *r["compared"]])
+        human += f"\noutputs saved in {save_outputs}/ ({saved})"
     problem = disagreement(r)
     # On a disagreement stderr holds only the error line (under --json the JSON has it all).
     emit(r, as_json, "" if problem and as_json else human)
@@ -312,27 +321,35 @@ def simulate(
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), rtl (rtl-zcu104), cpu (this host), arm (rpi4), gpu (h100), a "
-    "profile in targets/ (pynq-z2, zcu104, alveo-u250, rtl-zcu104, host, rpi4, rpi5, "
-    "jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
+    help="fpga (pynq-z2), rtl (rtl-zcu104), cpu (this host's CPU features), x86-64-v3 / "
+    "x86-64-v4 (portable x86 levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), qonnx (a QONNX "
+    "model file), a profile in targets/ (pynq-z2, zcu104, alveo-u250, rtl-zcu104, host, "
+    "x86-64-v3, x86-64-v4, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Artifact directory to create.",
+    type=click.Path(),
+    help="Artifact directory to create (qonnx: the .onnx file).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="qonnx only: the batch size of the model's input (qonnx runs fixed shapes).",
 )
 @click.option(
     "--force",
     is_flag=True,
-    help="Replace the output directory if it exists and is an artifact (or empty).",
+    help="Replace the output if it exists and is an artifact (or empty; qonnx: a file).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
+def export(model: str, target: str, output: str, force: bool, batch: int, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
-    fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
+    fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
     manifest.json (with a resource and latency estimate) and a README; `qcompile simulate DIR`
     builds its C simulation with g++.
     rtl: fully parallel Verilog from da4ml (no vendor tool) with Vivado/Quartus scripts and
@@ -340,51 +357,86 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present).
+    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
+    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
     """
     from qcompile.backends.artifact import check_output
-    from qcompile.backends.targets import FpgaTarget, RtlTarget, load_target
+    from qcompile.backends.registry import deploy, describe
+    from qcompile.backends.targets import load_target
     from qcompile.ir import qir
 
+    if target == "qonnx":
+        _export_qonnx(model, output, force, batch, as_json)
+        return
     t = load_target(target)
-    graph = qir.load(model)
+    graph, qir_bytes = qir.read(model)
     check_output(Path(output), force)  # before compiling
-    if isinstance(t, FpgaTarget):
-        from qcompile.backends.hls4ml import export_fpga
-
-        info = export_fpga(graph, Path(output), t, force)
-        est = info["estimate"]["total"]
-        human = (
-            f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
-            f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
-            f"{info['weight_mem_bits']} bits vs "
-            f"{info['estimates']['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>\n"
-            f"estimate: {est['lut']} LUT, {est['ff']} FF, {est['dsp']} DSP, {est['bram18']} "
-            f"BRAM18; latency {est['latency_cycles']} cycles ({est['latency_ns']} ns), II "
-            f"{est['ii_cycles']} (`qcompile inspect MODEL --target {t.name}` for each layer)"
-        )
-        if info["estimate"]["warning"]:
-            human += f"\nwarning: {info['estimate']['warning']}"
-    elif isinstance(t, RtlTarget):
-        from qcompile.backends.rtl import export_rtl
-
-        info = export_rtl(graph, Path(output), t, force)
-        est = info["estimate"]
-        human = (
-            f"exported {model} -> {output} (Verilog by da4ml for {t.part}: ~{est['lut']} LUT, "
-            f"{est['ff']} FF, {est['latency_cycles']} cycles at II=1, solved in "
-            f"{est['solve_s']} s; estimates, not place-and-route)"
-        )
-    else:
-        from qcompile.backends.tvm import export_tvm
-
-        info = export_tvm(graph, Path(output), t, force)
-        human = (
-            f"exported {model} -> {output} ({info['target']}: TVM "
-            f"{info['profile']['tvm_target']}, built in {info['build_s']} s)"
-        )
-
+    info = deploy(graph, t, Path(output), force, qir_bytes)
+    first, *more = describe(info).split("\n")  # an estimate, a warning: lines of their own
+    human = "\n".join([f"exported {model} -> {output} ({first})", *more])
     emit({**info, "out": output}, as_json, human)
+
+
+def _export_qonnx(model: str, output: str, force: bool, batch: int, as_json: bool) -> None:
+    from qcompile.interop.qonnx_export import save_qonnx
+    from qcompile.ir import qir
+
+    graph = qir.load(model)
+    save_qonnx(graph, output, batch, force)
+    info = {"target": "qonnx", "out": output, "batch": batch, "nodes": len(graph.nodes)}
+    human = (
+        f"exported {model} -> {output} (QONNX, batch {batch}): qonnx's execute_onnx gives "
+        "the simulator's integers times each output's unit (metadata qcompile.output_units)"
+    )
+    emit(info, as_json, human)
+
+
+@cli.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write MODEL.qir. [default: beside MODEL.onnx, with .qir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def import_(model: str, output: str | None, as_json: bool) -> None:
+    """Import a QONNX MODEL.onnx (as Brevitas's export_qonnx writes it) into MODEL.qir.
+
+    Exact or not at all: a scale, rounding mode or node the integer contract cannot represent
+    exactly is refused with one line naming the node. Notes (stderr) say where qonnx's own
+    float32 execution of the source could round.
+    """
+    try:
+        import qonnx  # noqa: F401
+
+        from qcompile.interop.qonnx_import import import_qonnx
+        from qcompile.ir import qir
+        from qcompile.report import summary
+    except ImportError as e:
+        raise QCompileError(
+            f"qcompile import needs qonnx ({e}): pip install 'qcompile[qonnx]'"
+        ) from None
+
+    out = Path(output) if output else Path(model).with_suffix(".qir")
+    graph, notes = import_qonnx(model)
+    qir.save(graph, out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    s = summary(graph)
+    result = {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+        "notes": notes,
+    }
+    human = (
+        f"imported {model} -> {out}: {len(graph.nodes)} nodes, "
+        f"{s['avg_weight_bits']:.2f} average weight bits, exact"
+    )
+    emit(result, as_json, human)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from qcompile.freeze import freeze_model
 from qcompile.ir import qir
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
-from tests.conftest import last_json, run_cli
+from tests.conftest import NEEDS_GXX, last_json, run_cli
 
 
 @pytest.fixture(scope="module", params=["uniform", "dqa"])
@@ -173,6 +173,7 @@ def test_freeze_default_output_beside_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+@NEEDS_GXX
 def test_fpga_export_csim_is_exact_on_trained_model(trained):
     art = trained["dir"] / "fpga"
     r = run_cli("export", str(trained["qir"]), "--target", "fpga", "-o", str(art), "--json")
@@ -236,7 +237,9 @@ def test_learned_bitwidths_meet_the_budget_and_deploy_exactly(method, tmp_path):
     s = last_json(run_cli("inspect", str(model), "--json").stdout)
     assert s["avg_weight_bits"] <= 2.0
     assert any(x.get("levels") == "non-uniform" for x in s["layers"]) or method == "sdq"
-    targets = ["fpga"] + (["arm"] if shutil.which("qemu-aarch64") else [])
+    targets = (["fpga"] if shutil.which("g++") else []) + (
+        ["arm"] if shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc") else []
+    )
     for target in targets:
         art = tmp_path / target
         r = run_cli("export", str(model), "--target", target, "-o", str(art))

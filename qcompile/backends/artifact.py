@@ -17,11 +17,10 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from qcompile.backends.manifest import FORMAT, MANIFEST
 from qcompile.errors import QCompileError, clip
 from qcompile.fileio import check_writable, clean_stale, sha256_file, temp_prefix, writing
 
-MANIFEST = "manifest.json"
-FORMAT = "qcompile-artifact"
 # Manifest fields that name a file the artifact's code reads or runs.
 FILE_FIELDS = ("qir", "library", "weights", "runner")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

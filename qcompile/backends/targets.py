@@ -10,7 +10,7 @@ import math
 import re
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from qcompile.fileio import input_file
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100", "rtl": "rtl-zcu104"}
-PLANNED: tuple[str, ...] = ()
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -70,14 +69,17 @@ class FpgaTarget:
 class CpuTarget:
     """A CPU compiled by TVM's llvm backend: ``mtriple``/``mcpu``/``mattr`` as LLVM takes them.
 
-    Empty ``mtriple`` and ``mcpu`` mean this host, compiled for the CPU LLVM detects here (its
-    vector units: the generic x86-64 default would stop at SSE2)."""
+    Empty ``mtriple``, ``mcpu`` and ``mattr`` mean this host, compiled for the features its
+    CPU really has (``cpu_features.host_target``: a psABI level plus extras, never the CPU's
+    name, which can promise features a virtual machine masks). ``path`` is the profile's file,
+    for error messages."""
 
     name: str
     mtriple: str = ""
     mcpu: str = ""
     mattr: tuple[str, ...] = ()
     kind: str = "cpu"
+    path: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         _token("mtriple", self.mtriple, allow_empty=True)
@@ -86,16 +88,20 @@ class CpuTarget:
             if not (a[:1] in "+-" and TOKEN.fullmatch(a)):
                 raise ValueError(f'mattr entries look like "+neon" or "-avx512f", got {a!r}')
 
+    @property
+    def is_host(self) -> bool:
+        return not (self.mtriple or self.mcpu or self.mattr)
+
     def tvm_target(self) -> dict:
+        if self.is_host:
+            from qcompile.backends.cpu_features import host_target
+
+            return host_target()
         t: dict = {"kind": "llvm"}
         if self.mtriple:
             t["mtriple"] = self.mtriple
         if self.mcpu:
             t["mcpu"] = self.mcpu
-        elif not self.mtriple:
-            from tvm.target import codegen
-
-            t["mcpu"] = str(codegen.llvm_get_system_cpu())
         if self.mattr:
             t["mattr"] = list(self.mattr)
         return t
@@ -157,11 +163,6 @@ def available() -> list[str]:
 
 def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
-    if spec in PLANNED:
-        raise QCompileError(
-            f"--target {spec}: the TVM gpu target is not in this version; "
-            "available: fpga, cpu, arm, " + ", ".join(available())
-        )
     if spec.endswith(".toml"):
         path = input_file(spec, "--target")
     elif "/" in spec or spec.startswith(".") or DEFAULTS.get(spec, spec) not in available():
@@ -179,7 +180,10 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
             f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported in this version "
             f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "rtl", "cpu" or "gpu"'
         )
-    return cls(name=path.stem, **_fields(cls, raw, where))
+    kw = _fields(cls, raw, where)
+    if cls is CpuTarget:
+        kw["path"] = str(path)  # for LLVM's checks at export, which name the file
+    return cls(name=path.stem, **kw)
 
 
 def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -187,7 +191,7 @@ def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
     every value of the field's type (a float field takes an integer); then ``cls``'s own
     checks (in its ``__post_init__``) run on construction."""
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.name != "name"}
+    known = {f.name: f for f in fields(cls) if f.name not in ("name", "path")}
     for key in raw:
         if key not in known:
             raise QCompileError(

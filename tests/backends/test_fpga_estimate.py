@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 
-from qcompile.backends.hls4ml import export_fpga
 from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate, fit
 from qcompile.backends.hls4ml.export import options
 from qcompile.backends.hls4ml.parts import find_part
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.ir import (
     Affine,
@@ -102,9 +102,9 @@ def test_every_fpga_manifest_holds_the_estimate(tmp_path):
     graph = one_layer()
     for name in ("pynq-z2", "zcu104", "alveo-u250"):
         t = load_target(name)
-        info = export_fpga(graph, tmp_path / name, t)
+        info = deploy(graph, t, tmp_path / name)
         on_disk = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert on_disk["estimate"] == info["estimate"] == estimate(graph, options(t))
+        assert on_disk["estimate"] == info.estimate == estimate(graph, options(t))
         assert on_disk["estimate"]["part"]["name"] == find_part(t.part).name
         assert on_disk["estimate"]["total"]["latency_ns"] > 0
 

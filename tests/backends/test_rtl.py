@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from qcompile.backends.rtl import RtlRunner, export_rtl
+from qcompile.backends.registry import deploy
 from qcompile.backends.rtl.export import macs
+from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
@@ -65,7 +66,7 @@ def test_size_limit_is_one_error_before_any_work(tmp_path):
     assert macs(graph) == 16 * 64 + 64 * 32 + 32 * 32 + 32 * 5
     small = replace(TARGET, max_macs=1000)
     with pytest.raises(QCompileError, match=r"needs 4256 multiplies .* max_macs = 1000"):
-        export_rtl(graph, tmp_path / "big", small)
+        deploy(graph, small, tmp_path / "big")
     assert not any(tmp_path.iterdir())
 
 
@@ -73,14 +74,14 @@ def test_size_limit_is_one_error_before_any_work(tmp_path):
 def test_solve_time_limit_is_one_error_not_a_hang(tmp_path):
     graph = jet_graph(6, "uniform")
     with pytest.raises(QCompileError, match=r"did not finish solving .* max_solve_s = 0\.5 s"):
-        export_rtl(graph, tmp_path / "slow", replace(TARGET, max_solve_s=0.5))
+        deploy(graph, replace(TARGET, max_solve_s=0.5), tmp_path / "slow")
     assert not any(tmp_path.iterdir())  # no partial artifact, no temporary left
 
 
 @needs_da4ml
 def test_artifact_holds_verilog_scripts_and_cost(tmp_path):
     graph = jet_graph(2, "nonuniform")
-    info = export_rtl(graph, tmp_path / "rtl", TARGET)
+    info = deploy(graph, TARGET, tmp_path / "rtl")
     out = tmp_path / "rtl"
     assert json.loads((out / "manifest.json").read_text())["estimate"] == info["estimate"]
     est = info["estimate"]
@@ -103,7 +104,7 @@ def test_jet_mlp_rtl_is_bit_exact_under_verilator(tmp_path, bits, levels):
     graph = jet_graph(bits, levels)
     kinds = {n.weights.uniform for n in graph.weighted()}
     assert kinds == {levels == "uniform"}
-    export_rtl(graph, tmp_path / "rtl", TARGET)
+    deploy(graph, TARGET, tmp_path / "rtl")
     info = json.loads((tmp_path / "rtl" / "manifest.json").read_text())
     x = saturating_inputs(graph, 1000)
     runner = RtlRunner(tmp_path / "rtl", graph, info)
@@ -149,7 +150,7 @@ def test_small_cnn_rtl_is_bit_exact_under_verilator(tmp_path, bits, levels):
     kinds = {n.kind for n in graph.nodes}
     assert {"conv2d", "maxpool", "flatten", "dense"} <= kinds
     assert any(n.kind == "conv2d" and n.op.groups > 1 for n in graph.nodes)
-    info = export_rtl(graph, tmp_path / "rtl", TARGET)
+    info = deploy(graph, TARGET, tmp_path / "rtl")
     x = saturating_inputs(graph, 1000)
     runner = RtlRunner(tmp_path / "rtl", graph, info)
     try:

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from qcompile.backends.artifact import read_manifest
+from qcompile.backends.cpu_features import running_features, target_isa
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import CpuTarget, load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner
 from qcompile.backends.tvm.avx512_dense import Avx512, plan, target_features
 from qcompile.backends.tvm.compute import acc_dtype
 from qcompile.backends.tvm.export import compile_graph
@@ -16,12 +18,16 @@ from qcompile.ir import ops
 from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Table, Weights
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.sim import Simulator
+from tests.conftest import NEEDS_GXX
 
 HOST = load_target("cpu")
-FEATS = target_features(HOST.tvm_target())  # the host profile's target is this machine
+# The host profile's target is built from the features this CPU really has (/proc/cpuinfo and
+# LLVM's host detection; $QCOMPILE_CPU_FEATURES can only take features away for a test run).
+FEATS = target_features(HOST.tvm_target())
 needs_bw = pytest.mark.skipif(
-    FEATS is None, reason="the host CPU lacks AVX512BW (LLVM's features of its mcpu)"
+    FEATS is None, reason="this CPU lacks AVX512BW (as /proc/cpuinfo or $QCOMPILE_CPU_FEATURES say)"
 )
+SKX = CpuTarget("skx", mtriple="x86_64-linux-gnu", mcpu="skylake-avx512")
 BYTE = FEATS is not None and FEATS.vbmi and FEATS.vnni
 ROWS, K = 64, 512
 INT8, INT16 = QType(8, True), QType(16, True)
@@ -59,6 +65,7 @@ def asm(graph: Graph, target: CpuTarget) -> tuple[str, list[str]]:
 
 
 @needs_bw
+@NEEDS_GXX
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("x_type", [INT8, INT16], ids=["int8_inputs", "int16_inputs"])
 def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
@@ -67,7 +74,7 @@ def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
     text, kinds = asm(graph, HOST)
     assert kinds == ["codes", "table", "bias"]
     assert ("vpermb" if x_type == INT8 and BYTE else "vpermw") in text
-    info = export_tvm(graph, tmp_path / "a", HOST)
+    info = deploy(graph, HOST, tmp_path / "a")
     assert info["params"] == ["input", "y.codes", "y.table", "y.bias", "output"]
     x = inputs(x_type)
     got = TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))(x)
@@ -76,23 +83,23 @@ def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
     assert want.min() == -2048 and want.max() == 2047  # saturation was exercised
 
 
-@needs_bw
+@pytest.mark.skipif(
+    not target_isa(SKX.tvm_target()) <= running_features(),
+    reason="this CPU lacks skylake-avx512's features (AVX-512 F/BW/CD/DQ/VL)",
+)
+@NEEDS_GXX
 def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
-    # skylake-avx512: BW but neither VNNI nor VBMI; runs on any CPU that has the host kernel.
-    target = CpuTarget("skx", mcpu="skylake-avx512")
-    assert target_features(target.tvm_target()) == Avx512(vnni=False, vbmi=False)
+    # skylake-avx512: BW but neither VNNI nor VBMI; runs on any CPU that has AVX-512 BW.
+    assert target_features(SKX.tvm_target()) == Avx512(vnni=False, vbmi=False)
     graph = dense_graph(2)
-    text, kinds = asm(graph, target)
+    text, kinds = asm(graph, SKX)
     assert "table" in kinds and "vpermw" in text and "vpmaddwd" in text and "vpermb" not in text
-    ex, weights = compile_graph(graph, target)
-    import tvm
-
+    info = deploy(graph, SKX, tmp_path / "skx")
+    assert {"avx512bw", "avx512f"} <= set(info["isa_features"])
+    assert "avx512vnni" not in info["isa_features"]
     x = inputs()
-    dev = tvm.cpu()
-    args = [tvm.runtime.tensor(a, dev) for a in (x, *(w for _, _, w in weights))]
-    out = tvm.runtime.tensor(np.zeros((len(x), ROWS), np.int64), dev)
-    ex["main"](*args, out)
-    assert np.array_equal(out.numpy(), Simulator(graph).run(x)["y"])
+    got = TvmRunner(tmp_path / "skx", graph, info)(x)
+    assert np.array_equal(got, Simulator(graph).run(x)["y"])
 
 
 def test_arm_and_plain_x86_targets_keep_the_select_tree():
@@ -103,6 +110,23 @@ def test_arm_and_plain_x86_targets_keep_the_select_tree():
     assert target_features({"kind": "cuda", "arch": "sm_90"}) is None
     text, kinds = asm(graph, arm)
     assert kinds == ["codes", "entries", "bias"] and "vperm" not in text
+
+
+def test_portable_levels_and_a_host_without_avx512(monkeypatch):
+    """x86-64-v3 and a host whose CPU lacks AVX-512 (simulated: an AVX2 cloud VM) never get
+    AVX-512 code; x86-64-v4 gets the vpermw kernel without VNNI or VBMI."""
+    graph = dense_graph(2)
+    v3, v4 = load_target("x86-64-v3"), load_target("x86-64-v4")
+    assert target_features(v3.tvm_target()) is None
+    assert target_features(v4.tvm_target()) == Avx512(vnni=False, vbmi=False)
+    text, _ = asm(graph, v4)
+    assert "vpermw" in text and "vpermb" not in text and "vpdpwssd" not in text
+    monkeypatch.setenv("QCOMPILE_CPU_FEATURES", "x86-64-v3,aes,pclmul,vaes,vpclmulqdq,gfni")
+    host = HOST.tvm_target()
+    assert host["mcpu"] == "x86-64-v3" and target_features(host) is None
+    for target in (v3, HOST):
+        text, kinds = asm(graph, target)
+        assert kinds == ["codes", "entries", "bias"] and "zmm" not in text
 
 
 def test_plan_refuses_layers_outside_the_kernel():

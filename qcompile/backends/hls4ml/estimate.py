@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from qcompile.backends.hls4ml.parts import find_part
-from qcompile.backends.hls4ml.project import HlsOptions, lower_for_fpga
+from qcompile.backends.hls4ml.project import HlsOptions
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node, Table
 from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool
@@ -136,7 +136,7 @@ def bits_of(t: str) -> int:
 
 class Estimator:
     def __init__(self, graph: Graph, opts: HlsOptions) -> None:
-        self.graph = lower_for_fpga(graph)
+        self.graph = graph
         self.opts = opts
         self.unrolled = opts.io_type == "io_parallel" and opts.strategy == "Latency"
         self.reuse = 1 if opts.strategy == "Latency" else opts.reuse_factor
@@ -303,7 +303,8 @@ def fit(total: Cost, part: Any, name: str) -> dict[str, Any]:
 
 
 def estimate(graph: Graph, opts: HlsOptions) -> dict[str, Any]:
-    """The estimate of ``graph`` exported with ``opts`` (see the module docstring)."""
+    """The estimate of ``graph`` (lowered by ``passes.pipelines.FPGA``, as the export and
+    ``registry.preview`` give it) exported with ``opts`` (see the module docstring)."""
     return Estimator(graph, opts).run()
 
 

@@ -40,13 +40,6 @@ class HlsOptions:
     project: str = "myproject"
 
 
-def lower_for_fpga(graph: Graph) -> Graph:
-    """The fpga kernels add at most three tensors: split wider adds (same integers)."""
-    from qcompile.passes import run_pipeline, split_add
-
-    return run_pipeline(graph, (lambda g: split_add(g, 3),))
-
-
 def c_names(graph: Graph) -> dict[str, str]:
     """IR tensor name -> a unique C identifier (hls4ml names each layer by its output)."""
     out: dict[str, str] = {graph.input.name: INPUT}
@@ -149,13 +142,13 @@ def hls_config(graph: Graph, out_dir: Path, opts: HlsOptions) -> dict[str, Any]:
 
 
 def build(graph: Graph, out_dir: Path, opts: HlsOptions) -> Any:
-    """The hls4ml ModelGraph of ``graph``, project files under ``out_dir`` not yet written."""
+    """The hls4ml ModelGraph of ``graph`` (lowered by ``passes.pipelines.FPGA``), project
+    files under ``out_dir`` not yet written."""
     from hls4ml.model import ModelGraph
 
     from qcompile.backends.hls4ml.layers import register
 
     register(opts.backend)
-    graph = lower_for_fpga(graph)
     if len(graph.outputs) != 1:
         raise QCompileError("the fpga backend needs a graph with exactly one output")
     names = c_names(graph)

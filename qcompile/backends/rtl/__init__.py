@@ -3,9 +3,19 @@ simulated bit for bit under Verilator.
 
 >>> # qcompile export jet.qir --target rtl -o jet_rtl
 >>> # qcompile simulate jet_rtl --data jets --json          (Verilator)
+
+Its modules are imported on first use: the worker that runs a Verilated model imports only
+``runner``.
 """
 
-from qcompile.backends.rtl.export import export_rtl
-from qcompile.backends.rtl.runner import RtlRunner
+import importlib
+from typing import Any
 
-__all__ = ["RtlRunner", "export_rtl"]
+_WHERE = {"RtlRunner": "qcompile.backends.rtl.runner", "export_rtl": "qcompile.backends.rtl.export"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

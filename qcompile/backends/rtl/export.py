@@ -1,5 +1,6 @@
 """`qcompile export --target rtl`: fully parallel Verilog of the whole model from da4ml, the
-.qir, Vivado/Quartus project scripts, a manifest with da4ml's cost estimate, a README.
+.qir, Vivado/Quartus project scripts, a manifest with da4ml's cost estimate, a README; its
+runner and export line (the registry's entries for them).
 
 The Verilator build is not part of the export (it needs seconds to minutes and only the
 simulation uses it): ``qcompile simulate DIR`` builds ``sim/`` in a copy of the artifact.
@@ -7,23 +8,22 @@ simulation uses it): ``qcompile simulate DIR`` builds ``sim/`` in a copy of the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qcompile.backends.artifact import MANIFEST, write_artifact
+import numpy as np
+
+from qcompile.backends.artifact import write_artifact
+from qcompile.backends.manifest import Manifest
 from qcompile.backends.rtl.build import TOP, solve_and_write
 from qcompile.backends.rtl.trace import SUPPORTED
 from qcompile.backends.targets import RtlTarget
 from qcompile.errors import QCompileError
 from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.report import summary
 
-QIR = "model.qir"
 TEMPLATES = Path(__file__).parent / "templates"
 IO_BITS = 32  # the Verilator binder moves each input and output in an int32
 
@@ -66,61 +66,37 @@ def check_graph(graph: Graph, target: RtlTarget) -> None:
             )
 
 
-def manifest(graph: Graph, target: RtlTarget, qir_bytes: bytes, figs: dict) -> dict[str, Any]:
+def export_rtl(
+    graph: Graph, qir_bytes: bytes, out: Path, target: RtlTarget, force: bool = False
+) -> Manifest:
+    """Write the artifact directory ``out`` for ``graph`` (lowered by the rtl pipeline);
+    returns its manifest, whose ``estimate`` is da4ml's cost of the Verilog."""
     from importlib.metadata import version
 
-    s = summary(graph)
-    keys = ("name", "op", "weight_bits", "levels", "level_bits", "weight_mem_bits")
-    cycles = figs["latency_cycles"]
-    return {
-        "format": "qcompile-artifact",
-        "version": 1,
-        "target": target.kind,
-        "profile": {
-            "name": target.name,
-            "part": target.part,
-            "clock_period": target.clock_period,
-            "latency_cutoff": target.latency_cutoff,
-        },
-        "qir": QIR,
-        "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
-        "project": TOP,
-        "da4ml": version("da4ml"),
-        "input": s["input"],
-        "layers": [{k: r[k] for k in keys} for r in s["layers"] if "weight_bits" in r],
-        "ops": sorted({n.kind for n in graph.nodes}),
-        "macs": macs(graph),
-        "io": {"in_kif": figs["in_kif"], "out_kif": figs["out_kif"]},
-        "estimate": {
-            "note": "da4ml's estimate, not a place-and-route report: LUT = adder bits of its "
-            "shift-and-add graph, FF = pipeline register bits; constant multiplies use no DSP",
-            "lut": round(figs["cost"]),
-            "ff": figs["reg_bits"],
-            "dsp": 0,
-            "bram18": 0,
-            "ii_cycles": 1,
-            "latency_cycles": cycles,
-            "latency_ns": round(cycles * target.clock_period, 3),
-            "solve_s": figs["solve_s"],
-        },
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-
-
-def export_rtl(graph: Graph, out: Path, target: RtlTarget, force: bool = False) -> dict:
-    """Write the artifact directory ``out``; returns its manifest."""
     check_graph(graph, target)
-    qir_bytes = qir.to_onnx(graph).SerializeToString()
-    info: dict[str, Any] = {}
+    profile = {
+        "name": target.name,
+        "part": target.part,
+        "clock_period": target.clock_period,
+        "latency_cutoff": target.latency_cutoff,
+    }
+    # the solver (a child process) traces the graph it is given: the lowered one, not the
+    # user's .qir that the artifact keeps
+    lowered = qir.to_onnx(graph).SerializeToString()
+    made: list[Manifest] = []
 
     def fill(tmp: Path) -> None:
         figs = solve_and_write(
-            qir_bytes, tmp, target.part, target.clock_period, target.latency_cutoff,
+            lowered, tmp, target.part, target.clock_period, target.latency_cutoff,
             target.max_solve_s,
         )  # fmt: skip
         for name in ("build_vivado_prj.tcl", "build_quartus_prj.tcl"):  # ours replace these
             (tmp / name).unlink(missing_ok=True)
-        info.update(manifest(graph, target, qir_bytes, figs))
+        info = Manifest.of(
+            graph, qir_bytes, "rtl", profile, estimate=cost(figs, target.clock_period),
+            project=TOP, da4ml=version("da4ml"), ops=sorted({n.kind for n in graph.nodes}),
+            macs=macs(graph), io={"in_kif": figs["in_kif"], "out_kif": figs["out_kif"]},
+        )  # fmt: skip
         fields = {
             "profile": target.name, "part": target.part, "clock_period": target.clock_period,
             "top": TOP, "model": graph.name, "da4ml": info["da4ml"],
@@ -129,8 +105,46 @@ def export_rtl(graph: Graph, out: Path, target: RtlTarget, force: bool = False) 
         for src, dst in (("vivado.tcl", "build_vivado.tcl"), ("quartus.tcl", "build_quartus.tcl")):
             (tmp / dst).write_text((TEMPLATES / src).read_text().format(**fields))
         (tmp / "README.md").write_text((TEMPLATES / "README.md.tpl").read_text().format(**fields))
-        (tmp / QIR).write_bytes(qir_bytes)
-        (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+        info.write(tmp, qir_bytes)
+        made.append(info)
 
     write_artifact(out, force, fill)
-    return info
+    return made[0]
+
+
+def cost(figs: dict[str, Any], clock_period: float) -> dict[str, Any]:
+    """The manifest's ``estimate`` from da4ml's figures for the solved model."""
+    cycles = figs["latency_cycles"]
+    return {
+        "note": "da4ml's estimate, not a place-and-route report: LUT = adder bits of its "
+        "shift-and-add graph, FF = pipeline register bits; constant multiplies use no DSP",
+        "lut": round(figs["cost"]),
+        "ff": figs["reg_bits"],
+        "dsp": 0,
+        "bram18": 0,
+        "ii_cycles": 1,
+        "latency_cycles": cycles,
+        "latency_ns": round(cycles * clock_period, 3),
+        "solve_s": figs["solve_s"],
+    }
+
+
+def describe(info: Any) -> str:
+    """What ``export`` prints for an rtl artifact."""
+    est = info["estimate"]
+    return (
+        f"Verilog by da4ml for {info['profile']['part']}: ~{est['lut']} LUT, {est['ff']} FF, "
+        f"{est['latency_cycles']} cycles at II=1, solved in {est['solve_s']} s; estimates, "
+        "not place-and-route"
+    )
+
+
+def runners(
+    artifact: Path, graph: Graph, info: dict[str, Any]
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any]]:
+    """The Verilog built by Verilator and run in a worker process."""
+    from qcompile.backends.rtl.runner import RtlRunner
+
+    rtl = RtlRunner(artifact, graph, info)
+    extra = {"artifact": str(artifact), "target": "rtl", "build_s": round(rtl.build_s, 2)}
+    return {"rtl_verilator": rtl}, extra

@@ -2,7 +2,9 @@
 and run it on integer inputs.
 
 The artifact is copied to a temporary directory and built there with its own
-``sim/build_binder.mk``: the Verilog that is simulated is the Verilog that was exported.
+``sim/build_binder.mk``: the Verilog that is simulated is the Verilog that was exported. The
+built library runs in a worker process (``qcompile.backends.worker``): a crash in it is one
+error line, not the end of the caller.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.rtl.build import TOP
+from qcompile.backends.worker import Worker
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
@@ -51,6 +54,36 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
+class RtlLibrary:
+    """The Verilated model loaded into this process (the worker's side): int32 rows of
+    ``n_in`` inputs in, the raw ``n_out`` output words out. Lookup tables, if any, are read
+    from ``memfiles`` relative to the working directory, so calls run there."""
+
+    def __init__(self, library: str, memfiles: str, n_out: int) -> None:
+        try:
+            self._lib = ctypes.CDLL(library)
+            fn = self._lib.inference
+        except (OSError, AttributeError) as e:
+            raise QCompileError(f"cannot load the Verilated model {library}: {e}") from None
+        fn.argtypes = [
+            ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32),
+            ctypes.c_size_t, ctypes.c_size_t,
+        ]  # fmt: skip
+        fn.restype = None
+        self._fn = fn
+        self._n_out = n_out
+        mem = Path(memfiles)
+        if mem.is_dir() and any(mem.iterdir()):
+            os.chdir(mem)  # the worker's own working directory
+
+    def __call__(self, inp: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(inp, dtype=np.int32)
+        raw = np.zeros((len(x), self._n_out), dtype=np.int32)
+        ptr = ctypes.POINTER(ctypes.c_int32)
+        self._fn(x.ctypes.data_as(ptr), raw.ctypes.data_as(ptr), len(x), 1)
+        return raw
+
+
 class RtlRunner:
     """``RtlRunner(artifact_dir, graph, manifest)(x_int)`` -> integer outputs; ``build_s`` is
     the Verilator build time."""
@@ -58,7 +91,16 @@ class RtlRunner:
     def __init__(self, artifact: Path, graph: Graph, info: dict[str, Any]) -> None:
         env = verilator_env()
         self.graph = graph
+        k, i, f = info["io"]["out_kif"]
+        self._out_bits, self._out_signed, self._out_f = k + i + f, bool(k), f
+        if info["io"]["in_kif"][2] != 0 or f > 0:
+            raise QCompileError(f"{artifact}: its input or output has fraction bits; re-export it")
+        out = graph.tensors()[graph.outputs[0]]
+        self.out_shape = out.shape
+        self._n_in = int(np.prod(graph.input.shape))
+        n_out = int(np.prod(out.shape))
         self._dir = Path(tempfile.mkdtemp(prefix="qcompile-rtl-"))
+        self.worker = Worker(str(artifact))  # starts now: its start-up overlaps the build
         work = self._dir / "prj"
         shutil.copytree(artifact, work)
         env.update(
@@ -72,25 +114,13 @@ class RtlRunner:
         )  # fmt: skip
         self.build_s = time.perf_counter() - t
         if r.returncode != 0:
+            self.close()
             lines = (r.stderr or r.stdout).strip().splitlines() or ["(no output)"]
             err = next((x for x in lines if "rror" in x), lines[-1])
             raise QCompileError(f"Verilator failed to build {artifact}: {err.strip()[:300]}")
         lib = work / "sim" / f"lib{TOP}_wrapper_{STAMP}.so"
-        self._lib = ctypes.CDLL(str(lib))
-        self._lib.inference.argtypes = [
-            ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32),
-            ctypes.c_size_t, ctypes.c_size_t,
-        ]  # fmt: skip
-        self._lib.inference.restype = None
-        self._mem = work / "src" / "memfiles"
-        k, i, f = info["io"]["out_kif"]
-        self._out_bits, self._out_signed, self._out_f = k + i + f, bool(k), f
-        if info["io"]["in_kif"][2] != 0 or f > 0:
-            raise QCompileError(f"{artifact}: its input or output has fraction bits; re-export it")
-        out = graph.tensors()[graph.outputs[0]]
-        self.out_shape = out.shape
-        self._n_in = int(np.prod(graph.input.shape))
-        self._n_out = int(np.prod(out.shape))
+        mem = work / "src" / "memfiles"
+        self.worker.open("rtl", library=str(lib), memfiles=str(mem), n_out=n_out)
 
     def __call__(self, x_int: np.ndarray) -> np.ndarray:
         lo, hi = self.graph.input.qtype.range
@@ -100,16 +130,7 @@ class RtlRunner:
                 f"RTL inputs must be integers in [{lo}, {hi}] (the quantized input)"
             )
         n = len(x)
-        inp = np.ascontiguousarray(x.reshape(n, self._n_in), dtype=np.int32)
-        raw = np.zeros((n, self._n_out), dtype=np.int32)
-        ptr = ctypes.POINTER(ctypes.c_int32)
-        cwd = os.getcwd()
-        try:  # lookup tables, if any, are read from memfiles relative to the working dir
-            if self._mem.is_dir() and any(self._mem.iterdir()):
-                os.chdir(self._mem)
-            self._lib.inference(inp.ctypes.data_as(ptr), raw.ctypes.data_as(ptr), n, 1)
-        finally:
-            os.chdir(cwd)
+        raw = self.worker(x.reshape(n, self._n_in).astype(np.int32))
         return self._decode(raw).reshape(n, *self.out_shape)
 
     def _decode(self, raw: np.ndarray) -> np.ndarray:
@@ -120,7 +141,9 @@ class RtlRunner:
         return v << -self._out_f  # f <= 0: always-zero low bits da4ml left off the port
 
     def close(self) -> None:
+        self.worker.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __del__(self) -> None:
-        self.close()
+        if hasattr(self, "worker"):
+            self.close()

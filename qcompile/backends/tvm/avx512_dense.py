@@ -1,7 +1,9 @@
 """When and how a dense layer's accumulation runs the AVX-512 LUT kernel (``avx512.py``).
 
 The decision is the target's, not this machine's: an artifact runs where its target says, so
-the features come from LLVM's view of the target's mcpu/mattr (``llvm_get_cpu_features``).
+the features are the target's instruction set (``cpu_features.target_isa``: its psABI level or
+mcpu, and its mattr; for the host profile, the features this CPU really has, never what
+LLVM infers from its name). They are also what the artifact's manifest records as needed.
 The kernel replaces only ``acc = sum_k x * lut[code]``; bias, requantization and the rest of
 the graph stay TE computes. The TE graph holds a placeholder compute for acc; ``schedule_cpu``
 schedules the other blocks, then ``attach`` replaces the placeholder's loop nest with one block
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from qcompile.backends.cpu_features import is_x86_64, target_isa
 from qcompile.backends.tvm.avx512 import (
     BITS,
     BYTE_LANES,
@@ -52,15 +55,9 @@ class Plan:
 
 def target_features(tvm_target: dict) -> Avx512 | None:
     """The target's AVX-512 features, or None where it is not x86-64 with AVX512BW."""
-    if tvm_target.get("kind") != "llvm":
+    if tvm_target.get("kind") != "llvm" or not is_x86_64(str(tvm_target.get("mtriple", ""))):
         return None
-    triple = str(tvm_target.get("mtriple", ""))
-    if triple and not triple.startswith("x86_64"):
-        return None
-    import tvm
-    from tvm.target import codegen
-
-    feats = set(codegen.llvm_get_cpu_features(tvm.target.Target(tvm_target)))
+    feats = target_isa(tvm_target)
     if "avx512bw" not in feats:  # vpermw and 512-bit vpsrlvw need BW (F lacks 16-bit forms)
         return None
     return Avx512(vnni="avx512vnni" in feats, vbmi="avx512vbmi" in feats)

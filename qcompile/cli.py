@@ -350,15 +350,22 @@ def export(model: str, target: str, output: str, force: bool, batch: int, as_jso
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
-    manifest.json (with a resource and latency estimate) and a README; `qcompile simulate DIR`
-    builds its C simulation with g++.
-    rtl: fully parallel Verilog from da4ml (no vendor tool) with Vivado/Quartus scripts and
-    da4ml's cost estimate; `qcompile simulate DIR` runs it under Verilator.
+    manifest.json with a resource and latency estimate (printed in total here; per layer by
+    `qcompile inspect MODEL --target PROFILE`; a warning when it does not fit the part) and a
+    README; `qcompile simulate DIR` builds its C simulation with g++.
+
+    rtl: fully parallel Verilog of the whole model from da4ml (no vendor tool; dense, conv2d,
+    add, clip, flatten, pools) with Vivado/Quartus scripts and da4ml's cost estimate (LUT,
+    FF, latency); a model over the profile's max_macs or max_solve_s is one error.
+    `qcompile simulate DIR` runs it under Verilator.
+
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
-    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
+    CUDA device is present).
+
+    qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit for bit (its outputs are
+    the integers times each output's unit, qcompile.output_units).
     """
     from qcompile.backends.artifact import check_output
     from qcompile.backends.registry import deploy, describe

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.fused import row_extremes
 from qcompile.quant.ste import grad_scale, round_ste, safe_step, uniform_codes, uniform_fake_quant
 
 
@@ -66,7 +67,7 @@ class MinMax(GridQuantizer):
     """
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
+        lo, hi = row_extremes(channel_rows(x.detach(), self.per_channel))
         return lo, safe_step((hi - lo) / (2**self.bits - 1))
 
 

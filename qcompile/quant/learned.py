@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.fused import row_extremes
 from qcompile.quant.ste import safe_step, uniform_codes
 
 
@@ -126,6 +127,12 @@ class _GatedAverage(torch.autograd.Function):
         return gq, gg, None
 
 
+def _weights_key(x: Tensor) -> tuple:
+    """Identifies ``x``'s values without reading them: the same storage, shape and version
+    (an in-place update, e.g. the optimizer's, bumps the version)."""
+    return x.data_ptr(), x.shape, x._version, x.dtype
+
+
 def _mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
     return x.mean(dim=dims, keepdim=True) if dims else x
 
@@ -185,6 +192,10 @@ class LearnedLevels(Quantizer):
         self.levels_flat = nn.Parameter(grid.repeat(rows))
         self.logits = nn.Parameter(torch.full((bmax - 1,), float(gate_init)))
         self.register_buffer("fixed_bits", torch.tensor(0))
+        # What a training forward pass found, for the stage's terms in the same step (see
+        # forward): the gates it used, and the weights' row range and grid indices.
+        self._kept_gates: tuple[Tensor, tuple[int, int]] | None = None
+        self._kept_index: tuple[tuple, Tensor, Tensor, Tensor] | None = None
 
     @property
     def levels(self) -> Tensor:
@@ -211,18 +222,35 @@ class LearnedLevels(Quantizer):
 
     def gates(self) -> Tensor:
         """``[bmax]`` gate values (0/1); while not fixed they carry the logits' gradient."""
-        if self.fixed:
-            on = torch.arange(self.bmax, device=self.logits.device) < int(self.fixed_bits)
-            return on.to(self.logits.dtype)
-        return descending_gates(self.logits)
+        return self._gates_and_bits()[0]
+
+    def _gates_and_bits(self) -> tuple[Tensor, int]:
+        """:meth:`gates` and :attr:`bits` from one look at the logits."""
+        fixed = int(self.fixed_bits)
+        if fixed:
+            on = torch.arange(self.bmax, device=self.logits.device) < fixed
+            return on.to(self.logits.dtype), fixed
+        hard = torch.cumprod((self.logits.detach() > 0).to(self.logits.dtype), dim=0)
+        gates = torch.cat([self.logits.new_ones(1), hard + (self.logits - self.logits.detach())])
+        return gates, 1 + int(hard.sum())  # descending_gates(self.logits), and its sum
 
     def gate_sum(self) -> Tensor:
-        """``s = sum g_i`` as a tensor (value ``bits``) for the memory constraint."""
+        """``s = sum g_i`` as a tensor (value ``bits``) for the memory constraint.
+
+        Right after a training forward pass this sums the gates that pass used (once; the
+        logits unchanged since), so the gradient reaches the logits through one gate node
+        per step instead of two: the same values, and the same sum of two terms."""
+        kept, self._kept_gates = self._kept_gates, None
+        if kept is not None and kept[1] == self._gate_versions() and torch.is_grad_enabled():
+            return kept[0].sum()
         return self.gates().sum()
+
+    def _gate_versions(self) -> tuple[int, int]:
+        return self.logits._version, self.fixed_bits._version
 
     def row_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(lo, hi - lo)`` per row of ``x``, each ``[R, 1]``, without gradient."""
-        lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
+        lo, hi = row_extremes(channel_rows(x.detach(), self.per_channel))
         return lo[:, None], (hi - lo)[:, None]
 
     def index(self, x: Tensor) -> Tensor:
@@ -241,15 +269,19 @@ class LearnedLevels(Quantizer):
         return lo + span * average_levels(self.levels, self.bits, self.bmax)
 
     def forward(self, x: Tensor) -> Tensor:
-        bits = self.bits
+        gates, bits = self._gates_and_bits()
         lo, span = self.row_range(x)
         # Each table entry is lo + span * (its block's mean), the arithmetic of
         # deployed_levels element for element: encode(x).decode() is forward(x) bit for bit.
-        averaged = _GatedAverage.apply(self.levels, self.gates(), bits)
+        averaged = _GatedAverage.apply(self.levels, gates, bits)
         if self.fixed:  # a zero gradient, not none: DDP expects every parameter to take part
             averaged = averaged + 0 * self.logits.sum()
         table = lo + span * averaged
-        return _Lookup.apply(x, table, self._index(x, lo, span))
+        index = self._index(x, lo, span)
+        if torch.is_grad_enabled():
+            self._kept_gates = (gates, self._gate_versions())
+            self._kept_index = (_weights_key(x), lo, span, index)
+        return _Lookup.apply(x, table, index)
 
     def encode(self, x: Tensor) -> Encoded:
         bits = self.bits
@@ -259,12 +291,24 @@ class LearnedLevels(Quantizer):
     def squared_error(self, x: Tensor) -> Tensor:
         """``[R]``: ``||x_r - Q(x_r)||^2`` per row, with ``x`` and the gates held constant: its
         gradient pulls each deployed level toward the mean of the weights it represents."""
+        return self.range_and_error(x)[1]
+
+    def range_and_error(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(hi - lo, squared_error(x))``, both per row (``[R, 1]`` and ``[R]``).
+
+        The row range and grid indices depend on ``x`` alone: when ``x`` is the tensor the
+        last forward pass quantized, unchanged since, they are reused, not recomputed."""
         bits = self.bits
-        lo, span = self.row_range(x)
+        kept = self._kept_index
+        if kept is not None and kept[0] == _weights_key(x):
+            lo, span, index = kept[1:]
+        else:
+            lo, span = self.row_range(x)
+            index = self._index(x, lo, span)
         levels = lo + span * average_levels(self.levels, bits, self.bmax)
-        codes = self._index(x, lo, span) >> (self.bmax - bits)
+        codes = index >> (self.bmax - bits)
         q = torch.gather(levels, 1, codes.reshape(levels.shape[0], -1))
-        return (x.detach().reshape(levels.shape[0], -1) - q).pow(2).sum(dim=1)
+        return span, (x.detach().reshape(levels.shape[0], -1) - q).pow(2).sum(dim=1)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, bmax={self.bmax}, per_channel={self.per_channel}"

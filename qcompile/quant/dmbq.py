@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -152,6 +153,36 @@ def clip_constants() -> Tensor:
     return torch.tensor([0.0] + [LAPLACE_CONSTANTS[b][0] for b in range(1, MAX_BITS + 1)])
 
 
+def _midpoints(unit: Tensor, bits: int) -> Tensor:
+    levels = unit[bits, : 2**bits]
+    return (levels[1:] + levels[:-1]) / 2
+
+
+@dataclass(frozen=True)
+class _PerBits:
+    """What a DMBQ layer's ``channel_bits`` decides: ``c_b`` per channel, each channel's unit
+    levels padded to the widest (the LUT rows), and per width present the rows that have it
+    with that width's decision midpoints (one entry, ``rows=None``, when all share a width)."""
+
+    key: tuple[int, int, int]
+    constants: Tensor
+    unit_rows: Tensor
+    midpoints: list[tuple[Tensor | None, Tensor]]
+
+    @staticmethod
+    def build(key: tuple[int, int, int], bits: Tensor, unit: Tensor, constants: Tensor) -> _PerBits:
+        lo, hi = (int(v) for v in torch.aminmax(bits))
+        if lo == hi:
+            mids: list[tuple[Tensor | None, Tensor]] = [(None, _midpoints(unit, lo))]
+        else:
+            mids = [
+                (rows, _midpoints(unit, b))
+                for b in range(lo, hi + 1)
+                if bool((rows := bits == b).any())
+            ]
+        return _PerBits(key, constants[bits], unit[bits, : 2**hi], mids)
+
+
 class _ClippedSTE(torch.autograd.Function):
     """Exactly ``q`` forward; backward passes ``dL/dq`` to ``w`` inside the clip and hands
     ``dL/dq`` with the quantization error ``w - q`` to ``sink`` (the LBA sensitivity)."""
@@ -206,6 +237,7 @@ class DMBQ(Quantizer):
         # not a buffer: DDP broadcasts rank 0's buffers every forward pass and would overwrite
         # each rank's own sum. The stage collects it with take_step_sum() every step.
         self.step_sum: Tensor | None = None
+        self._tables: _PerBits | None = None
 
     @property
     def bits(self) -> int:  # type: ignore[override]
@@ -223,7 +255,7 @@ class DMBQ(Quantizer):
         ``c_b mean|w_c|`` (training forward passes)."""
         if bool(self.initialized) and not update:
             return
-        target = self.constants[self.channel_bits] * w.reshape(self.channels, -1).abs().mean(1)
+        target = self._per_bits().constants * w.reshape(self.channels, -1).abs().mean(1)
         if not bool(self.initialized):
             self.clip.copy_(target)
             self.initialized.fill_(True)
@@ -241,6 +273,14 @@ class DMBQ(Quantizer):
         self.clip.mul_(self.constants[bits] / self.constants[self.channel_bits])
         self.channel_bits.copy_(bits)
 
+    def _per_bits(self) -> _PerBits:
+        """The tables that depend on ``channel_bits`` alone, built again only when it changes
+        (LBA changes it at most once an epoch; every training step reads them)."""
+        key = (self.channel_bits._version, self.channel_bits.data_ptr(), self.unit.data_ptr())
+        if self._tables is None or self._tables.key != key:
+            self._tables = _PerBits.build(key, self.channel_bits, self.unit, self.constants)
+        return self._tables
+
     def take_step_sum(self) -> Tensor | None:
         """The per-channel ``sum (w - q) dL/dq`` accumulated since the last call (then reset)."""
         s, self.step_sum = self.step_sum, None
@@ -254,38 +294,38 @@ class DMBQ(Quantizer):
 
     def levels(self) -> Tensor:
         """``[C, 2^bits]`` LUT: ``A_c`` times channel ``c``'s unit levels (zeros after them)."""
-        return self.clip.unsqueeze(1) * self.unit[self.channel_bits, : 2**self.bits]
+        return self.clip.unsqueeze(1) * self._per_bits().unit_rows
 
     def _ratio(self, w: Tensor) -> Tensor:
         """``w / A_c`` as ``[C, n]`` (a zero clip, a channel of zeros, divides by 1)."""
-        clip = torch.where(self.clip > 0, self.clip, torch.ones_like(self.clip))
+        clip = torch.where(self.clip > 0, self.clip, 1.0)
         return w.detach().reshape(self.channels, -1) / clip.unsqueeze(1)
 
     def _codes(self, ratio: Tensor) -> Tensor:
         """Nearest-level codes ``[C, n]`` of ``u = clamp(ratio, -1, 1)``."""
-        u = ratio.clamp(-1.0, 1.0)
-        lo, hi = (int(v) for v in torch.aminmax(self.channel_bits))
-        if lo == hi:  # one width for the whole layer: one search
-            return torch.bucketize(u, self._midpoints(lo))
+        return self._codes_of(ratio.clamp(-1.0, 1.0))
+
+    def _codes_of(self, u: Tensor) -> Tensor:
+        tables = self._per_bits()
+        if len(tables.midpoints) == 1:  # one width for the whole layer: one search
+            return torch.bucketize(u, tables.midpoints[0][1])
         codes = torch.empty_like(u, dtype=torch.long)
-        for b in range(lo, hi + 1):
-            rows = self.channel_bits == b
-            if bool(rows.any()):
-                codes[rows] = torch.bucketize(u[rows], self._midpoints(b))
+        for rows, mids in tables.midpoints:
+            codes[rows] = torch.bucketize(u[rows], mids)
         return codes
 
     def _midpoints(self, bits: int) -> Tensor:
-        levels = self.unit[bits, : 2**bits]
-        return (levels[1:] + levels[:-1]) / 2
+        return _midpoints(self.unit, bits)
 
     def forward(self, w: Tensor) -> Tensor:
         self.observe(w, update=self.training)
         ratio = self._ratio(w)
-        codes = self._codes(ratio)
+        u = ratio.clamp(-1.0, 1.0)
+        codes = self._codes_of(u)
         q = torch.gather(self.levels(), 1, codes).reshape(w.shape)
         if not torch.is_grad_enabled() or not w.requires_grad:
             return q
-        inside = (ratio.abs() <= 1).reshape(w.shape).to(w.dtype)
+        inside = (u == ratio).reshape(w.shape)  # |ratio| <= 1: clamping left it as it was
         tracking = self.training and bool(self.track)
         err = (w.detach() - q) if tracking else None
         return _ClippedSTE.apply(w, q, inside, err, self._accumulate if tracking else None)

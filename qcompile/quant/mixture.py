@@ -14,15 +14,14 @@ How the weights ``a`` come about is the stage's business:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from qcompile.quant.activation import PACT, pact_mixture
-from qcompile.quant.base import Encoded, Identity, Quantizer, channel_rows, expand_rows
-from qcompile.quant.fused import row_extremes
+from qcompile.quant.base import Encoded, Identity, Quantizer
+from qcompile.quant.fused import minmax_stack
 from qcompile.quant.uniform import MinMax
 
 MODES = ("attention", "relax")
@@ -42,16 +41,10 @@ class _MinMaxMix(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, bits: tuple, per_channel: bool) -> Tensor:  # type: ignore[override]
-        lo, hi = row_extremes(channel_rows(x, per_channel))
-        lo, hi = expand_rows(lo, x), expand_rows(hi, x)
         grids = [k for k, b in enumerate(bits) if b is not None]
-        top = _top_codes(tuple(bits[k] for k in grids), x.dtype, x.dim())
-        step = (hi - lo).unsqueeze(0) / top
-        step = torch.where(step > 0, step, 1.0)  # safe_step
-        q = (x - lo).unsqueeze(0).div(step).round_().clamp_min_(0).clamp_max_(top)
-        q = q.mul_(step).add_(lo)
+        q = minmax_stack(x, [bits[k] for k in grids], per_channel)
         mix = a if len(grids) == len(bits) else a[grids]
-        rows = dict(zip(grids, (q * mix.reshape(top.shape)).unbind(), strict=True))
+        rows = dict(zip(grids, (q * mix.reshape(-1, *([1] * x.dim()))).unbind(), strict=True))
         terms = [rows[k] if k in rows else x * a[k] for k in range(len(bits))]
         out = terms[0] + terms[1]
         for term in terms[2:]:
@@ -71,13 +64,6 @@ class _MinMaxMix(torch.autograd.Function):
             sums = dict(zip(ctx.grids, [p.sum() for p in (q * grad).unbind()], strict=True))
             ga = torch.stack([sums[k] if k in sums else (grad * x).sum() for k in range(len(a))])
         return gx, ga, None, None
-
-
-@functools.cache
-def _top_codes(bits: tuple[int, ...], dtype: torch.dtype, dims: int) -> Tensor:
-    """``[2^b - 1 for b in bits]`` shaped to stack members ahead of a ``dims``-d tensor
-    (built once per mixture shape)."""
-    return torch.tensor([2.0**b - 1 for b in bits], dtype=dtype).reshape(-1, *([1] * dims))
 
 
 def _minmax_bits(members: Sequence[Quantizer]) -> tuple[tuple[int | None, ...], bool] | None:

@@ -34,6 +34,11 @@ ONE_BIT = {
 }  # fmt: skip
 
 
+PLAIN_BWN = {
+    "stage.method": "uniform", "stage.wbits": 1, "stage.abits": 32, "stage.weight_quant": "bwn"
+}  # fmt: skip
+
+
 def row(method: str, abits: int, **extra: object) -> dict:
     return {"stage.method": method, "stage.wbits": 2, "stage.abits": abits, **extra}
 
@@ -48,7 +53,7 @@ ROWS: list[tuple[str, dict]] = [
     ("W2A2: BR (2 + FP)", row("br", 2)),
     ("W2A2: BR (2/4/8)", row("br", 2, **{"stage.mixture": MIX})),
     ("W2A2: DQA (2/4/8, activations mixed too)", row("dqa", 2, **{"stage.act_mixture": True})),
-    ("W1: plain BWN", {**ONE_BIT, "stage.method": "uniform"}),
+    ("W1: plain BWN", {**PLAIN_BWN}),
     ("W1: DQA (BWN/TWN/8-bit)", {**ONE_BIT, "stage.mixture": ["bwn", "twn", "minmax:8"]}),
     ("W1: DQA (BWN/TWN/FP)", {**ONE_BIT, "stage.mixture": ["bwn", "twn", "fp"]}),
 ]

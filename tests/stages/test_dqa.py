@@ -108,6 +108,34 @@ def test_penalty_weights_layers_by_size() -> None:
     assert float(stage.regularizer(model)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_penalty_gradient_is_the_formula_s_bit_for_bit() -> None:
+    """The penalty is one dot product with precomputed coefficients; the attention logits get
+    exactly the gradient of lam * sum_l share_l * g^T a_l (activation mixtures included)."""
+    grads = []
+    for literal in (False, True):
+        model = quantize(net(), method="dqa", wbits=2, abits=2, act_mixture=True, lam=3.0)
+        stage: DQAStage = model.stage
+        stage.on_step(model, 5, 50)
+        if literal:
+            layers = model.weight_layers()
+            total = sum(m.weight.numel() for m in layers.values())
+            mixtures = stage.mixtures(model)
+            acts = [n for n in mixtures if n not in layers]
+            terms = [
+                (layers[n].weight.numel() / total if n in layers else 1.0 / len(acts))
+                * torch.dot(torch.tensor([1.0, 4.0, 16.0]), m.weights())
+                for n, m in mixtures.items()
+            ]
+            reg = 3.0 * torch.stack(terms).sum()
+        else:
+            reg = stage.regularizer(model)
+        reg.backward()
+        grads.append({n: m.alpha.grad for n, m in stage.mixtures(model).items()})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 3
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n
+
+
 def test_mixture_exports_and_snaps_to_its_first_member() -> None:
     w = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
     m = Mixture([MinMax(2), MinMax(4), Identity()])

@@ -18,6 +18,7 @@ from qcompile.quant.activation import _PACTMix, mix_grads, mix_values
 from qcompile.quant.dmbq import DMBQ, _midpoints, unit_table
 from qcompile.quant.fused import abs_max, minmax_stack, row_extremes
 from qcompile.quant.learned import LearnedLevels
+from qcompile.quant.learned_fused import gated_average_grads
 from qcompile.quant.mixture import Mixture
 from qcompile.quant.sdq import SDQQuantizer, gumbel_weight
 from qcompile.quant.ste import straight_through, uniform_fake_quant
@@ -214,6 +215,70 @@ def test_ddq_reuses_the_forward_pass_with_the_same_results() -> None:
     with torch.no_grad():
         w.add_(0.1)  # other weights: nothing stale is reused
     assert torch.equal(reused.squared_error(w), fresh.squared_error(w))
+
+
+class _GatedAverage(torch.autograd.Function):
+    """The unfused DDQ graph's averaging node (as it was before LearnedStep)."""
+
+    @staticmethod
+    def forward(ctx, q, gates, bits):
+        ctx.save_for_backward(q)
+        ctx.bits = bits
+        block = q.shape[1] >> bits
+        return q.reshape(q.shape[0], 1 << bits, block).mean(-1).repeat_interleave(block, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (q,) = ctx.saved_tensors
+        return (*gated_average_grads(q, grad, ctx.bits, *ctx.needs_input_grad[:2]), None)
+
+
+class _Lookup(torch.autograd.Function):
+    """The unfused DDQ graph's lookup node."""
+
+    @staticmethod
+    def forward(ctx, x, table, idx):
+        ctx.save_for_backward(idx)
+        ctx.table_shape = table.shape
+        return torch.gather(table, 1, idx).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        gt = grad.new_zeros(ctx.table_shape).scatter_add_(1, idx, grad.reshape(idx.shape))
+        return grad, gt, None
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_ddq_step_and_its_error_equal_the_unfused_graph(fixed: bool) -> None:
+    """One node for the lookup and the correction's error against the graph it replaced (two
+    nodes, table arithmetic, the error recomputed with autograd ops): values and the
+    gradients of the weights, levels and logits bit for bit."""
+    w, g = randn(6, 3, 3, 3, seed=10), randn(6, 3, 3, 3, seed=11)
+    results = []
+    for fused in (True, False):
+        q = LearnedLevels(4, 6)
+        with torch.no_grad():
+            q.levels_flat.copy_(torch.rand(q.levels_flat.shape, generator=torch.Generator()))
+            q.logits.copy_(torch.tensor([0.2, -0.1, 0.3]))
+        if fixed:
+            q.fix(3)
+        x = w.clone().requires_grad_(True)
+        if fused:
+            y = q(x)
+            span, err = q.training_error(x.detach())
+        else:
+            gates, bits = q._gates_and_bits()
+            lo, span = q.row_range(x)
+            averaged = _GatedAverage.apply(q.levels, gates, bits)
+            if fixed:
+                averaged = averaged + 0 * q.logits.sum()
+            y = _Lookup.apply(x, lo + span * averaged, q._index(x, lo, span).reshape(6, -1))
+            span, err = q.range_and_error(x.detach())
+        ((y * g).sum() + (err / span[:, 0] ** 2).sum()).backward()
+        results.append((y.detach(), err.detach(), x.grad, q.levels_flat.grad, q.logits.grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_mixture_weights_shared_by_forward_and_penalty() -> None:

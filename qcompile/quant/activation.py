@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from qcompile.quant import compiled
 from qcompile.quant.base import Encoded, Quantizer
+from qcompile.quant.fused import abs_max
 from qcompile.quant.ste import safe_step, uniform_codes, uniform_fake_quant
 from qcompile.quant.uniform import grid_levels
 
@@ -215,7 +216,7 @@ class InputQuant(Quantizer):
         if self.training:
             from qcompile.distributed import all_reduce_max
 
-            seen = all_reduce_max(x.detach().abs().amax().reshape(1))
+            seen = all_reduce_max(abs_max(x.detach()).reshape(1))
             self.max_abs = torch.maximum(self.max_abs, seen)
         lo, step = self.grid()
         return uniform_fake_quant(x, lo, step, 2**self.bits - 1, clip_grad=True)

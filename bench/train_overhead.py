@@ -108,7 +108,9 @@ def compile_time() -> float | None:
 def measure(
     base: dict[str, Any], rows: dict[str, dict[str, Any]], epochs: int, repeats: int, tmp: Path
 ) -> dict[str, float]:
-    """Ratio to float per row (median over repeats), after one warm-up epoch per row."""
+    """Ratio to float per row (median over repeats), after one warm-up epoch per row; runs
+    go to fresh directories under ``tmp``."""
+    tmp.mkdir(parents=True)
     for name, over in rows.items():
         mean_epoch_time({**base, **over}, 1, tmp / f"warm-{name.replace('/', '-')}")
     times: dict[str, list[float]] = {name: [] for name in rows}
@@ -154,7 +156,8 @@ def main() -> None:
             label, base = MODELS[key]
             if base["data.name"] == "cifar10":
                 base = {**base, "data.dir": str(synthetic_cifar(tmp / "cifar", args.resnet_images))}
-            results[label] = measure(base, configurations(), args.epochs, args.repeats, tmp)
+            runs = tmp / key
+            results[label] = measure(base, configurations(), args.epochs, args.repeats, runs)
             print(
                 f"{label}: "
                 + "  ".join(f"{k} {v:.2f}x" for k, v in results[label].items() if k != "float_s"),

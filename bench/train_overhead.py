@@ -4,10 +4,11 @@ Each configuration trains through the real loop (``qcompile.train.train``). Befo
 is timed, every configuration runs one untimed warm-up epoch in this process (lazy imports,
 first allocations, compiled kernels), so no row pays for another's start-up. Then the
 configurations run in turn, ``--repeats`` times, each time a fresh run of ``--epochs``
-epochs; a run's figure is its mean epoch time (every epoch counts: stages change what they
-do during a run, e.g. SDQ searches then fine-tunes, DDQ fixes its bits half-way), and a
-row's ratio is the median over repeats of that figure divided by the float run's of the
-same repeat (float and quantized runs alternate, so drift on the machine hits both alike).
+epochs, with a float run before and after each; a run's figure is its mean epoch time
+(every epoch counts: stages change what they do during a run, e.g. SDQ searches then
+fine-tunes, DDQ fixes its bits half-way), and a row's ratio is the median over repeats of
+that figure divided by the mean of its two neighbouring float runs' (the machine is shared:
+its load drifts over minutes, and this keeps each comparison seconds apart).
 
 Models: lenet on mnist5k (4,000 training images, 63 steps of 64 per epoch) and resnet20 on
 synthetic CIFAR-shaped data (``--resnet-images`` random 3x32x32 images, augmented as
@@ -30,6 +31,7 @@ The last line printed is one JSON object: ``{"ratios": {"lenet/mnist5k": {"unifo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -113,17 +115,26 @@ def measure(
     tmp.mkdir(parents=True)
     for name, over in rows.items():
         mean_epoch_time({**base, **over}, 1, tmp / f"warm-{name.replace('/', '-')}")
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for rep in range(repeats):
-        for name, over in rows.items():
-            out = tmp / f"{rep}-{name.replace('/', '-')}"
-            times[name].append(mean_epoch_time({**base, **over}, epochs, out))
-    ratios = {
-        name: statistics.median(t / f for t, f in zip(ts, times["float"], strict=True))
-        for name, ts in times.items()
-        if name != "float"
+    ratios: dict[str, list[float]] = {name: [] for name in rows if name != "float"}
+    floats: list[float] = []
+    runs = itertools.count()
+
+    def timed(name: str) -> float:
+        out = tmp / f"{next(runs)}-{name.replace('/', '-')}"
+        return mean_epoch_time({**base, **rows[name]}, epochs, out)
+
+    for _ in range(repeats):
+        before = timed("float")
+        floats.append(before)
+        for name in ratios:  # float, A, float, B, ...: each run between two float runs
+            t = timed(name)
+            after = timed("float")
+            floats.append(after)
+            ratios[name].append(t / ((before + after) / 2))
+            before = after
+    return {"float_s": statistics.median(floats)} | {
+        name: statistics.median(rs) for name, rs in ratios.items()
     }
-    return {"float_s": statistics.median(times["float"]), **ratios}
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -179,7 +190,8 @@ def main() -> None:
 --resnet-images {args.resnet_images} --threads {args.threads}` ({machine()};
 {compiled_note}; whole bench {time.perf_counter() - t_start:.0f} s). Every configuration
 warms up for one untimed epoch first; each figure is the median over {args.repeats} repeats
-of (mean epoch time of a fresh {args.epochs}-epoch run) / (the float run's, same repeat).
+of (mean epoch time of a fresh {args.epochs}-epoch run) / (the mean of the float runs just
+before and after it).
 Weights: 2 bits (sdq/ddq/dmbq start at 4 and learn widths under a 2.0-bit budget); W+A adds
 2-bit PACT activations (dqa mixes them too); first/last layers 8-bit. resnet20 trains on
 {args.resnet_images} random CIFAR-shaped images per epoch. Goal: <= {GOAL}x.

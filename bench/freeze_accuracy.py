@@ -1,8 +1,9 @@
 """Frozen integer model vs the fake-quant model it came from: accuracy on the full test split.
 
-Trains lenet W2A4 (uniform min-max, and DQA over {2,4,8} bits) on digits and mnist5k for 15
-epochs, freezes each checkpoint and runs `qcompile simulate`'s comparison on every test
-image: fake-quant accuracy, frozen PyTorch accuracy, simulator accuracy and `exact`.
+Trains lenet W2A4 with every stage (uniform min-max; DQA over {2,4,8} bits; Binary-Relax;
+SDQ, DDQ and DMBQ under a 2-bit budget) on digits and mnist5k for 15 epochs, freezes each
+checkpoint and runs `qcompile simulate`'s comparison on every test image: fake-quant
+accuracy, frozen PyTorch accuracy, simulator accuracy and `exact`.
 
     python -m bench.freeze_accuracy [--epochs 15] [--seed 0]
 """
@@ -10,6 +11,7 @@ image: fake-quant accuracy, frozen PyTorch accuracy, simulator accuracy and `exa
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from qcompile.recipe import load_recipe
 from qcompile.simulate import simulate
 from qcompile.train import train
 
-CASES = [("digits", "uniform"), ("digits", "dqa"), ("mnist5k", "uniform"), ("mnist5k", "dqa")]
+STAGES = ("uniform", "dqa", "br", "sdq", "ddq", "dmbq")
+CASES = [(data, method) for data in ("digits", "mnist5k") for method in STAGES]
 
 
 def run(data: str, method: str, epochs: int, seed: int, out: Path) -> dict:
@@ -36,7 +39,8 @@ def run(data: str, method: str, epochs: int, seed: int, out: Path) -> dict:
         },
     )
     train(r, out, progress=False, log=lambda m: None)
-    return simulate(freeze_checkpoint(out / "checkpoint.pt"), n=100_000)
+    ckpt = out / "checkpoint.pt"
+    return simulate(freeze_checkpoint(ckpt), n=100_000, checkpoint=ckpt)
 
 
 def main() -> None:
@@ -44,12 +48,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    rows = []
+    rows, figures = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for data, method in CASES:
             r = run(data, method, args.epochs, args.seed, Path(tmp) / f"{data}-{method}")
             drop = 100 * (r["acc_fakequant"] - r["acc_frozen"])
             print(data, method, r, flush=True)
+            figures[f"{data}/{method}"] = round(drop, 2)
             rows.append(
                 f"| lenet / {data} | {method} W2A4 | {r['n']} | {100 * r['acc_fakequant']:.2f} | "
                 f"{100 * r['acc_frozen']:.2f} | {100 * r['acc_sim']:.2f} | {drop:+.2f} | "
@@ -69,6 +74,7 @@ def main() -> None:
         ]
     )
     write_section("freeze_accuracy", body)
+    print(json.dumps({"drop_pp": figures}))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ def prepare(root: Path) -> None:
     import tvm
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from qcompile.backends.registry import deploy
     from qcompile.backends.targets import load_target
-    from qcompile.backends.tvm.export import export_tvm
     from qcompile.sim import Simulator
     from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
 
@@ -42,7 +42,7 @@ def prepare(root: Path) -> None:
     graphs += [("mixed_widths", mixed_chain("nonuniform"))]  # per-channel widths
     for name, graph in graphs:
         t = time.perf_counter()
-        export_tvm(graph, root / name, load_target("gpu"), force=True)
+        deploy(graph, load_target("gpu"), root / name, force=True)
         x = random_inputs(graph, 256)
         np.save(root / name / "x.npy", x.astype(np.int16))  # 8-bit inputs; keeps the copy small
         np.save(root / name / "expect.npy", Simulator(graph).run(x)[graph.outputs[0]])

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qcompile.ir import ops
-from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Table, Weights
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.sim import Simulator
 
@@ -43,7 +43,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def gemv_graph(bits: int, seed: int = 0) -> Graph:
-    """One dense layer of the IR: 4096x4096 b-bit codes, 8-bit per-row LUT levels, 8-bit
+    """One dense layer of the IR: 4096x4096 b-bit codes, int8 per-row table levels, 8-bit
     inputs; the output keeps the whole accumulator (no clipping)."""
     rng = np.random.default_rng(seed)
     x = TensorInfo("x", (N,), QType(8, True), 1.0)
@@ -52,9 +52,7 @@ def gemv_graph(bits: int, seed: int = 0) -> Graph:
         (N, N),
         rng.integers(0, 1 << bits, (N, N)).astype(np.uint8),
         False,
-        rng.integers(-128, 128, (N, 1 << bits)).astype(np.int64),
-        None,
-        False,
+        Table(rng.integers(-128, 128, (N, 1 << bits)).astype(np.int64)),
     )
     probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
     acc = ops.acc_bits_needed(probe, [x.qtype.range])

@@ -63,11 +63,11 @@ def child(kind: str, name: str, artifact: str, repeats: int) -> float:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x.numpy()}
         return median_ms(lambda: sess.run(None, feed), repeats)
-    from qcompile.backends.artifact import read_manifest
-    from qcompile.backends.tvm import TvmRunner
+    from qcompile.backends.tvm import TvmLibrary
     from qcompile.sim import Simulator, quantize_input
 
-    runner = TvmRunner(Path(artifact), graph, read_manifest(Path(artifact)))
+    # In this process (already a child of the bench's own): a worker's pipes would be timed.
+    runner = TvmLibrary(artifact, graph.tensors()[graph.outputs[0]].shape)
     xi = quantize_input(graph, torch.randn(64, *shape).numpy())
     one = xi[:1]
     ms = median_ms(lambda: runner(one), repeats)
@@ -92,8 +92,8 @@ def run_child(kind: str, name: str, artifact: Path, threads: int, repeats: int) 
 
 
 def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
+    from qcompile.backends.registry import deploy
     from qcompile.backends.targets import load_target
-    from qcompile.backends.tvm import export_tvm
 
     times: dict[str, float | None] = {}
     for target in ("cpu", "arm", "gpu"):
@@ -104,7 +104,7 @@ def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
             times[target] = None
             continue
         t = time.perf_counter()
-        export_tvm(graph, root / target, load_target(target))
+        deploy(graph, load_target(target), root / target)
         times[target] = time.perf_counter() - t
     return times
 

@@ -46,16 +46,14 @@ from typing import Any
 
 import numpy as np
 
+from qcompile.backends.cpu_features import host_target, running_features
 from qcompile.backends.tvm.avx512 import byte_table, gemv8, gemv16, replicated_table
 
 
 def cpu_flag(name: str) -> bool:
-    """Whether /proc/cpuinfo lists ``name`` (False where there is no /proc, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and name in line.split() for line in f)
-    except OSError:
-        return False
+    """Whether this CPU has LLVM feature ``name`` (as the OS reports it, or as
+    $QCOMPILE_CPU_FEATURES says for a test run)."""
+    return name in running_features()
 
 
 def has_avx512bw() -> bool:
@@ -64,14 +62,13 @@ def has_avx512bw() -> bool:
 
 
 def has_avx512vnni() -> bool:
-    return cpu_flag("avx512_vnni")
+    return cpu_flag("avx512vnni")
 
 
 def target() -> Any:
     import tvm
-    from tvm.target import codegen
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())})
+    return tvm.target.Target(host_target())  # this CPU's real features, not its name
 
 
 def reference(x: np.ndarray, codes: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -137,7 +134,7 @@ def current_kernel(bits: int) -> tuple[Any, list, np.ndarray, np.ndarray]:
     graph = gemv_graph(bits)
     ex, weights = compile_graph(graph, load_target("cpu"))
     w = graph.nodes[0].weights
-    return ex, [a for _, _, a in weights], w.data, w.lut
+    return ex, [a for _, _, a in weights], w.data, w.level_table()
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -5,7 +5,17 @@
 >>> qnet = qcompile.quantize(net, method="uniform", wbits=2, abits=4)
 """
 
-from qcompile.stages import QuantModel, quantize
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["QuantModel", "__version__", "quantize"]
+
+
+def __getattr__(name: str) -> Any:
+    # The training API needs torch; importing it lazily keeps the deployment side (and the
+    # worker process that runs artifacts, python -m qcompile.backends.worker) free of it.
+    if name in ("QuantModel", "quantize"):
+        from qcompile import stages
+
+        return getattr(stages, name)
+    raise AttributeError(f"module 'qcompile' has no attribute {name!r}")

@@ -11,33 +11,18 @@ never runs code from the file:
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
+from qcompile.fileio import atomic_write, input_file
 
 FORMAT = "qcompile-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers see the old or the new file,
-    never half of one (a killed run leaves its previous checkpoint intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -47,37 +32,44 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a qcompile checkpoint; every failure is one clear :class:`QCompileError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise QCompileError(f"checkpoint {p}: no such file")
+    p = input_file(path, "checkpoint")
+    shown = clip(str(p))
     if not zipfile.is_zipfile(p):
         raise QCompileError(
-            f"checkpoint {p} is corrupt, truncated or not a PyTorch checkpoint (not a zip archive)"
+            f"checkpoint {shown} is corrupt, truncated or not a PyTorch checkpoint "
+            "(not a zip archive)"
         )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise QCompileError(
-            f"checkpoint {p} holds pickled Python objects, not only tensors and plain containers; "
-            "refusing to load it (not a qcompile checkpoint, or tampered with)"
+            f"checkpoint {shown} holds pickled Python objects, not only tensors and plain "
+            "containers; refusing to load it (not a qcompile checkpoint, or tampered with)"
         ) from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged archives
         raise QCompileError(
-            f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); re-run training or "
+            f"checkpoint {shown} is corrupt or truncated ({type(e).__name__}); re-run training or "
             "use an intact copy"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise QCompileError(
-            f"checkpoint {p} is not a qcompile checkpoint (no format tag '{FORMAT}'); "
+            f"checkpoint {shown} is not a qcompile checkpoint (no format tag '{FORMAT}'); "
             "pass the checkpoint.pt that `qcompile train` wrote"
         )
     version = ckpt.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise QCompileError(
-            f"checkpoint {p} has format version {version!r}; this qcompile reads up to "
-            f"{CHECKPOINT_VERSION}: upgrade qcompile"
+            f"checkpoint {shown} has format version {clip(repr(version), 40)}; this qcompile "
+            f"reads up to {CHECKPOINT_VERSION}: upgrade qcompile"
         )
-    for key in ("recipe", "epoch", "model"):
+    for key, kind in (("recipe", dict), ("epoch", int), ("model", dict)):
         if key not in ckpt:
-            raise QCompileError(f"checkpoint {p} lacks '{key}': it is truncated or tampered with")
+            raise QCompileError(
+                f"checkpoint {shown} lacks '{key}': it is truncated or tampered with"
+            )
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            raise QCompileError(
+                f"checkpoint {shown}: '{key}' is a {type(ckpt[key]).__name__}, not a "
+                f"{kind.__name__}; it is tampered with or not from `qcompile train`"
+            )
     return ckpt

@@ -1,22 +1,22 @@
 """The ``qcompile`` command line (click).
 
-User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2;
-anything else is a bug and keeps its traceback.
+User mistakes raise :class:`QCompileError` and end as one line on stderr with exit code 2
+(``simulate`` exits 1 when implementations disagree); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from qcompile.errors import QCompileError
-from qcompile.stages import STAGES
-
-METHODS = sorted(STAGES)
+from qcompile.errors import Disagreement, QCompileError, one_line
+from qcompile.methods import METHODS
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str) -> None:
@@ -119,7 +119,8 @@ def train(
 
     if D.rank() != 0:
         return
-    bits = ", ".join(f"{k}:{v}" for k, v in summary["bits"].items())
+    # A layer whose channels have their own widths (DMBQ) shows their mean.
+    bits = ", ".join(f"{k}:{round(v, 2):g}" for k, v in summary["bits"].items())
     human = (
         f"test_acc {summary['test_acc']:.4f}  ({r.model.name} on {r.data.name}, {r.method}, "
         f"{r.train.epochs} epochs, {summary['wall_time_s']:.1f}s)\nweight bits  {bits}\n"
@@ -136,20 +137,31 @@ def train(
     type=click.Path(dir_okay=False),
     help="Where to write MODEL.qir. [default: model.qir beside the checkpoint]",
 )
+@click.option(
+    "--model",
+    "model_spec",
+    help="The architecture to rebuild, replacing the one the checkpoint's recipe names. "
+    "Needed when that is a FILE.py:FACTORY: qcompile imports no code named inside a "
+    "checkpoint, so name the factory yourself.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def freeze(checkpoint: str, output: str | None, as_json: bool) -> None:
+def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json: bool) -> None:
     """Freeze a trained CHECKPOINT into the integer IR file MODEL.qir.
 
     Folds BatchNorm and activation scales into per-channel integer LUTs and biases, chooses
     fixed-point fractions and accumulator widths, packs the codes and verifies the graph.
+    The .qir records the checkpoint's path and SHA-256, its recipe and its dataset's name.
     """
+    from qcompile.fileio import check_writable, writing
     from qcompile.freeze import freeze_checkpoint
     from qcompile.ir import qir
     from qcompile.report import summary
 
     out = Path(output) if output else Path(checkpoint).parent / "model.qir"
-    graph = freeze_checkpoint(checkpoint)
-    qir.save(graph, out)
+    check_writable(out, "model")  # before the work
+    graph = freeze_checkpoint(checkpoint, model_spec)
+    with writing(out):
+        qir.save(graph, out)
     s = summary(graph)
     result = {
         "qir": str(out),
@@ -157,6 +169,7 @@ def freeze(checkpoint: str, output: str | None, as_json: bool) -> None:
         "params": s["params"],
         "avg_weight_bits": s["avg_weight_bits"],
         "model_bytes": s["model_bytes"],
+        "checkpoint_sha256": graph.meta()["checkpoint_sha256"],
     }
     human = (
         f"froze {checkpoint} -> {out}: {len(graph.nodes)} nodes, "
@@ -181,6 +194,11 @@ def inspect(model: str, as_json: bool) -> None:
 @click.argument("model", type=click.Path(exists=False))
 @click.option("--data", help="Dataset whose test split to run. [default: the one trained on]")
 @click.option(
+    "--data-dir",
+    help="Directory of a cifar10 or imagefolder dataset (a directory recorded in the .qir "
+    "is never read).",
+)
+@click.option(
     "--inputs",
     type=click.Path(dir_okay=False),
     help="Your own float inputs, a .npy array N x the model's input shape.",
@@ -193,33 +211,82 @@ def inspect(model: str, as_json: bool) -> None:
     show_default=True,
     help="Number of inputs.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Also run the trained (fake-quant) model of this checkpoint and report its "
+    "accuracy; it must be the file the .qir was frozen from (its SHA-256 is checked).",
+)
+@click.option(
+    "--model",
+    "model_spec",
+    help="With --checkpoint: the architecture to rebuild, needed when its recipe names a "
+    "FILE.py:FACTORY (qcompile imports no code named inside a checkpoint).",
+)
+@click.option(
+    "--save-outputs",
+    type=click.Path(file_okay=False),
+    help="Directory to write each implementation's integer outputs to (IMPL.npy), and the "
+    "float inputs (inputs.npy), to compare with any other executor.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: bool) -> None:
+def simulate(
+    model: str,
+    data: str | None,
+    data_dir: str | None,
+    inputs: str | None,
+    n: int,
+    checkpoint: str | None,
+    model_spec: str | None,
+    save_outputs: str | None,
+    as_json: bool,
+) -> None:
     """Run MODEL (a .qir file or an exported artifact directory) through every
     implementation and compare their outputs bit for bit.
 
     Always the integer simulator and the PyTorch frozen model; for an artifact also the
     artifact itself (FPGA C simulation, TVM cpu library, ARM runner under qemu, or the CUDA
-    library where a GPU is present). Reports `exact`, `max_abs_diff` and the accuracy of
-    each, and of the fake-quant model when its checkpoint is still where freeze found it.
+    library where a GPU is present), after checking every artifact file against the SHA-256
+    its manifest records. Reports `exact`, `max_abs_diff` and the accuracy of each, and, with
+    --checkpoint, of the trained fake-quant model.
+
+    Exit status: 0 all implementations agree on every input; 1 they disagree (the message
+    names which, on how many inputs, and the first differing input); 2 a usage or input
+    error (nothing was compared).
     """
-    from qcompile.simulate import load_model
+    from qcompile.simulate import disagreement, load_model
     from qcompile.simulate import simulate as run
 
     if data and inputs:
         raise QCompileError("give --data or --inputs, not both")
+    if model_spec and not checkpoint:
+        raise QCompileError("--model only applies with --checkpoint")
     graph, impls, extra = load_model(model)
-    r = {**run(graph, data, inputs, n, impls), **extra}
-    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    r = {
+        **run(graph, data, inputs, n, impls, data_dir=data_dir, checkpoint=checkpoint,
+              model_spec=model_spec, save_outputs=save_outputs),
+        **extra,
+    }  # fmt: skip
+
+    def show(v: float | None, form: str = "{:.2%}") -> str:
+        return "-" if v is None else form.format(v)
+
     human = (
         f"{r['n']} inputs ({r['inputs']}): exact {100 * r['exact']:.1f}% across "
-        f"{', '.join(r['compared'])}, max_abs_diff {r['max_abs_diff']:g}\n"
+        f"{', '.join(r['compared'])}, max_abs_diff {show(r['max_abs_diff'], '{:g}')}\n"
         "accuracy: "
-        + ", ".join(f"{k.removeprefix('acc_')} {pct(v)}" for k, v in r.items() if k[:4] == "acc_")
+        + ", ".join(f"{k.removeprefix('acc_')} {show(v)}" for k, v in r.items() if k[:4] == "acc_")
     )
     if "gpu" in r:
         human += f"\ngpu: {r['gpu']}"
-    emit(r, as_json, human)
+    if save_outputs:
+        saved = ", ".join(f"{k}.npy" for k in ["inputs", *r["compared"]])
+        human += f"\noutputs saved in {save_outputs}/ ({saved})"
+    problem = disagreement(r)
+    # On a disagreement stderr holds only the error line (under --json the JSON has it all).
+    emit(r, as_json, "" if problem and as_json else human)
+    if problem:
+        raise Disagreement(problem)
 
 
 @cli.command()
@@ -227,62 +294,128 @@ def simulate(model: str, data: str | None, inputs: str | None, n: int, as_json: 
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), cpu (this host), arm (rpi4), gpu (h100), a profile in targets/ "
-    "(pynq-z2, zcu104, alveo-u250, host, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or "
-    "a PATH.toml.",
+    help="fpga (pynq-z2), cpu (this host's CPU features), x86-64-v3 / x86-64-v4 (portable x86 "
+    "levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), qonnx (a QONNX model file), a profile "
+    "in targets/ (pynq-z2, zcu104, alveo-u250, host, x86-64-v3, x86-64-v4, rpi4, rpi5, "
+    "jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Artifact directory to create.",
+    type=click.Path(),
+    help="Artifact directory to create (qonnx: the .onnx file).",
 )
-@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="qonnx only: the batch size of the model's input (qonnx runs fixed shapes).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the output if it exists and is an artifact (or empty; qonnx: a file).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
+def export(model: str, target: str, output: str, force: bool, batch: int, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
-    fpga: an hls4ml project (Vitis HLS by default) with bit-packed LUT kernels, the .qir,
+    fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
     manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present).
+    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
+    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
     """
-    from qcompile.backends.targets import FpgaTarget, load_target
+    from qcompile.backends.artifact import check_output
+    from qcompile.backends.registry import deploy, describe
+    from qcompile.backends.targets import load_target
     from qcompile.ir import qir
 
+    if target == "qonnx":
+        _export_qonnx(model, output, force, batch, as_json)
+        return
     t = load_target(target)
-    graph = qir.load(model)
-    if isinstance(t, FpgaTarget):
-        from qcompile.backends.hls4ml import export_fpga
-
-        info = export_fpga(graph, Path(output), t, force)
-        human = (
-            f"exported {model} -> {output} (hls4ml {t.backend} project for {t.part}, "
-            f"{t.strategy}, reuse factor {t.reuse_factor}); weight memory "
-            f"{info['weight_mem_bits']} bits packed vs "
-            f"{info['estimates']['hls4ml_default_weight_bits']} at hls4ml's default 16 bits"
-        )
-    else:
-        from qcompile.backends.tvm import export_tvm
-
-        info = export_tvm(graph, Path(output), t, force)
-        human = (
-            f"exported {model} -> {output} ({info['target']}: TVM "
-            f"{info['profile']['tvm_target']}, built in {info['build_s']} s)"
-        )
-
+    graph, qir_bytes = qir.read(model)
+    check_output(Path(output), force)  # before compiling
+    info = deploy(graph, t, Path(output), force, qir_bytes)
+    human = f"exported {model} -> {output} ({describe(info)})"
     emit({**info, "out": output}, as_json, human)
 
 
+def _export_qonnx(model: str, output: str, force: bool, batch: int, as_json: bool) -> None:
+    from qcompile.interop.qonnx_export import save_qonnx
+    from qcompile.ir import qir
+
+    graph = qir.load(model)
+    save_qonnx(graph, output, batch, force)
+    info = {"target": "qonnx", "out": output, "batch": batch, "nodes": len(graph.nodes)}
+    human = (
+        f"exported {model} -> {output} (QONNX, batch {batch}): qonnx's execute_onnx gives "
+        "the simulator's integers times each output's unit (metadata qcompile.output_units)"
+    )
+    emit(info, as_json, human)
+
+
+@cli.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write MODEL.qir. [default: beside MODEL.onnx, with .qir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def import_(model: str, output: str | None, as_json: bool) -> None:
+    """Import a QONNX MODEL.onnx (as Brevitas's export_qonnx writes it) into MODEL.qir.
+
+    Exact or not at all: a scale, rounding mode or node the integer contract cannot represent
+    exactly is refused with one line naming the node. Notes (stderr) say where qonnx's own
+    float32 execution of the source could round.
+    """
+    try:
+        import qonnx  # noqa: F401
+
+        from qcompile.interop.qonnx_import import import_qonnx
+        from qcompile.ir import qir
+        from qcompile.report import summary
+    except ImportError as e:
+        raise QCompileError(
+            f"qcompile import needs qonnx ({e}): pip install 'qcompile[qonnx]'"
+        ) from None
+
+    out = Path(output) if output else Path(model).with_suffix(".qir")
+    graph, notes = import_qonnx(model)
+    qir.save(graph, out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    s = summary(graph)
+    result = {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+        "notes": notes,
+    }
+    human = (
+        f"imported {model} -> {out}: {len(graph.nodes)} nodes, "
+        f"{s['avg_weight_bits']:.2f} average weight bits, exact"
+    )
+    emit(result, as_json, human)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the command line; a user's mistake ends as one line on stderr and exit status 2
+    (1 when `simulate` finds implementations that disagree)."""
     try:
         cli.main(args=argv, prog_name="qcompile", standalone_mode=False)
     except QCompileError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        click.echo(f"error: {one_line(str(e))}", err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -292,6 +425,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `qcompile inspect m.qir | head -1`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(141)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Unknown or mistyped keys are errors that name the key and the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -21,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qcompile.errors import QCompileError, did_you_mean
-from qcompile.stages import StageConfig, stage_class
+from qcompile.errors import QCompileError, clip, did_you_mean, unknown_choice
+from qcompile.fileio import input_file
+from qcompile.stages import STAGES, StageConfig, stage_class
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
+MAX_IMAGE_SIZE = 4096
+MAX_SEED = 2**63 - 1  # what TOML and torch.manual_seed both take
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class DataSpec:
     name: str = "digits"
     dir: str = ""
     image_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be 1..{MAX_IMAGE_SIZE}, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,18 @@ class TrainSpec:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:  # also refuses nan
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {self.gamma}")
+        if not all(math.isfinite(m) and m > 0 for m in self.milestones):
+            raise ValueError(f"milestones must be finite numbers > 0, got {list(self.milestones)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be 0..{MAX_SEED}, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +125,12 @@ def _check_type(value: Any, hint: Any) -> Any:
             raise TypeError("a list")
         return tuple(_check_type(v, item) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise TypeError("a finite number") from None
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise TypeError("a finite number")
     if hint is int and isinstance(value, bool):
         raise TypeError("an integer")
     if isinstance(hint, type) and not isinstance(value, hint):
@@ -129,12 +152,13 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     for key, value in table.items():
         if key not in hints:
             raise QCompileError(
-                f"{where}: unknown key '{key}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}"
+                f"{where}: unknown key {clip(repr(key), 40)}{did_you_mean(key, valid)}; "
+                f"valid: {', '.join(valid)}"
             )
         try:
             kwargs[key] = _check_type(value, hints[key])
         except TypeError as e:
-            raise QCompileError(f"{where}: '{key}' must be {e}, got {value!r}") from None
+            raise QCompileError(f"{where}: '{key}' must be {e}, got {clip(repr(value))}") from None
     try:
         return cls(**kwargs)
     except ValueError as e:
@@ -143,23 +167,51 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
 
 def from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a nested recipe dict (as read from TOML) into a :class:`Recipe`."""
-    for key in raw:
-        if key not in SECTIONS:
+    source = clip(source)
+    tables = ", ".join(f"[{s}]" for s in SECTIONS)
+    if not isinstance(raw, dict):
+        raise QCompileError(
+            f"{source}: a recipe is a table of tables ({tables}), not {type(raw).__name__} "
+            f"{clip(repr(raw), 40)}"
+        )
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            continue
+        if key in SECTIONS:
             raise QCompileError(
-                f"{source}: unknown table [{key}]{did_you_mean(key, SECTIONS)}; "
-                f"valid: {', '.join(f'[{s}]' for s in SECTIONS)}"
+                f"{source}: '{key}' must be a table ([{key}] on its own line), "
+                f"got {clip(repr(value), 40)}"
             )
-        if not isinstance(raw[key], dict):
-            raise QCompileError(f"{source}: '{key}' must be a table ([{key}])")
+        home = [s for s in SECTIONS if key in _section_keys(s)]
+        if home:
+            raise QCompileError(
+                f"{source}: key {clip(repr(key), 40)} is outside any table; "
+                f"put it under [{home[0]}]"
+            )
+        if isinstance(value, dict):
+            raise QCompileError(
+                f"{source}: unknown table [{clip(str(key), 40)}]{did_you_mean(str(key), SECTIONS)}"
+                f"; valid: {tables}"
+            )
+        raise QCompileError(
+            f"{source}: unknown key {clip(repr(key), 40)} outside any table; a recipe has "
+            f"the tables {tables}"
+        )
     model = dict(raw.get("model", {}))
     name = model.pop("name", ModelSpec.name)
     if not isinstance(name, str):
-        raise QCompileError(f"{source} [model]: 'name' must be a string, got {name!r}")
+        raise QCompileError(f"{source} [model]: 'name' must be a string, got {clip(repr(name))}")
     stage = dict(raw.get("stage", {}))
     method = stage.pop("method", "uniform")
     if not isinstance(method, str):
-        raise QCompileError(f"{source} [stage]: 'method' must be a string, got {method!r}")
-    config_class = stage_class(method).config_class
+        raise QCompileError(
+            f"{source} [stage]: 'method' must be a string, got {clip(repr(method))}"
+        )
+    try:
+        config_class = stage_class(method).config_class
+    except QCompileError as e:
+        raise QCompileError(f"{source} [stage]: {e}") from None
+    _check_names(name, raw.get("data", {}).get("name", DataSpec.name), source)
     return Recipe(
         model=ModelSpec(name, model),
         data=_build(DataSpec, raw.get("data", {}), f"{source} [data]"),
@@ -169,14 +221,38 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     )
 
 
+def _check_names(model: str, data: object, source: str) -> None:
+    """The model and dataset must exist: said here, where the recipe's file is known."""
+    from qcompile.data import DATASETS
+    from qcompile.zoo import MODELS, is_user_factory
+
+    if model not in MODELS and not is_user_factory(model):
+        raise QCompileError(f"{source} [model]: {unknown_choice('model', model, MODELS)}")
+    if isinstance(data, str) and data not in DATASETS:
+        raise QCompileError(f"{source} [data]: {unknown_choice('dataset', data, DATASETS)}")
+
+
+def _section_keys(section: str) -> set[str]:
+    """Keys that may appear in ``section`` (for [stage]: any method's)."""
+    if section == "model":
+        return {"name", "width", "hidden"}
+    if section == "stage":
+        return {
+            "method",
+            *(f.name for c in STAGES.values() for f in dataclasses.fields(c.config_class)),
+        }
+    spec = DataSpec if section == "data" else TrainSpec
+    return {f.name for f in dataclasses.fields(spec)}
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise QCompileError(f"recipe {p}: no such file")
+    p = input_file(path, "recipe")
     try:
         return tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise QCompileError(f"recipe {p}: not valid TOML: {e}") from None
+        raise QCompileError(f"recipe {clip(str(p))}: not valid TOML: {clip(str(e))}") from None
+    except OSError as e:
+        raise QCompileError(f"recipe {clip(str(p))}: cannot read: {e.strerror or e}") from None
 
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> Recipe:

@@ -15,6 +15,7 @@ weights as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -33,26 +34,18 @@ from tqdm import tqdm
 
 from qcompile import distributed as D
 from qcompile.batches import batches, epoch_generator, num_batches
-from qcompile.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from qcompile.builder import RunCheckpoints, build
+from qcompile.checkpoint import load_checkpoint, save_checkpoint
 from qcompile.data import Dataset, load_dataset
 from qcompile.errors import QCompileError
+from qcompile.fileio import atomic_write, check_writable, writing
 from qcompile.optim import learning_rate, make_optimizer, set_learning_rate
 from qcompile.recipe import Recipe
-from qcompile.stages import QuantModel, stage_class
-from qcompile.zoo import build_model
+from qcompile.stages import QuantModel
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-
-
-def build_quant_model(recipe: Recipe, dataset: Dataset) -> QuantModel:
-    """The recipe's architecture for ``dataset``, wrapped by the recipe's stage."""
-    net = build_model(
-        recipe.model.name, dataset.in_shape, dataset.num_classes, **recipe.model.options
-    )
-    # The recipe's stage config is already validated: build the stage from it directly.
-    return stage_class(recipe.method)(recipe.stage).wrap(net)
 
 
 def default_out(recipe: Recipe) -> Path:
@@ -165,13 +158,15 @@ def train(
     rank, world = D.rank(), D.world_size()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out) if out is not None else default_out(recipe)
+    check_writable(out, "run directory", directory=True)  # on every rank: all stop together
     spec = recipe.train
     seed_everything(spec.seed)
     data = load_dataset(recipe.data.name, recipe.data.dir, recipe.data.image_size)
-    model = build_quant_model(recipe, data)
+    model = build(recipe, data.in_shape, data.num_classes)
     stage = model.stage
     opt = make_optimizer(model, spec)
     state = _restore(out, recipe, model, opt, resume)
+    stage.prepare(model, RunCheckpoints(data.in_shape, data.num_classes), state.start_epoch == 0)
     runner: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     try:
         steps = num_batches(len(data.train_x), spec.batch_size, world)
@@ -201,6 +196,9 @@ def train(
             objective = loss if extra is None else loss + extra
             batch_extra = stage.extra_loss(model, xb, logits)
             objective = objective if batch_extra is None else objective + batch_extra
+            value = float(objective.detach())
+            if world == 1 and not math.isfinite(value):  # DDP ranks check together below
+                raise _diverged(value, epoch, i, spec.lr, out)
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
@@ -212,9 +210,15 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}")
         bar.close()
+        # Every rank sees the same sums and (DDP) the same weights, so all stop together; the
+        # weights are checked too: the epoch's last step may have made them NaN.
+        sums = D.all_reduce_sum(sums)
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        if not (finite and bool(torch.isfinite(sums).all())):
+            loss_value = float(sums[0] / sums[2]) if finite else math.nan
+            raise _diverged(loss_value, epoch, steps - 1, spec.lr, out)
         stage.on_epoch_end(model, epoch, spec.epochs)
         epoch_time = time.perf_counter() - t0
-        sums = D.all_reduce_sum(sums)
         test_acc = evaluate(model, data.test_x, data.test_y)
         record = {
             "epoch": epoch + 1,
@@ -227,8 +231,9 @@ def train(
         }
         history.append(record)
         if rank == 0:
-            _write_jsonl(out / METRICS, history)
-            _save(out, recipe, epoch + 1, model, opt)
+            with writing(out):
+                _write_jsonl(out / METRICS, history)
+                _save(out, recipe, epoch + 1, model, opt)
             log(
                 f"epoch {epoch + 1}/{spec.epochs}  loss {record['loss']:.4f}  "
                 f"train_acc {record['train_acc']:.4f}  test_acc {test_acc:.4f}  {epoch_time:.1f}s"
@@ -237,14 +242,23 @@ def train(
     summary = _summary(recipe, model, data, history, out, world, time.perf_counter() - t_run)
     summary.update(final)
     if rank == 0:
-        if final:  # the deployed form differs from the last epoch's: checkpoint it
-            _save(out, recipe, spec.epochs, model, opt)
-        summary["plots"] = [str(p) for p in stage.plots(out, history)]
-        text = json.dumps(summary, indent=2) + "\n"
-        atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(text))
+        with writing(out):
+            if final:  # the deployed form differs from the last epoch's: checkpoint it
+                _save(out, recipe, spec.epochs, model, opt)
+            summary["plots"] = [str(p) for p in stage.plots(out, history)]
+            text = json.dumps(summary, indent=2) + "\n"
+            atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(text))
     if D.is_distributed():
         dist.barrier()
     return summary
+
+
+def _diverged(value: float, epoch: int, step: int, lr: float, out: Path) -> QCompileError:
+    kept = f"{out / CHECKPOINT} keeps epoch {epoch}" if epoch else f"nothing was written to {out}"
+    return QCompileError(
+        f"training diverged: the loss became {value} at epoch {epoch + 1}, step {step + 1} "
+        f"(lr {lr:g}); lower the learning rate (--lr). {kept}"
+    )
 
 
 def _save(

@@ -103,3 +103,11 @@ def test_help_lists_the_contract_flags() -> None:
     for flag in ("--model", "--data", "--method", "--wbits", "--abits", "--epochs", "--seed",
                  "--out", "--resume", "--json"):  # fmt: skip
         assert flag in proc.stdout
+
+
+def test_cli_method_names_are_the_stages() -> None:
+    """The CLI lists the methods without importing torch; they are the stages' names."""
+    from qcompile.methods import METHODS
+    from qcompile.stages import STAGES
+
+    assert list(METHODS) == sorted(STAGES)

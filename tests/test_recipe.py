@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,52 @@ def test_table_that_is_not_a_table_with_override(tmp_path: Path) -> None:
     path = _write(tmp_path, 'model = "lenet"\n')
     with pytest.raises(QCompileError, match=r"'model' must be a table"):
         load_recipe(path, {"model.name": "mlp"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("lr", float("nan"), "lr must be a finite number > 0"),
+        ("lr", float("inf"), "lr must be a finite number > 0"),
+        ("momentum", -3.0, "momentum must be in [0, 1)"),
+        ("momentum", float("nan"), "momentum must be in [0, 1)"),
+        ("weight_decay", -1.0, "weight_decay must be a finite number >= 0"),
+        ("weight_decay", float("inf"), "weight_decay must be a finite number >= 0"),
+        ("gamma", 0.0, "gamma must be a finite number > 0"),
+        ("milestones", (0.5, float("nan")), "milestones must be finite numbers > 0"),
+        ("seed", -1, "seed must be 0.."),
+        ("seed", 2**63, "seed must be 0.."),
+    ],
+)
+def test_train_spec_validates_itself(field: str, value: object, words: str) -> None:
+    """The dataclass refuses what the optimizer would choke on (or train to NaN with), so
+    recipes, flags and checkpoints all get the same check."""
+    from qcompile.recipe import TrainSpec
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        TrainSpec(**{field: value})
+
+
+def test_stage_options_must_be_finite() -> None:
+    from qcompile.stages.dqa import DQAConfig
+
+    with pytest.raises(ValueError, match="t0 must be finite"):
+        DQAConfig(wbits=2, t0=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("lenet", "a recipe is a table of tables"),
+        (["model"], "a recipe is a table of tables"),
+        ({"epochs": 3}, "key 'epochs' is outside any table; put it under [train]"),
+        ({"x": 1}, "unknown key 'x' outside any table"),
+        ({"model": {"name": "lenett"}}, "[model]: unknown model 'lenett'"),
+        ({"data": {"name": "mnist"}}, "[data]: unknown dataset 'mnist'"),
+        ({"stage": {"method": "magic"}}, "[stage]: unknown method 'magic'"),
+    ],
+)
+def test_recipe_shape_errors_name_the_source(raw: object, words: str) -> None:
+    with pytest.raises(QCompileError) as info:
+        from_dict(raw, "ckpt.pt")  # type: ignore[arg-type]
+    assert words in str(info.value) and str(info.value).startswith("ckpt.pt")

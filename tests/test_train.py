@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from qcompile.checkpoint import load_checkpoint
+from qcompile.errors import QCompileError
 from qcompile.recipe import load_recipe
 from qcompile.train import train
 from tests.conftest import ROOT, last_json
@@ -112,3 +113,17 @@ def test_ddp_two_processes_match_single_process_quality(tmp_path: Path) -> None:
     assert abs(multi["test_acc"] - single["test_acc"]) <= 0.03
     ckpt = load_checkpoint(tmp_path / "ddp/checkpoint.pt")
     assert ckpt["epoch"] == 10
+
+
+def test_diverging_loss_stops_the_run(tmp_path: Path) -> None:
+    """A finite but absurd rate drives the loss to NaN: the run stops with a clear error
+    instead of writing a checkpoint and summary of NaN weights."""
+    with pytest.raises(QCompileError, match=r"training diverged: the loss became nan at epoch 1"):
+        train(recipe(**{"train.lr": 1e30}), tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_run_directory_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(QCompileError, match="is a file, not a directory"):
+        train(recipe(), tmp_path / "file" / "run", **QUIET)

@@ -6,18 +6,36 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from qcompile.errors import QCompileError, unknown_choice
+from qcompile.errors import QCompileError, clip, did_you_mean, unknown_choice
+from qcompile.fileio import input_file
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100"}
-PLANNED: tuple[str, ...] = ()
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
+# Names that reach generated TCL, C and LLVM options: plain tokens only, no quoting to escape.
+TOKEN = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+TYPE_NAMES = {
+    str: "a string",
+    float: "a number",
+    int: "an integer",
+    tuple[str, ...]: "a list of strings",
+}
+FIELD_HELP = {"part": 'the FPGA part, e.g. part = "xc7z020clg400-1"'}
+
+
+def _token(key: str, value: str, allow_empty: bool = False) -> None:
+    if (value or not allow_empty) and not TOKEN.fullmatch(value):
+        raise ValueError(f"{key} {clip(repr(value), 40)} must be 1-64 letters, digits or _ . + -")
 
 
 @dataclass(frozen=True)
@@ -32,14 +50,17 @@ class FpgaTarget:
     kind: str = "fpga"
 
     def __post_init__(self) -> None:
+        _token("part", self.part)
         if self.backend not in HLS_BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(HLS_BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
         if not isinstance(self.reuse_factor, int) or self.reuse_factor < 1:
             raise ValueError("reuse_factor must be an integer >= 1")
-        if not self.clock_period > 0:
-            raise ValueError("clock_period must be > 0 (ns)")
+        if not (math.isfinite(self.clock_period) and self.clock_period > 0):
+            raise ValueError(
+                f"clock_period must be a finite number > 0 (ns), got {self.clock_period}"
+            )
         if self.io_type not in IO_TYPES:
             raise ValueError(f"io_type must be one of {', '.join(IO_TYPES)}")
 
@@ -48,25 +69,39 @@ class FpgaTarget:
 class CpuTarget:
     """A CPU compiled by TVM's llvm backend: ``mtriple``/``mcpu``/``mattr`` as LLVM takes them.
 
-    Empty ``mtriple`` and ``mcpu`` mean this host, compiled for the CPU LLVM detects here (its
-    vector units: the generic x86-64 default would stop at SSE2)."""
+    Empty ``mtriple``, ``mcpu`` and ``mattr`` mean this host, compiled for the features its
+    CPU really has (``cpu_features.host_target``: a psABI level plus extras, never the CPU's
+    name, which can promise features a virtual machine masks). ``path`` is the profile's file,
+    for error messages."""
 
     name: str
     mtriple: str = ""
     mcpu: str = ""
     mattr: tuple[str, ...] = ()
     kind: str = "cpu"
+    path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _token("mtriple", self.mtriple, allow_empty=True)
+        _token("mcpu", self.mcpu, allow_empty=True)
+        for a in self.mattr:
+            if not (a[:1] in "+-" and TOKEN.fullmatch(a)):
+                raise ValueError(f'mattr entries look like "+neon" or "-avx512f", got {a!r}')
+
+    @property
+    def is_host(self) -> bool:
+        return not (self.mtriple or self.mcpu or self.mattr)
 
     def tvm_target(self) -> dict:
+        if self.is_host:
+            from qcompile.backends.cpu_features import host_target
+
+            return host_target()
         t: dict = {"kind": "llvm"}
         if self.mtriple:
             t["mtriple"] = self.mtriple
         if self.mcpu:
             t["mcpu"] = self.mcpu
-        elif not self.mtriple:
-            from tvm.target import codegen
-
-            t["mcpu"] = str(codegen.llvm_get_system_cpu())
         if self.mattr:
             t["mattr"] = list(self.mattr)
         return t
@@ -81,7 +116,9 @@ class GpuTarget:
     kind: str = "gpu"
 
     def __post_init__(self) -> None:
-        if not (self.arch.startswith("sm_") and self.arch[3:].isdigit()):
+        if not (
+            self.arch.startswith("sm_") and self.arch[3:].isascii() and self.arch[3:].isdigit()
+        ):
             raise ValueError(f"arch must look like sm_90, got {self.arch!r}")
 
     def tvm_target(self) -> dict:
@@ -97,35 +134,64 @@ def available() -> list[str]:
 
 def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
-    if spec in PLANNED:
-        raise QCompileError(
-            f"--target {spec}: the TVM gpu target is not in this version; "
-            "available: fpga, cpu, arm, " + ", ".join(available())
-        )
-    path = Path(spec) if spec.endswith(".toml") else TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
-    if not path.is_file():
-        if spec.endswith(".toml"):
-            raise QCompileError(f"--target {spec}: no such file")
+    if spec.endswith(".toml"):
+        path = input_file(spec, "--target")
+    elif "/" in spec or spec.startswith(".") or DEFAULTS.get(spec, spec) not in available():
         raise unknown_choice("target", spec, ["fpga", "cpu", "arm", "gpu", *available()])
+    else:
+        path = TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
+    where = f"target file {clip(str(path))}"
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise QCompileError(f"target file {path}: {e}") from None
-    cls = KINDS.get(raw.get("kind"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise QCompileError(f"{where}: {clip(str(e))}") from None
+    cls = KINDS.get(raw.get("kind")) if isinstance(raw.get("kind"), str) else None
     if cls is None:
         raise QCompileError(
-            f"target file {path}: kind {raw.get('kind')!r} is not supported in this version "
-            f"({' or '.join(KINDS)})"
+            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported in this version "
+            f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "cpu" or "gpu"'
         )
-    known = {f.name for f in fields(cls)} - {"name"}
+    kw = _fields(cls, raw, where)
+    if cls is CpuTarget:
+        kw["path"] = str(path)  # for LLVM's checks at export, which name the file
+    return cls(name=path.stem, **kw)
+
+
+def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``raw`` checked against ``cls``'s fields: no unknown key, every required key present,
+    every value of the field's type (a float field takes an integer); then ``cls``'s own
+    checks (in its ``__post_init__``) run on construction."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.name not in ("name", "path")}
     for key in raw:
         if key not in known:
             raise QCompileError(
-                f"target file {path}: unknown key '{key}'; valid: " + ", ".join(sorted(known))
+                f"{where}: unknown key {clip(repr(key), 40)}{did_you_mean(key, known)}; "
+                "valid: " + ", ".join(sorted(known))
             )
+    for key, f in known.items():
+        if key not in raw and f.default is MISSING:
+            raise QCompileError(
+                f"{where}: missing key '{key}' ({FIELD_HELP.get(key, 'required')}); add it"
+            )
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if hint == tuple[str, ...]:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        if not ok:
+            raise QCompileError(
+                f"{where}: '{key}' must be {TYPE_NAMES.get(hint, hint)}, got "
+                f"{clip(repr(value), 40)}"
+            )
+        out[key] = value
     try:
-        if "mattr" in raw:
-            raw["mattr"] = tuple(raw["mattr"])
-        return cls(name=path.stem, **raw)
-    except (TypeError, ValueError) as e:
-        raise QCompileError(f"target file {path}: {e}") from None
+        cls(name="check", **out)
+    except ValueError as e:
+        raise QCompileError(f"{where}: {clip(str(e), 200)}") from None
+    return out

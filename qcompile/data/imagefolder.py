@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from qcompile.data.base import Dataset, normalized, stratified_split
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp")
 LAYOUT = "ROOT/<class>/<image> (split 80/20) or ROOT/train/<class>/... with ROOT/test or ROOT/val"
@@ -37,13 +37,17 @@ def _load_tree(root: Path, classes: list[str], size: int) -> tuple[np.ndarray, n
     return np.stack(images), np.asarray(labels)
 
 
-def load_imagefolder(directory: str, image_size: int = 32) -> Dataset:
-    """Images resized to ``image_size`` square RGB; class names sorted alphabetically."""
+def _layout(directory: str) -> tuple[Path, Path | None, list[str]]:
+    """(root, test directory or None for an 80/20 split, class names)."""
     if not directory:
         raise QCompileError(f"imagefolder needs --data-dir laid out as {LAYOUT}")
     root = Path(directory)
-    if not root.is_dir():
-        raise QCompileError(f"imagefolder: {root} is not a directory; expected {LAYOUT}")
+    try:
+        is_dir = root.is_dir()
+    except OSError:  # a name too long, ...
+        is_dir = False
+    if not is_dir:
+        raise QCompileError(f"imagefolder: {clip(directory)} is not a directory; expected {LAYOUT}")
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
         classes = _classes(root / "train")
@@ -53,12 +57,25 @@ def load_imagefolder(directory: str, image_size: int = 32) -> Dataset:
             raise QCompileError(
                 f"imagefolder: class folders differ between {root / 'train'} and {test_dir}"
             )
+        return root, test_dir, classes
+    classes = _classes(root)
+    if len(classes) < 2:
+        raise QCompileError(f"imagefolder: {root} needs at least 2 class folders; {LAYOUT}")
+    return root, None, classes
+
+
+def imagefolder_classes(directory: str) -> list[str]:
+    """The class names of the tree at ``directory`` (its folder names; no image is read)."""
+    return _layout(directory)[2]
+
+
+def load_imagefolder(directory: str, image_size: int = 32) -> Dataset:
+    """Images resized to ``image_size`` square RGB; class names sorted alphabetically."""
+    root, test_dir, classes = _layout(directory)
+    if test_dir is not None:
         tx, ty = _load_tree(root / "train", classes, image_size)
         vx, vy = _load_tree(test_dir, classes, image_size)
     else:
-        classes = _classes(root)
-        if len(classes) < 2:
-            raise QCompileError(f"imagefolder: {root} needs at least 2 class folders; {LAYOUT}")
         x, y = _load_tree(root, classes, image_size)
         tr, te = stratified_split(y, 0.2)
         tx, ty, vx, vy = x[tr], y[tr], x[te], y[te]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from qcompile.errors import QCompileError
 from qcompile.freeze.lower import Lowering, trace
 from qcompile.freeze.values import Int
 from qcompile.ir.graph import Graph, InputQuant
 from qcompile.ir.types import QType, TensorInfo
+from qcompile.ir.verify import verify
 from qcompile.passes import run_pipeline
 from qcompile.stages.layers import QuantModel
 
@@ -44,41 +44,29 @@ def freeze_model(
     graph = Graph(
         name, x, iq, tuple(nodes), tuple(outputs), tuple(sorted((metadata or {}).items()))
     )
-    return run_pipeline(graph)
+    return run_pipeline(verify(graph))
 
 
-def load_trained(path: str | Path) -> tuple[QuantModel, Any, Any]:
-    """The trained model of checkpoint ``path`` (eval mode), its recipe and its dataset."""
-    from qcompile.checkpoint import load_checkpoint
-    from qcompile.data import load_dataset
-    from qcompile.recipe import from_dict
-    from qcompile.train import build_quant_model
+def freeze_checkpoint(path: str | Path, model_spec: str | None = None) -> Graph:
+    """Rebuild the trained model from checkpoint ``path`` and freeze it. The graph's metadata
+    records the checkpoint's path and SHA-256 (``simulate --checkpoint`` compares with the
+    training model only for that file), the recipe, and the dataset's name and directory."""
+    from qcompile.builder import from_checkpoint
+    from qcompile.fileio import sha256_file
 
-    ckpt = load_checkpoint(path)
-    recipe = from_dict(ckpt["recipe"])
-    data = load_dataset(recipe.data.name, recipe.data.dir, recipe.data.image_size)
-    model = build_quant_model(recipe, data)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise QCompileError(
-            f"checkpoint {path} does not fit its recipe's model: {str(e).splitlines()[0]}"
-        ) from None
-    return model.eval(), recipe, data
-
-
-def freeze_checkpoint(path: str | Path) -> Graph:
-    """Rebuild the trained model from checkpoint ``path`` and freeze it."""
-    model, recipe, data = load_trained(path)
+    trained = from_checkpoint(path, model_spec)  # checks the file first
+    model, recipe, in_shape = trained.model, trained.recipe, trained.in_shape
+    digest = sha256_file(path)
     meta = {
         "checkpoint": str(Path(path).resolve()),
+        "checkpoint_sha256": digest,
         "recipe": json.dumps(recipe.to_dict()),
         "data": recipe.data.name,
         "data_dir": recipe.data.dir,
         "method": recipe.method,
     }
     name = recipe.model.name.rpartition(":")[2]
-    return freeze_model(model, data.in_shape, name, meta)
+    return freeze_model(model, in_shape, name, meta)
 
 
-__all__ = ["freeze_checkpoint", "freeze_model", "load_trained"]
+__all__ = ["freeze_checkpoint", "freeze_model"]

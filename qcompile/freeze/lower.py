@@ -20,7 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from qcompile.errors import QCompileError
 from qcompile.freeze.emit import Emitter, Target
-from qcompile.freeze.values import Int, LinearTerm, Pending, Value, as_pending
+from qcompile.freeze.values import Grid, Int, LinearTerm, Pending, Value, as_pending
 from qcompile.ir import graph as ir
 from qcompile.ir.types import QType, TensorInfo
 from qcompile.stages.layers import QuantAct, QuantConv2d, QuantLayer, QuantLinear
@@ -143,7 +143,13 @@ class Lowering:
                 raise ValueError("conv padding must be explicit zero padding")
             op = ir.Conv2d(tuple(m.stride), tuple(m.padding), tuple(m.dilation), m.groups)
         bias = ex.bias.double().numpy() if ex.bias is not None else np.zeros(codes.shape[0])
-        term = LinearTerm(node.name, x, op, ex.bits, codes, levels, ex.uniform, ex.channel_bits)
+        grid = None
+        if ex.weight.grid is not None:
+            g, rows = ex.weight.grid, codes.shape[0]
+            scale = np.broadcast_to(g.scale.double().numpy().reshape(-1), (rows,)).copy()
+            zero = np.broadcast_to(g.zero.numpy().reshape(-1), (rows,)).astype(np.int64)
+            grid = Grid(scale, g.step, zero.copy())
+        term = LinearTerm(node.name, x, op, ex.bits, codes, levels, grid, ex.channel_bits)
         return Pending((term,), bias, self.shape(node))
 
     def quant_act(self, node: fx.Node, m: QuantAct, v: Value) -> Int:

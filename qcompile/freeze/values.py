@@ -23,9 +23,20 @@ class Int:
 
 
 @dataclass(frozen=True, eq=False)
+class Grid:
+    """Uniform levels on an integer grid: ``level[c, k] = scale[c] * (step * k + zero[c])``
+    (``scale`` float64 ``[C]``, ``zero`` int64 ``[C]``)."""
+
+    scale: np.ndarray
+    step: int
+    zero: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class LinearTerm:
-    """``conv/dense(src, levels[c, codes])``: ``levels`` are real weight values per output
-    channel (BN scales already multiplied in)."""
+    """``conv/dense(src, weights)``: real weights ``levels[c, codes]`` (``[C, 2^bits]``, BN
+    scales already multiplied in); ``grid`` holds them as integers times a per-channel scale
+    when the quantizer's levels are uniform (None: non-uniform, freeze picks a table)."""
 
     name: str
     src: Int
@@ -33,7 +44,7 @@ class LinearTerm:
     bits: int
     codes: np.ndarray
     levels: np.ndarray
-    uniform: bool
+    grid: Grid | None
     channel_bits: tuple[int, ...] | None = None
 
 
@@ -60,7 +71,8 @@ class Pending:
                     raise ValueError("a BatchNorm after a residual add cannot be folded")
                 terms.append(ScaledTerm(t.src, t.coef * float(gain[0])))
             else:
-                terms.append(replace(t, levels=t.levels * gain[:, None]))
+                grid = t.grid and replace(t.grid, scale=t.grid.scale * gain)
+                terms.append(replace(t, levels=t.levels * gain[:, None], grid=grid))
         return Pending(tuple(terms), self.bias * gain + shift, self.shape)
 
     def __add__(self, other: Pending) -> Pending:

@@ -3,6 +3,7 @@
 from qcompile.ir.graph import (
     OPS,
     Add,
+    Affine,
     AvgPool,
     Clip,
     Conv2d,
@@ -13,6 +14,7 @@ from qcompile.ir.graph import (
     MaxPool,
     Node,
     Requant,
+    Table,
     Weights,
 )
 from qcompile.ir.types import QType, TensorInfo
@@ -22,6 +24,7 @@ __all__ = [
     "MAX_ACC_BITS",
     "OPS",
     "Add",
+    "Affine",
     "AvgPool",
     "Clip",
     "Conv2d",
@@ -33,6 +36,7 @@ __all__ = [
     "Node",
     "QType",
     "Requant",
+    "Table",
     "TensorInfo",
     "VerifyError",
     "Weights",

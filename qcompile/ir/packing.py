@@ -1,15 +1,19 @@
-"""Bit-packing of weight codes into uint32 words, LSB first.
+"""Bit-packing of weight codes into uint32 words: a dense LSB-first bit stream.
 
-Codes of ``b`` bits are laid out ``32 // b`` to a word, the first code in the lowest bits;
-no code straddles two words (3-, 5-, 6- and 7-bit codes leave the top bits of each word
-zero), so a kernel extracts code ``i`` as ``(word[i // n] >> (b * (i % n))) & (2^b - 1)``
-with ``n = 32 // b``.
+Code ``i`` of ``b`` bits occupies bits ``b*i .. b*i + b - 1`` of the stream, bit ``j`` of the
+stream being bit ``j % 32`` of word ``j // 32``. Nothing is wasted between codes: a 3-bit code
+may straddle two words (1-, 2-, 4- and 8-bit codes never do). A kernel reads code ``i`` as
+
+    lo = b*i;  w = word[lo // 32] | word[lo // 32 + 1] << 32   (64-bit window)
+    code = (w >> (lo % 32)) & (2^b - 1)
+
+and needs the second word only when ``lo % 32 + b > 32``.
 
 >>> words = pack_codes(np.array([1, 2, 3, 0, 1], dtype=np.uint8), 2)
 >>> [hex(w) for w in words]
 ['0x139']
->>> unpack_codes(words, 2, 5).tolist()
-[1, 2, 3, 0, 1]
+>>> unpack_codes(pack_codes(np.arange(11, dtype=np.uint8) % 8, 3), 3, 11).tolist()
+[0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2]
 
 A layer with a width per output channel is packed row by row (:func:`pack_rows`): row ``r``'s
 codes at its own width ``b_r``, each row starting on a word boundary, so a kernel finds row
@@ -21,41 +25,39 @@ from __future__ import annotations
 import numpy as np
 
 
-def codes_per_word(bits: int) -> int:
-    return 32 // bits
-
-
 def packed_words(count: int, bits: int) -> int:
-    n = codes_per_word(bits)
-    return (count + n - 1) // n
+    """Words holding ``count`` codes of ``bits`` bits."""
+    return (count * bits + 31) // 32
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Flatten ``codes`` (C order) and pack them into uint32 words."""
     if not 1 <= bits <= 8:
         raise ValueError(f"codes must be 1..8 bits, got {bits}")
-    flat = np.asarray(codes).reshape(-1).astype(np.uint64)
+    flat = np.asarray(codes).reshape(-1).astype(np.uint8)
     if flat.size and int(flat.max()) >= 1 << bits:
         raise ValueError(f"a code exceeds {bits} bits")
-    n = codes_per_word(bits)
-    padded = np.zeros(packed_words(flat.size, bits) * n, dtype=np.uint64)
-    padded[: flat.size] = flat
-    shifts = (np.arange(n, dtype=np.uint64) * np.uint64(bits)).reshape(1, n)
-    return (padded.reshape(-1, n) << shifts).sum(axis=1).astype(np.uint32)
+    # bit j of code i is stream bit bits*i + j
+    stream = np.unpackbits(flat[:, None], axis=1, bitorder="little")[:, :bits].reshape(-1)
+    n = packed_words(flat.size, bits)
+    padded = np.zeros(n * 32, dtype=np.uint8)
+    padded[: stream.size] = stream
+    return np.packbits(padded, bitorder="little").view("<u4").astype(np.uint32)
 
 
 def unpack_codes(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     """The first ``count`` codes of ``words`` as uint8."""
-    n = codes_per_word(bits)
-    shifts = (np.arange(n, dtype=np.uint32) * np.uint32(bits)).reshape(1, n)
-    mask = np.uint32((1 << bits) - 1)
-    codes = (np.asarray(words, dtype=np.uint32).reshape(-1, 1) >> shifts) & mask
-    return codes.reshape(-1)[:count].astype(np.uint8)
+    raw = np.ascontiguousarray(np.asarray(words, dtype="<u4")).view(np.uint8)
+    stream = np.unpackbits(raw, bitorder="little")[: count * bits]
+    if stream.size < count * bits:
+        raise ValueError(f"{np.asarray(words).size} words hold fewer than {count} codes")
+    weights = (1 << np.arange(bits, dtype=np.uint16)).reshape(1, bits)
+    return (stream.reshape(count, bits) * weights).sum(axis=1).astype(np.uint8)
 
 
 def padding_is_zero(words: np.ndarray, bits: int, count: int) -> bool:
-    """True when every bit beyond the ``count`` codes (and above each word's codes) is 0:
-    a packed array has exactly one valid encoding."""
+    """True when every bit beyond the ``count`` codes is 0: a packed array has exactly one
+    valid encoding."""
     return bool(np.array_equal(pack_codes(unpack_codes(words, bits, count), bits), words))
 
 
@@ -93,6 +95,11 @@ def unpack_rows(
     for r, b in enumerate(row_bits):
         out[r] = unpack_codes(words[starts[r] : starts[r + 1]], b, per_row)
     return out
+
+
+def row_starts(per_row: int, row_bits: tuple[int, ...] | list[int]) -> np.ndarray:
+    """First word of each row of a :func:`pack_rows` layout (int64 ``[rows]``)."""
+    return np.cumsum([0, *row_words(per_row, row_bits)])[:-1].astype(np.int64)
 
 
 def rows_padding_is_zero(

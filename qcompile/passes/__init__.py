@@ -1,4 +1,5 @@
-"""IR passes: plain ``Graph -> Graph`` functions, run in the order of :data:`PIPELINE`.
+"""IR passes: plain ``Graph -> Graph`` functions; the pipelines that run them (freeze's and
+each backend's) are declared in :mod:`qcompile.passes.pipelines`.
 
 BatchNorm and scale folding are not passes over the integer IR: done after rounding they
 would round twice, so freeze folds them into the levels before the one rounding
@@ -7,26 +8,23 @@ would round twice, so freeze folds them into the levels before the one rounding
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from qcompile.ir.graph import Graph
 from qcompile.ir.verify import verify
 from qcompile.passes.dead_code import eliminate_dead
 from qcompile.passes.fuse_activation import fuse_activation
 from qcompile.passes.pack import pack_codes
+from qcompile.passes.pipelines import FREEZE, Pass
 from qcompile.passes.split_add import split_add
-from qcompile.passes.widest import widest_weights
 
-Pass = Callable[[Graph], Graph]
-PIPELINE: tuple[Pass, ...] = (fuse_activation, eliminate_dead, pack_codes)
+PIPELINE: tuple[Pass, ...] = FREEZE
 
 
 def run_pipeline(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> Graph:
-    """Apply ``passes`` in order, verifying the graph before and after each."""
-    graph = verify(graph)
+    """Apply ``passes`` in order to ``graph`` (which must be verified: freeze's lowering and
+    .qir loading both verify) and verify the result once."""
     for p in passes:
-        graph = verify(p(graph))
-    return graph
+        graph = p(graph)
+    return verify(graph)
 
 
 __all__ = [
@@ -36,5 +34,4 @@ __all__ = [
     "pack_codes",
     "run_pipeline",
     "split_add",
-    "widest_weights",
 ]

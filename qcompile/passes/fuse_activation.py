@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from qcompile.ir.graph import REQUANTIZED, Graph, Node
+from qcompile.ir.graph import Graph, Node
+from qcompile.ir.ops import Clip
 
 
 def fuse_activation(graph: Graph) -> Graph:
     nodes = list(graph.nodes)
     by_output = {n.output.name: i for i, n in enumerate(nodes)}
     for j, clip in enumerate(nodes):
-        if clip is None or clip.kind != "clip" or clip.requant is None:
+        if clip is None or not isinstance(clip.op, Clip) or clip.requant is None:
             continue
         r2 = clip.requant
         if r2.shift or r2.multiplier != 1:
@@ -27,7 +28,7 @@ def fuse_activation(graph: Graph) -> Graph:
             continue
         prod = nodes[i]
         users = [n for n in nodes if n is not None and src in n.inputs]
-        if prod.kind not in REQUANTIZED or prod.requant is None or len(users) != 1:
+        if not prod.op.requantized or prod.requant is None or len(users) != 1:
             continue
         lo, hi = max(prod.requant.lo, r2.lo), min(prod.requant.hi, r2.hi)
         if lo > hi:

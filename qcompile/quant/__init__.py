@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from qcompile.errors import unknown_choice
 from qcompile.quant.activation import PACT, InputQuant
-from qcompile.quant.base import Encoded, Identity, Quantizer
+from qcompile.quant.base import Encoded, Identity, IntGrid, Quantizer
 from qcompile.quant.binary import BWN, TWN
 from qcompile.quant.uniform import LSQ, SAWB, MinMax, sawb_calibrate, sawb_closed_form
 
@@ -76,6 +76,7 @@ __all__ = [
     "Encoded",
     "Identity",
     "InputQuant",
+    "IntGrid",
     "MinMax",
     "Quantizer",
     "make_act_quantizer",

@@ -16,11 +16,34 @@ from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
+class IntGrid:
+    """Uniform levels as integers times a scale: ``levels[c, k] = scale[c] * (step * k +
+    zero[c])``, ``step`` 1 (an integer zero point) or 2 (a half-integer one, symmetric
+    levels), ``scale`` and ``zero`` ``[C]`` or ``[1]``. What lets freeze deploy the code itself
+    as the integer weight, with no table (the numeric contract's affine levels).
+
+    >>> IntGrid(torch.tensor([0.5]), 2, torch.tensor([-3])).levels(2).tolist()
+    [[-1.5, -0.5, 0.5, 1.5]]
+    """
+
+    scale: Tensor
+    step: int
+    zero: Tensor
+
+    def levels(self, bits: int) -> Tensor:
+        k = torch.arange(2**bits, dtype=self.scale.dtype, device=self.scale.device)
+        ints = self.step * k.reshape(1, -1) + self.zero.reshape(-1, 1).to(self.scale.dtype)
+        return self.scale.reshape(-1, 1) * ints
+
+
+@dataclass(frozen=True)
 class Encoded:
     """Integer codes and their levels: ``value = levels[channel, code]``.
 
     ``levels`` has shape ``[C, 2**bits]`` where ``C`` is the size of dimension 0 of ``codes``
-    (per-channel) or 1 (per-tensor). Unused table entries (TWN's fourth level) are 0.
+    (per-channel) or 1 (per-tensor). Unused table entries (TWN's fourth level) are 0. ``grid``
+    describes uniform levels as integers (None: non-uniform levels, which freeze rounds onto a
+    table of int8 entries).
 
     >>> e = Encoded(bits=1, codes=torch.tensor([[0, 1]]), levels=torch.tensor([[-1.0, 1.0]]))
     >>> e.decode().tolist()
@@ -30,6 +53,7 @@ class Encoded:
     bits: int
     codes: Tensor
     levels: Tensor
+    grid: IntGrid | None = None
 
     def __post_init__(self) -> None:
         if self.levels.dim() != 2 or self.levels.shape[1] != 2**self.bits:

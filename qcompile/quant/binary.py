@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.base import Encoded, IntGrid, Quantizer, channel_rows, expand_rows
 from qcompile.quant.ste import straight_through
 
 
@@ -36,7 +36,8 @@ class BWN(Quantizer):
 
     def encode(self, x: Tensor) -> Encoded:
         b = self.beta(x)
-        return Encoded(1, (x >= 0).long(), torch.stack([-b, b], dim=1))
+        grid = IntGrid(b, 2, torch.full_like(b, -1, dtype=torch.long))  # b * (2 code - 1)
+        return Encoded(1, (x >= 0).long(), torch.stack([-b, b], dim=1), grid)
 
 
 class TWN(Quantizer):
@@ -73,4 +74,6 @@ class TWN(Quantizer):
     def encode(self, x: Tensor) -> Encoded:
         delta, beta = self.thresholds(x)
         zero = torch.zeros_like(beta)
-        return Encoded(2, self._codes(x, delta).long(), torch.stack([-beta, zero, beta, zero], 1))
+        levels = torch.stack([-beta, zero, beta, zero], 1)
+        grid = IntGrid(beta, 1, torch.full_like(beta, -1, dtype=torch.long))  # beta * (code - 1)
+        return Encoded(2, self._codes(x, delta).long(), levels, grid)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from qcompile.quant.activation import PACT, pact_mixture
 from qcompile.quant.base import Encoded, Identity, Quantizer
-from qcompile.quant.fused import minmax_stack
+from qcompile.quant.minmax_stack import minmax_stack
 from qcompile.quant.uniform import MinMax
 
 MODES = ("attention", "relax")

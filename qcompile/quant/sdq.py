@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer
-from qcompile.quant.fused import minmax_stack
+from qcompile.quant.minmax_stack import minmax_stack
 from qcompile.quant.ste import straight_through
 from qcompile.quant.uniform import SAWB, MinMax
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.base import Encoded, IntGrid, Quantizer, channel_rows, expand_rows
 from qcompile.quant.fused import row_extremes
 from qcompile.quant.ste import grad_scale, round_ste, safe_step, uniform_codes, uniform_fake_quant
 
@@ -42,6 +42,10 @@ class GridQuantizer(Quantizer):
         """``(lo, step)``, each ``[C]`` (or ``[1]``), detached from the graph."""
         raise NotImplementedError
 
+    def int_grid(self, lo: Tensor, step: Tensor) -> IntGrid:
+        """The grid as integers: ``lo`` is an integer multiple of ``step`` (the zero point)."""
+        return IntGrid(step, 1, torch.round(lo / step).long())
+
     def forward(self, x: Tensor) -> Tensor:
         lo, step = self.grid(x)
         return uniform_fake_quant(
@@ -51,24 +55,50 @@ class GridQuantizer(Quantizer):
     def encode(self, x: Tensor) -> Encoded:
         lo, step = self.grid(x)
         codes = uniform_codes(x, expand_rows(lo, x), expand_rows(step, x), 2**self.bits - 1)
-        return Encoded(self.bits, codes.long(), grid_levels(lo, step, self.bits))
+        levels = grid_levels(lo, step, self.bits)
+        return Encoded(self.bits, codes.long(), levels, self.int_grid(lo, step))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}"
 
 
-class MinMax(GridQuantizer):
-    """``2^n`` evenly spaced levels from the minimum to the maximum of the weights.
+def minmax_grid(lo: Tensor, hi: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """``(lo, step)`` of the min-max grid for data spanning ``[lo, hi]`` (any shape,
+    elementwise), one of its levels exactly 0 (see :class:`MinMax`)."""
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    if bits == 1:
+        a = safe_step((hi - lo) / 2)
+        return -a, 2 * a
+    if bits == 8:
+        step = safe_step(torch.maximum(-lo / 128, hi / 127))
+        return -128 * step, step
+    n = 2**bits - 1
+    step = safe_step((hi - lo) / n)
+    return torch.round(lo / step).clamp(-n, 0) * step, step
 
-    The range always covers every weight, so the straight-through gradient is never clipped.
+
+class MinMax(GridQuantizer):
+    """``2^n`` evenly spaced levels from the minimum to the maximum of the weights, one of
+    them exactly 0 (TFLite's nudged zero point), so each level is ``step * (code + z)`` with
+    an integer ``z`` and the code itself deploys as the integer weight (b + 1 bits). The range
+    covers every weight but for at most half a step at one end (the nudge); the
+    straight-through gradient is never clipped. 8-bit levels are int8's ``[-128, 127] * step``;
+    1-bit levels are ``{-a, a}`` with ``a`` half the range.
 
     >>> MinMax(2, per_channel=False)(torch.tensor([0.0, 0.4, 3.0])).tolist()
     [0.0, 0.0, 3.0]
+    >>> MinMax(2, per_channel=False).grid(torch.tensor([-1.0, 2.0]))
+    (tensor([-1.]), tensor([1.]))
     """
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
         lo, hi = row_extremes(channel_rows(x.detach(), self.per_channel))
-        return lo, safe_step((hi - lo) / (2**self.bits - 1))
+        return minmax_grid(lo, hi, self.bits)
+
+    def int_grid(self, lo: Tensor, step: Tensor) -> IntGrid:
+        if self.bits == 1:
+            return IntGrid(step / 2, 2, torch.full_like(step, -1, dtype=torch.long))
+        return super().int_grid(lo, step)
 
 
 def sawb_mse(rows: Tensor, alpha: Tensor, bits: int) -> Tensor:
@@ -158,7 +188,16 @@ class SAWB(GridQuantizer):
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self.clip(x)
-        return -alpha, safe_step(2 * alpha / (2**self.bits - 1))
+        step = safe_step(2 * alpha / (2**self.bits - 1))
+        # symmetric levels are half-integers times the step; at 8 bits that needs 9-bit
+        # integers, so the 8-bit grid is int8's [-128, 127] * step instead
+        return (-128 * step if self.bits == 8 else -alpha), step
+
+    def int_grid(self, lo: Tensor, step: Tensor) -> IntGrid:
+        if self.bits == 8:
+            return super().int_grid(lo, step)
+        zero = torch.full_like(step, 1 - 2**self.bits, dtype=torch.long)
+        return IntGrid(step / 2, 2, zero)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, closed_form={self.closed_form}"
@@ -214,8 +253,10 @@ class LSQ(Quantizer):
         s = self._scaled_step(x).detach()
         codes = torch.round(torch.clamp(x / s, -self.qn, self.qp)) + self.qn
         k = torch.arange(2**self.bits, dtype=x.dtype, device=x.device)
-        levels = (k.reshape(1, -1) - self.qn) * self.step.detach().reshape(-1, 1)
-        return Encoded(self.bits, codes.long(), levels)
+        step = self.step.detach()
+        levels = (k.reshape(1, -1) - self.qn) * step.reshape(-1, 1)
+        zero = torch.full_like(step, -self.qn, dtype=torch.long)
+        return Encoded(self.bits, codes.long(), levels, IntGrid(step, 1, zero))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}, channels={self.step.numel()}"

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qcompile.ir.graph import Add, Conv2d, Graph, InputQuant, Node, Pool
-from qcompile.sim import kernels as K
+from qcompile.ir.graph import Graph, InputQuant, Node
 
 FLOAT64_EXACT_BITS = 53  # signed width: |acc| < 2^52 fits the 53-bit float64 significand
 
@@ -24,7 +23,7 @@ def quantize_input(graph: Graph | InputQuant, x: np.ndarray) -> np.ndarray:
     iq = graph.input_quant if isinstance(graph, Graph) else graph
     xf = np.asarray(x, dtype=np.float32)
     lo, step = np.float32(iq.lo), np.float32(iq.step)
-    codes = np.clip(np.round((xf - lo) / step), 0, (1 << iq.bits) - 1)
+    codes = np.clip(np.round((xf - lo) / step), *iq.codes)
     return codes.astype(np.int64) + iq.zero
 
 
@@ -53,27 +52,8 @@ class Simulator:
         return env if keep else {t: env[t] for t in g.outputs}
 
     def _node(self, node: Node, xs: list[np.ndarray]) -> np.ndarray:
-        op, x = node.op, xs[0]
-        if node.kind == "flatten":
-            return x.reshape(x.shape[0], -1)
-        if node.kind == "maxpool":
-            assert isinstance(op, Pool)
-            return K.maxpool(x, op, node.output.qtype.range[0])
-        if node.kind == "conv2d":
-            assert isinstance(op, Conv2d) and node.weights is not None
-            acc = K.conv2d(x, op, node.weights, self._weights[node.name], self._exact[node.name])
-        elif node.kind == "dense":
-            assert node.weights is not None
-            acc = K.dense(x, node.weights, self._weights[node.name], self._exact[node.name])
-        elif node.kind == "avgpool":
-            assert isinstance(op, Pool)
-            acc = K.sumpool(x, op)
-        elif isinstance(op, Add):
-            acc = sum(a * m for a, m in zip(xs, op.multipliers, strict=True))
-        else:  # clip
-            acc = x
-        assert node.requant is not None
-        return K.requantize(acc, node.requant)
+        acc = node.op.execute(node, xs, self._weights.get(node.name), self._exact[node.name])
+        return acc if node.requant is None else node.requant.apply(acc)
 
 
 def simulate(graph: Graph, x: np.ndarray) -> np.ndarray:

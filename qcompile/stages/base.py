@@ -16,11 +16,13 @@ quantized, because integer hardware needs integer inputs. Activations applied fu
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -43,6 +45,23 @@ from qcompile.stages.layers import (
 )
 
 
+class CheckpointLoader(Protocol):
+    """How a stage reads other runs (:class:`qcompile.builder.RunCheckpoints`)."""
+
+    def trained(self, path: str, what: str) -> QuantModel:
+        """The model of checkpoint ``path`` rebuilt for this run's inputs and classes, eval
+        mode, without gradients; ``what`` names it in messages."""
+        ...
+
+    def copy_weights(self, model: QuantModel, path: str, what: str) -> None:
+        """Copy a finished run's weights into ``model`` (weight quantizers start afresh)."""
+        ...
+
+    def recipe_wbits(self, path: str, what: str) -> int:
+        """The weight bits checkpoint ``path``'s recipe trained with (32: a float run)."""
+        ...
+
+
 def _check_bits(name: str, bits: int) -> None:
     if not (1 <= bits <= 8 or bits == FLOAT_BITS):
         raise ValueError(f"{name} must be 1..8 or 32 (float), got {bits}")
@@ -62,6 +81,11 @@ class StageConfig:
     pact_init: float = 3.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # every method's options: no NaN or inf anywhere
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{f.name} must be finite, got {value}")
         _check_bits("wbits", self.wbits)
         _check_bits("abits", self.abits)
         if not 2 <= self.input_bits <= 8:
@@ -145,6 +169,11 @@ class Stage(ABC):
         return QuantModel(net, input_quant, self)
 
     # Training hooks. ``step`` counts optimizer steps from 0 over the whole run.
+    def prepare(self, model: QuantModel, checkpoints: CheckpointLoader, fresh: bool) -> None:  # noqa: B027
+        """Called by the training loop before its first step (``fresh``: a new run, not a
+        resumed one). A stage that needs another run's model (a distillation teacher, initial
+        weights) gets it through ``checkpoints``, so stages build no models themselves."""
+
     def regularizer(self, model: QuantModel) -> Tensor | None:
         """Extra loss term added to the task loss (None: nothing to add)."""
         return None

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from qcompile.errors import QCompileError, did_you_mean, unknown_choice
+from qcompile.errors import QCompileError, clip, did_you_mean, unknown_choice
 from qcompile.zoo.lenet import LeNet
 from qcompile.zoo.mlp import MLP
 from qcompile.zoo.mobilenetv2 import MobileNetV2
@@ -43,7 +43,7 @@ def load_user_factory(spec: str) -> Callable[..., nn.Module]:
     file, _, attr = spec.partition(":")
     path = Path(file)
     if not path.is_file():
-        raise QCompileError(f"--model {spec}: no such file {file}")
+        raise QCompileError(f"--model {clip(spec)}: no such file {clip(file)}")
     name = f"qcompile_user_{abs(hash(str(path.resolve())))}"
     mod_spec = importlib.util.spec_from_file_location(name, path)
     if mod_spec is None or mod_spec.loader is None:
@@ -54,7 +54,8 @@ def load_user_factory(spec: str) -> Callable[..., nn.Module]:
         mod_spec.loader.exec_module(module)
     except Exception as e:  # the user's file: report its error, not ours
         raise QCompileError(
-            f"--model {spec}: importing {file} failed: {type(e).__name__}: {e}"
+            f"--model {clip(spec)}: importing {clip(file)} failed: {type(e).__name__}: "
+            f"{clip(str(e))}"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -83,12 +84,19 @@ def build_model(
                 )
     else:
         raise unknown_choice("model", spec, MODELS)
+    shown = clip(spec)
     try:
         model = factory(in_shape=tuple(in_shape), num_classes=num_classes, **options)
-    except (TypeError, ValueError) as e:
-        raise QCompileError(f"model '{spec}' for input {tuple(in_shape)}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise QCompileError(
+            f"model '{shown}' for input {tuple(in_shape)}: {clip(str(e))}"
+        ) from None
+    except Exception as e:  # a user's factory may raise anything: report it, not ours
+        if not is_user_factory(spec):
+            raise
+        raise QCompileError(f"--model {shown} raised {type(e).__name__}: {clip(str(e))}") from None
     if not isinstance(model, nn.Module):
-        raise QCompileError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
+        raise QCompileError(f"--model {shown} returned {type(model).__name__}, not an nn.Module")
     return model
 
 

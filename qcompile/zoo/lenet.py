@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from qcompile.zoo.common import check_shape, conv_bn, flat_features
+from qcompile.zoo.common import check_shape, conv_bn, flat_features, scaled
 
 
 class LeNet(nn.Module):
@@ -25,7 +25,7 @@ class LeNet(nn.Module):
         super().__init__()
         c, h, w = check_shape("lenet", in_shape, min_side=4)
         k = 5 if min(h, w) >= 20 else 3
-        c1, c2, f1, f2 = (max(1, round(n * width)) for n in (6, 16, 120, 84))
+        c1, c2, f1, f2 = scaled("lenet", (6, 16, 120, 84), width)
         self.features = nn.Sequential(
             conv_bn(c, c1, k), nn.MaxPool2d(2), conv_bn(c1, c2, k), nn.MaxPool2d(2), nn.Flatten()
         )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from qcompile.zoo.common import check_shape
+from qcompile.zoo.common import check_shape, check_units
 
 
 class MLP(nn.Sequential):
@@ -21,6 +21,7 @@ class MLP(nn.Sequential):
         self, in_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int] = (256, 128)
     ) -> None:
         check_shape("mlp", in_shape)
+        hidden = check_units("hidden", hidden)
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(in_shape)
         for h in hidden:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from qcompile.zoo.common import check_shape, conv_bn
+from qcompile.zoo.common import MAX_CHANNELS, check_shape, check_width, conv_bn
 
 # (expansion t, channels c, repeats n, first stride s), Table 2 of the paper.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -49,6 +49,9 @@ class MobileNetV2(nn.Module):
     ) -> None:
         super().__init__()
         c, h, w = check_shape("mobilenetv2", in_shape)
+        width = check_width("mobilenetv2", width)
+        if make_divisible(1280 * width) > MAX_CHANNELS:
+            raise ValueError(f"width {width:g} is too large (layers over {MAX_CHANNELS} channels)")
         small = min(h, w) <= 64
         cin = make_divisible(32 * width)
         layers: list[nn.Module] = [conv_bn(c, cin, 3, 1 if small else 2, act=nn.ReLU6)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from qcompile.zoo.common import check_shape, conv_bn
+from qcompile.zoo.common import check_shape, conv_bn, scaled
 
 
 class BasicBlock(nn.Module):
@@ -59,7 +59,7 @@ def resnet20(in_shape: tuple[int, int, int], num_classes: int, width: float = 1.
     272474
     """
     c = check_shape("resnet20", in_shape)[0]
-    w = tuple(max(1, round(n * width)) for n in (16, 32, 64))
+    w = scaled("resnet20", (16, 32, 64), width)
     return ResNet(conv_bn(c, w[0], 3), w[0], w, (3, 3, 3), num_classes)
 
 
@@ -70,7 +70,7 @@ def resnet18(in_shape: tuple[int, int, int], num_classes: int, width: float = 1.
     ImageNet stem (7x7 stride-2 conv and a 3x3 stride-2 max-pool).
     """
     c, h, w_ = check_shape("resnet18", in_shape)
-    w = tuple(max(1, round(n * width)) for n in (64, 128, 256, 512))
+    w = scaled("resnet18", (64, 128, 256, 512), width)
     if min(h, w_) <= 64:
         stem: nn.Module = conv_bn(c, w[0], 3)
     else:

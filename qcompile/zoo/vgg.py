@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from qcompile.zoo.common import check_shape, conv_bn, flat_features
+from qcompile.zoo.common import check_shape, conv_bn, flat_features, scaled
 
 
 class VGGSmall(nn.Module):
@@ -20,8 +20,7 @@ class VGGSmall(nn.Module):
         super().__init__()
         c = check_shape("vgg_small", in_shape, min_side=8)[0]
         layers: list[nn.Module] = []
-        for n in (128, 256, 512):
-            w = max(1, round(n * width))
+        for w in scaled("vgg_small", (128, 256, 512), width):
             layers += [conv_bn(c, w), conv_bn(w, w), nn.MaxPool2d(2)]
             c = w
         layers.append(nn.Flatten())

@@ -7,6 +7,7 @@ import torch
 
 from qcompile.freeze import freeze_model
 from qcompile.ir import (
+    Affine,
     Conv2d,
     Dense,
     Flatten,
@@ -15,10 +16,12 @@ from qcompile.ir import (
     Node,
     QType,
     Requant,
+    Table,
     TensorInfo,
     Weights,
     ops,
 )
+from qcompile.ir.ops import Op
 from qcompile.sim import quantize_input
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
@@ -50,18 +53,43 @@ def zoo_graph(name: str, shape: tuple[int, ...], opts: dict) -> Graph:
     return freeze_model(q.eval(), shape, name)
 
 
-def _lut(rng: np.random.Generator, levels: str, bits: int, rows: int) -> np.ndarray:
+def levels(rng: np.random.Generator, kind: str, bits: int, rows: int) -> Affine | Table:
+    """Per-channel integer weights: ``uniform`` affine grids (zero points anywhere the int8
+    range allows, step 1, or step 2 for symmetric levels) or ``nonuniform`` int8 tables."""
     n = 1 << bits
-    if levels == "uniform":
-        return (np.arange(n) - n // 2) * rng.integers(1, 40, (rows, 1))
-    if bits <= 2:  # the tables hls4ml's own dense would misread as binary/ternary weights
-        return np.tile([-1, 1] if bits == 1 else [-1, 0, 1, 0], (rows, 1))
-    return np.sort(rng.integers(-3000, 3000, (rows, n)), axis=1)
+    if kind == "uniform":
+        step = 2 if bits < 8 and rng.random() < 0.5 else 1
+        if step == 2:
+            return Affine(2, np.full(rows, 1 - n, dtype=np.int64))
+        lo = max(-n, -128)
+        return Affine(1, rng.integers(lo, min(0, 128 - n) + 1, rows).astype(np.int64))
+    return Table(np.sort(rng.integers(-127, 128, (rows, n)), axis=1).astype(np.int64))
 
 
-def chain(levels: str) -> Graph:
-    """Eight 3x3 convs at 1..8 weight bits, flatten, eight dense layers at 1..8 bits; LUTs
-    per channel: ``uniform`` grids or hand-made ``nonuniform`` levels."""
+def requantized(
+    name: str,
+    op: Op,
+    src: TensorInfo,
+    w: Weights,
+    out_shape: tuple[int, ...],
+    rng: np.random.Generator,
+    clip: tuple[int, int] = (-20, 31),
+) -> Node:
+    """A weight node with random per-channel multipliers and biases (up to 8 output steps)
+    and a shift that keeps most outputs of random inputs inside the clip (not saturated)."""
+    mult = tuple(int(m) for m in rng.integers(1 << 10, 1 << 15, w.shape[0]))
+    probe = Node(name, op, (src.name,), src, w, Requant(0, 0, 0, 64, mult))
+    lo, hi = ops.requant_range(probe, [src.qtype.range])
+    shift = max(0, ops.signed_bits(lo, hi) - 10)
+    bias = tuple(int(b) for b in rng.integers(-(8 << shift), 8 << shift, w.shape[0]))
+    acc = ops.acc_bits_needed(probe, [src.qtype.range])
+    out = TensorInfo(name, out_shape, QType(6, True), 0.1)
+    return Node(name, op, (src.name,), out, w, Requant(shift, *clip, acc, mult, bias))
+
+
+def chain(kind: str) -> Graph:
+    """Eight 3x3 convs at 1..8 weight bits, flatten, eight dense layers at 1..8 bits; levels
+    per channel: ``uniform`` affine grids or ``nonuniform`` int8 tables."""
     rng = np.random.default_rng(3)
     x = TensorInfo("x", (3, 6, 6), QType(8, True), 0.05)
     nodes: list[Node] = []
@@ -73,25 +101,21 @@ def chain(levels: str) -> Graph:
             nodes.append(Node("flat", Flatten(), (src.name,), flat))
             src = flat
         shape = (4, src.shape[0], 3, 3) if conv else (24, src.shape[0])
-        lut = _lut(rng, levels, bits, shape[0]).astype(np.int64)
         codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
-        bias = rng.integers(-500, 500, shape[0]).astype(np.int64)
-        w = Weights(bits, shape, codes, False, lut, bias, levels == "uniform")
+        w = Weights(bits, shape, codes, False, levels(rng, kind, bits, shape[0]))
         op = Conv2d((1, 1), (1, 1)) if conv else Dense()
         name = f"{'conv' if conv else 'dense'}{bits}"
         out_shape = (4, 6, 6) if conv else (24,)
-        probe = Node(name, op, (src.name,), src, w, Requant(9, 0, 0, 64))
-        need = ops.acc_bits_needed(probe, [src.qtype.range])
-        out = TensorInfo(name, out_shape, QType(6, True), 0.1)
-        nodes.append(Node(name, op, (src.name,), out, w, Requant(9, -20, 31, need)))
-        src = out
+        nodes.append(requantized(name, op, src, w, out_shape, rng))
+        src = nodes[-1].output
     return Graph("chain", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
 
 
-def mixed_chain(levels: str) -> Graph:
+def mixed_chain(kind: str) -> Graph:
     """A conv and a dense layer whose output channels have different widths (``channel_bits``):
     conv rows at 3, 1, 4, 2 bits (widest 4), dense rows cycling 1..8 bits (widest 8). Each
-    row's codes use its whole range; LUT entries past a row's width are 0, as DMBQ leaves them."""
+    row's codes use its whole range; table entries past a row's width are 0, as DMBQ leaves
+    them."""
     rng = np.random.default_rng(7)
     x = TensorInfo("x", (3, 6, 6), QType(8, True), 0.05)
     flat_info = TensorInfo("flat", (4 * 6 * 6,), QType(6, True), 0.1)
@@ -106,19 +130,15 @@ def mixed_chain(levels: str) -> Graph:
             nodes.append(Node("flat", Flatten(), (src.name,), flat_info))
             src = flat_info
         bits = max(widths)
-        lut = _lut(rng, levels, bits, shape[0]).astype(np.int64)
+        lv = levels(rng, kind, bits, shape[0])
         codes = np.zeros(shape, dtype=np.uint8)
         for r, b in enumerate(widths):
-            lut[r, 1 << b :] = 0
+            if isinstance(lv, Table):
+                lv.entries[r, 1 << b :] = 0
             codes[r] = rng.integers(0, 1 << b, shape[1:])
-        bias = rng.integers(-500, 500, shape[0]).astype(np.int64)
-        w = Weights(bits, shape, codes, False, lut, bias, levels == "uniform", widths)
-        # a shift that keeps most outputs of random inputs inside the clip (not saturated)
-        probe = Node(name, op, (src.name,), src, w, Requant(0, 0, 0, 64))
-        shift = max(0, ops.acc_bits_needed(probe, [src.qtype.range]) - 10)
-        probe = Node(name, op, (src.name,), src, w, Requant(shift, 0, 0, 64))
-        need = ops.acc_bits_needed(probe, [src.qtype.range])
-        out = TensorInfo(name, out_shape, QType(6, True), 0.1)
-        nodes.append(Node(name, op, (src.name,), out, w, Requant(shift, -20, 31, need)))
-        src = out
+        if isinstance(lv, Affine):  # every row's grid inside int8 at its own width
+            lv = Affine(1, np.array([-(1 << (b - 1)) for b in widths], dtype=np.int64))
+        w = Weights(bits, shape, codes, False, lv, widths)
+        nodes.append(requantized(name, op, src, w, out_shape, rng))
+        src = nodes[-1].output
     return Graph("mixed", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from qcompile.backends.hls4ml import CSim, export_fpga
+from qcompile.backends.hls4ml import CSim
 from qcompile.backends.hls4ml.context import kernel_context, table_type
 from qcompile.backends.hls4ml.project import HlsOptions, build, hls_config
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
@@ -21,12 +22,13 @@ from qcompile.ir import (
     Graph,
 )
 from qcompile.ir.packing import packed_words
-from qcompile.passes import run_pipeline, widest_weights
+from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
+from tests.conftest import NEEDS_GXX
 
 TARGET = load_target("zcu104")
 
@@ -34,7 +36,7 @@ TARGET = load_target("zcu104")
 def csim_vs_sim(
     graph: Graph, out_dir, x_int: np.ndarray, target: FpgaTarget = TARGET
 ) -> tuple[np.ndarray, np.ndarray]:
-    export_fpga(graph, out_dir, target)
+    deploy(graph, target, out_dir)
     csim = CSim(out_dir, graph)
     try:
         return csim(x_int), Simulator(graph).run(x_int)[graph.outputs[0]]
@@ -45,6 +47,7 @@ def csim_vs_sim(
 FPGA_ZOO = [(*z, 1000) for z in ZOO if z[0] in ("mlp", "lenet", "resnet20", "mobilenetv2")]
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO, ids=[z[0] for z in FPGA_ZOO])
 def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     graph = zoo_graph(name, shape, opts)
@@ -52,6 +55,7 @@ def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO[1:3], ids=["lenet", "resnet20"])
 def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     """io_stream: every layer drains its streams into buffers; residual inputs are cloned
@@ -64,6 +68,7 @@ def test_io_stream_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     assert "hls::stream" in text and "from_stream" in text
 
 
+@NEEDS_GXX
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     graph = run_pipeline(chain(levels))
@@ -73,29 +78,28 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels):
     assert np.array_equal(got, want)
 
 
-def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
-    graph = run_pipeline(mixed_chain("nonuniform"))
+@NEEDS_GXX
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels):
+    graph = run_pipeline(mixed_chain(levels))
     assert all(n.weights.channel_bits is not None for n in graph.weighted())
     x = random_inputs(graph, 400)
     got, want = csim_vs_sim(graph, tmp_path / "mixed", x)
     assert np.array_equal(got, want)
-    # the project stores each layer at its widest channel; the manifest says so
+    # the project stores each channel at its own width; the manifest counts what it stores
     info = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
     layers = {r["name"]: r for r in info["layers"]}
-    assert layers["conv"]["stored_bits"] == 4 and layers["dense"]["stored_bits"] == 8
     assert layers["conv"]["weight_bits"] == pytest.approx(2.5)
-    stored = summary(widest_weights(graph))
-    assert info["weight_mem_bits"] == stored["weight_mem_bits"] > summary(graph)["weight_mem_bits"]
-    # the conv's code words in the project are the flat 4-bit packing, not the row-wise one
+    assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
+    # the conv's code words in the project are the row-wise packing, not a flat one at 4 bits
     arrays = [
         [int(v) for v in m.group(1).split(",")]
         for f in (tmp_path / "mixed" / "firmware" / "weights").glob("*.h")
         if (m := re.search(r"\] = \{([^}]*)\};", f.read_text()))
     ]
     conv = next(n for n in graph.nodes if n.name == "conv").weights
-    flat = conv.at_widest()
-    assert flat.words == packed_words(4 * 27, 4) != conv.words
-    assert flat.data.tolist() in arrays and conv.data.tolist() not in arrays
+    assert conv.words < packed_words(4 * 27, 4)
+    assert conv.data.tolist() in arrays
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +113,9 @@ def small_graph() -> Graph:
 
 
 def test_lut_types_are_never_read_as_ternary():
-    """hls4ml treats a signed 2-bit integer weight type as ternary {-1, 0, 1}: LUT and bias
-    tables get at least 3 bits, which its product selection reads as plain multiplies."""
+    """hls4ml treats a signed 2-bit integer weight type as ternary {-1, 0, 1}: level, bias
+    and multiplier tables get at least 3 bits, which its product selection reads as plain
+    multiplies."""
     from hls4ml.backends import get_backend
     from hls4ml.model.types import IntegerPrecisionType
 
@@ -146,8 +151,9 @@ def test_accumulators_are_the_verified_widths(small_graph):
             )
 
 
+@NEEDS_GXX
 def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
-    export_fpga(small_graph, tmp_path / "a", TARGET)
+    deploy(small_graph, TARGET, tmp_path / "a")
     csim = CSim(tmp_path / "a", small_graph)
     ok = np.zeros((1, 1, 8, 8), dtype=np.int64)
     assert csim(ok).shape == (1, 10)
@@ -160,14 +166,14 @@ def test_csim_refuses_inputs_off_the_input_grid(tmp_path, small_graph):
 
 def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkeypatch):
     out = tmp_path / "art"
-    info = export_fpga(small_graph, out, TARGET)
+    info = deploy(small_graph, TARGET, out)
     assert {"model.qir", "manifest.json", "README.md", "build_prj.tcl", "firmware"} <= {
         p.name for p in out.iterdir()
     }
     assert info["profile"]["part"] == "xczu7ev-ffvc1156-2-e"
     stamp = (out / "manifest.json").read_text()
     with pytest.raises(QCompileError, match="already exists; pass --force"):
-        export_fpga(small_graph, out, TARGET)
+        deploy(small_graph, TARGET, out)
     assert (out / "manifest.json").read_text() == stamp
 
     import qcompile.backends.hls4ml.export as ex
@@ -177,13 +183,13 @@ def test_export_is_atomic_and_refuses_to_overwrite(tmp_path, small_graph, monkey
 
     monkeypatch.setattr(ex, "build", boom)
     with pytest.raises(QCompileError, match="simulated failure"):
-        export_fpga(small_graph, out, TARGET, force=True)
+        deploy(small_graph, TARGET, out, force=True)
     assert (out / "manifest.json").read_text() == stamp  # the old artifact is intact
     with pytest.raises(QCompileError):
-        export_fpga(small_graph, tmp_path / "new", TARGET)
+        deploy(small_graph, TARGET, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no partial, no temp dirs
     monkeypatch.undo()
-    export_fpga(small_graph, out, TARGET, force=True)
+    deploy(small_graph, TARGET, out, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 

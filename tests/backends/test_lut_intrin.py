@@ -19,7 +19,7 @@ from bench.lut_intrin import (
 
 ROWS, K = 32, 256  # small: each case compiles in about a second
 BW = cpu_flag("avx512bw")
-VNNI = cpu_flag("avx512_vnni")
+VNNI = cpu_flag("avx512vnni")
 VBMI = cpu_flag("avx512vbmi")
 
 needs_bw = pytest.mark.skipif(

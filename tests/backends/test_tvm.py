@@ -9,34 +9,25 @@ import numpy as np
 import pytest
 
 from qcompile.backends.artifact import read_manifest
+from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, export_tvm
+from qcompile.backends.tvm import TvmRunner, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
-from qcompile.backends.tvm.compute import compute_dtype, storage_dtype
-from qcompile.backends.tvm.export import load_weights
+from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
-from qcompile.ir.graph import Dense, Graph, InputQuant, Node, Requant, Weights
+from qcompile.ir.graph import Clip, Dense, Graph, InputQuant, Node, Requant, Table, Weights
 from qcompile.ir.packing import packed_words
 from qcompile.ir.types import QType, TensorInfo
-from qcompile.passes import run_pipeline, widest_weights
+from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from qcompile.sim import Simulator
 from tests.backends.helpers import ZOO, chain, mixed_chain, random_inputs, zoo_graph
+from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 HOST = load_target("cpu")
 ARM = load_target("arm")
-ARM_TOOLS = shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc")
-KINDS = [
-    "cpu",
-    pytest.param(
-        "arm",
-        marks=pytest.mark.skipif(
-            not ARM_TOOLS,
-            reason="needs qemu-user and gcc-aarch64-linux-gnu (.ci/run installs them)",
-        ),
-    ),
-]
+KINDS = [pytest.param("cpu", marks=NEEDS_GXX), pytest.param("arm", marks=NEEDS_ARM)]
 
 
 def runner(kind: str, out_dir, graph: Graph):
@@ -47,7 +38,7 @@ def runner(kind: str, out_dir, graph: Graph):
 
 
 def tvm_vs_sim(graph: Graph, out_dir, kind: str, n: int = 256) -> tuple[np.ndarray, ...]:
-    export_tvm(graph, out_dir, HOST if kind == "cpu" else ARM)
+    deploy(graph, HOST if kind == "cpu" else ARM, out_dir)
     x = random_inputs(graph, n)
     return runner(kind, out_dir, graph)(x), Simulator(graph).run(x)[graph.outputs[0]]
 
@@ -67,21 +58,26 @@ def test_every_weight_bitwidth_and_lut_kind_is_exact(tmp_path, levels, kind):
     assert np.array_equal(got, want)
 
 
-def test_per_channel_widths_are_exact_and_stored_at_the_widest(tmp_path):
-    graph = run_pipeline(mixed_chain("nonuniform"))
+@NEEDS_GXX
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, levels, kind):
+    graph = run_pipeline(mixed_chain(levels))
     assert all(n.weights.channel_bits is not None for n in graph.weighted())
-    got, want = tvm_vs_sim(graph, tmp_path / "mixed", "cpu", n=300)
+    got, want = tvm_vs_sim(graph, tmp_path / "mixed", kind, n=300)
     assert np.array_equal(got, want)
     info = read_manifest(tmp_path / "mixed")
     weights = dict(zip(info["params"][1:-1], load_weights(tmp_path / "mixed", info), strict=True))
-    assert weights["conv.codes"].size == packed_words(4 * 27, 4)  # flat at the widest 4 bits
-    assert info["weight_mem_bits"] == summary(widest_weights(graph))["weight_mem_bits"]
+    conv = next(n for n in graph.nodes if n.name == "conv").weights
+    assert np.array_equal(weights["conv.codes"], conv.data)  # the row-wise words, as stored
+    assert conv.words < packed_words(4 * 27, 4)  # fewer than every row at the widest 4 bits
+    assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
 
 
-@pytest.mark.skipif(not ARM_TOOLS, reason="needs gcc-aarch64-linux-gnu (.ci/run installs it)")
+@NEEDS_ARM
 def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "arm", ARM)
+    info = deploy(graph, ARM, tmp_path / "arm")
     assert info["target"] == "arm"
     names = {p.name for p in (tmp_path / "arm").iterdir()}
     assert {"model.o", "model_runner", "main.c", "model.h", "Makefile", "include"} <= names
@@ -91,9 +87,10 @@ def test_arm_artifact_holds_an_aarch64_elf_and_sources(tmp_path):
     assert int.from_bytes(obj[18:20], "little") == 183
 
 
+@NEEDS_GXX
 def test_cpu_artifact_contents_and_errors(tmp_path):
     graph = zoo_graph("mlp", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "a", HOST)
+    info = deploy(graph, HOST, tmp_path / "a")
     assert {p.name for p in (tmp_path / "a").iterdir()} == {
         "model.so",
         "weights.npz",
@@ -102,7 +99,7 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
     }
     assert info["target"] == "cpu" and info["params"][0] == "input"
     with pytest.raises(QCompileError, match="--force"):
-        export_tvm(graph, tmp_path / "a", HOST)
+        deploy(graph, HOST, tmp_path / "a")
     (tmp_path / "a" / "weights.npz").write_bytes(b"junk")
     with pytest.raises(QCompileError, match="cannot load"):
         TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))
@@ -111,10 +108,11 @@ def test_cpu_artifact_contents_and_errors(tmp_path):
 NVCC = shutil.which("nvcc")
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(not NVCC, reason="the gpu target needs nvcc to emit PTX")
 def test_gpu_artifact_holds_cuda_source_and_ptx(tmp_path):
     graph = zoo_graph("lenet", (1, 8, 8), {})
-    info = export_tvm(graph, tmp_path / "gpu", load_target("gpu"))
+    info = deploy(graph, load_target("gpu"), tmp_path / "gpu")
     assert info["target"] == "gpu" and info["profile"]["tvm_target"]["arch"] == "sm_90"
     src = (tmp_path / "gpu" / "model.cu").read_text()
     ptx = (tmp_path / "gpu" / "model.ptx").read_text()
@@ -128,6 +126,7 @@ def _cuda_present() -> bool:
     return cuda_device_present()
 
 
+@NEEDS_GXX
 @pytest.mark.skipif(
     not NVCC or not _cuda_present(),
     reason="no CUDA device on this machine: the GPU kernels are emitted but cannot run here",
@@ -136,7 +135,7 @@ def test_gpu_kernels_are_bit_exact_on_a_gpu(tmp_path):
     graphs = {name: zoo_graph(name, shape, opts) for name, shape, opts in ZOO[:3]}
     graphs["mixed"] = run_pipeline(mixed_chain("nonuniform"))  # per-channel widths
     for name, graph in graphs.items():
-        export_tvm(graph, tmp_path / name, load_target("gpu"))
+        deploy(graph, load_target("gpu"), tmp_path / name)
         x = random_inputs(graph, 256)
         got = TvmRunner(tmp_path / name, graph, read_manifest(tmp_path / name), "cuda")(x)
         assert np.array_equal(got, Simulator(graph).run(x)[graph.outputs[0]])
@@ -153,27 +152,30 @@ def test_parallel_schedule_is_exact_on_two_threads(tmp_path, kind, monkeypatch):
 
 
 def _wide_dense() -> Graph:
-    """One dense layer whose accumulator needs ~40 bits: 20-bit LUT levels, fan-in 512."""
+    """One dense layer whose accumulator needs ~46 bits: an 8-bit input scaled by 2^24 into
+    a 32-bit tensor, int8 weights, fan-in 512."""
     rng = np.random.default_rng(5)
     x = TensorInfo("x", (512,), QType(8, True), 1.0)
-    lut = rng.integers(-(1 << 20), 1 << 20, (16, 4)).astype(np.int64)
-    w = Weights(
-        2, (16, 512), rng.integers(0, 4, (16, 512)).astype(np.uint8), False, lut, None, False
-    )
-    probe = Node("y", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
-    acc = ops.acc_bits_needed(probe, [x.qtype.range])
+    w32 = QType(32, True)
+    widen = Node("w", Clip(), ("x",), TensorInfo("w", (512,), w32, 1.0), None,
+                 Requant(0, *w32.range, 9, 1 << 24))  # fmt: skip
+    levels = Table(rng.integers(-127, 128, (16, 4)).astype(np.int64))
+    w = Weights(2, (16, 512), rng.integers(0, 4, (16, 512)).astype(np.uint8), False, levels)
+    probe = Node("y", Dense(), ("w",), widen.output, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [w32.range])
     y = TensorInfo("y", (16,), QType(acc, True), 1.0)
     node = Node(
-        "y", Dense(), ("x",), y, w, Requant(0, -(1 << (acc - 1)), (1 << (acc - 1)) - 1, acc)
+        "y", Dense(), ("w",), y, w, Requant(0, -(1 << (acc - 1)), (1 << (acc - 1)) - 1, acc)
     )
-    return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (node,), ("y",))
+    return Graph("wide", x, InputQuant(8, -128.0, 1.0, -128), (widen, node), ("y",))
 
 
+@NEEDS_GXX
 def test_wide_accumulators_compute_in_int64_and_narrow_ones_in_int32(tmp_path):
     wide = _wide_dense()
-    assert compute_dtype(wide.nodes[0]) == "int64" and storage_dtype(wide.nodes[0]) == "int64"
+    assert acc_dtype(wide.nodes[1]) == "int64" and storage_dtype(wide.nodes[1]) == "int64"
     got, want = tvm_vs_sim(wide, tmp_path / "wide", "cpu")
     assert np.abs(want).max() > 1 << 32  # the case int32 would get wrong
     assert np.array_equal(got, want)
     lenet = zoo_graph("lenet", (1, 8, 8), {})
-    assert {compute_dtype(n) for n in lenet.nodes if n.requant is not None} == {"int32"}
+    assert {acc_dtype(n) for n in lenet.nodes if n.requant is not None} == {"int32"}

@@ -288,3 +288,53 @@ def test_imagefolder_mismatched_train_test_classes(tmp_path: Path) -> None:
     _write_images(tmp_path / "test" / "apple", COLOURS["apple"], 2, (10, 10))
     with pytest.raises(QCompileError, match="class folders differ"):
         load_dataset("imagefolder", str(tmp_path))
+
+
+def test_dataset_shape_without_reading_examples(tmp_path: Path) -> None:
+    """What freeze needs: the shapes agree with the loaded datasets, and cifar10's needs no
+    directory at all (so a checkpoint naming one makes qcompile open no file)."""
+    from qcompile.data import SHAPES, dataset_shape
+
+    for name in ("digits", "mnist5k"):
+        ds = load_dataset(name)
+        assert dataset_shape(name) == SHAPES[name] == (ds.in_shape, ds.num_classes)
+    assert dataset_shape("cifar10", str(tmp_path / "nowhere")) == ((3, 32, 32), 10)
+    for cls in ("cat", "dog", "emu"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+    assert dataset_shape("imagefolder", str(tmp_path / "img"), 48) == ((3, 48, 48), 3)
+
+
+class _Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_cifar10_batch_cannot_run_code(tmp_path: Path) -> None:
+    """The batches are pickles: one that would call os.mkdir is refused, and nothing runs."""
+    import pickle
+
+    images, labels = _cifar_arrays()
+    write_batches(tmp_path, images, labels, n_test=10)
+    marker = tmp_path / "ran"
+    (tmp_path / "data_batch_3").write_bytes(pickle.dumps({b"data": _Planted(marker)}))
+    with pytest.raises(QCompileError, match=r"data_batch_3.*refusing to build posix\.mkdir"):
+        load_dataset("cifar10", str(tmp_path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_batches_of_any_protocol_load(tmp_path: Path, protocol: int) -> None:
+    """The restricted unpickler accepts what numpy arrays pickle to in every protocol."""
+    import pickle
+
+    images, labels = _cifar_arrays()
+    write_batches(tmp_path, images, labels, n_test=10)
+    for f in tmp_path.iterdir():
+        batch = pickle.loads(f.read_bytes())
+        f.write_bytes(pickle.dumps(batch, protocol=protocol))
+    assert len(load_dataset("cifar10", str(tmp_path)).test_y) == 10

@@ -12,9 +12,9 @@ import pytest
 
 from qcompile.errors import QCompileError
 from qcompile.ir import Graph, VerifyError, qir, verify
-from qcompile.ir.graph import Weights
+from qcompile.ir.graph import Table, Weights
 from qcompile.ir.packing import pack_codes, pack_rows, packed_words, unpack_rows
-from qcompile.passes import run_pipeline, widest_weights
+from qcompile.passes import run_pipeline
 from qcompile.report import summary
 from tests.backends.helpers import mixed_chain
 
@@ -44,22 +44,18 @@ def test_row_packing_round_trip(seed: int) -> None:
 def _layer(widths: tuple[int, ...] = (3, 1, 5, 2), per_row: int = 11) -> Weights:
     rng = np.random.default_rng(1)
     bits = max(widths)
-    lut = rng.integers(-50, 50, (len(widths), 1 << bits)).astype(np.int64)
+    table = Table(rng.integers(-50, 50, (len(widths), 1 << bits)).astype(np.int64))
     codes = _codes(rng, widths, per_row)
-    return Weights(bits, codes.shape, codes, False, lut, None, False, widths)
+    return Weights(bits, codes.shape, codes, False, table, widths)
 
 
-def test_weights_pack_codes_decoded_and_at_widest() -> None:
+def test_weights_pack_codes_decoded() -> None:
     w = _layer()
     p = w.pack()
     assert p.packed and p.channel_bits == w.channel_bits
-    assert p.words == p.data.size == 1 + 1 + 3 + 1  # 11 codes at 3, 1, 5, 2 bits
+    assert p.words == p.data.size == 2 + 1 + 2 + 1  # 11 codes at 3, 1, 5, 2 bits: 33, 11, ...
     assert np.array_equal(p.codes(), w.data)
     assert np.array_equal(p.decoded(), w.decoded())
-    flat = p.at_widest()
-    assert flat.channel_bits is None and flat.packed and flat.bits == 5
-    assert flat.words == packed_words(44, 5) == 8
-    assert np.array_equal(flat.decoded(), w.decoded())
     assert p.mean_bits == pytest.approx(11 / 4)
 
 
@@ -75,9 +71,9 @@ def test_weights_pack_codes_decoded_and_at_widest() -> None:
 )
 def test_weights_reject_bad_channel_bits(widths: tuple[int, ...], bits: int, fragment: str) -> None:
     codes = np.zeros((2, 3), dtype=np.uint8)
-    lut = np.zeros((2, 1 << min(bits, 8)), dtype=np.int64)
+    table = Table(np.zeros((2, 1 << min(bits, 8)), dtype=np.int64))
     with pytest.raises(ValueError, match=fragment):
-        Weights(bits, (2, 3), codes, False, lut, None, True, widths)
+        Weights(bits, (2, 3), codes, False, table, widths)
 
 
 def _graph() -> Graph:
@@ -106,8 +102,8 @@ def test_verify_rejects_a_code_beyond_its_rows_width() -> None:
 def test_verify_rejects_bits_in_a_rows_padding() -> None:
     g = _graph()
     conv = next(n for n in g.nodes if n.name == "conv").weights
-    # 27 codes a row: row 0 (3 bits) takes words 0-2, row 1 (1 bit) word 3, whose bit 27 is
-    # past its last code
+    # 27 codes a row: row 0 (3 bits, 81 bits) takes words 0-2, row 1 (1 bit) word 3, whose
+    # bit 27 is past its last code
     words = conv.data.copy()
     words[3] |= np.uint32(1 << 27)
     with pytest.raises(VerifyError, match="bits set outside any code"):
@@ -119,15 +115,11 @@ def test_qir_round_trip_keeps_channel_bits(tmp_path: Path) -> None:
     qir.save(g, tmp_path / "m.qir")
     back = qir.load(tmp_path / "m.qir")
     props = {p.key: p.value for p in qir.to_onnx(g).metadata_props}
-    assert props[qir.KEY_VERSION] == "2"
+    assert props[qir.KEY_VERSION] == str(qir.FORMAT_VERSION)
     for a, b in zip(g.weighted(), back.weighted(), strict=True):
         assert b.weights.channel_bits == a.weights.channel_bits is not None
         assert np.array_equal(b.weights.data, a.weights.data)
         assert np.array_equal(b.weights.decoded(), a.weights.decoded())
-    # a graph without channel widths is still written as format version 1
-    flat = widest_weights(g)
-    props = {p.key: p.value for p in qir.to_onnx(flat).metadata_props}
-    assert props[qir.KEY_VERSION] == "1"
 
 
 def test_qir_load_validates_channel_bits() -> None:
@@ -143,13 +135,7 @@ def test_qir_load_validates_channel_bits() -> None:
     _rehash(model)
     with pytest.raises(QCompileError, match=r"malformed.*channel_bits"):
         qir.loads(model.SerializeToString())
-    attr.ints[:] = [3, 1, 4, 2]  # right again, but a version-1 file cannot hold them
-    version = next(p for p in model.metadata_props if p.key == qir.KEY_VERSION)
-    version.value = "1"
-    _rehash(model)
-    with pytest.raises(QCompileError, match="channel_bits needs format version 2"):
-        qir.loads(model.SerializeToString())
-    version.value = "2"
+    attr.ints[:] = [3, 1, 4, 2]  # right again
     _rehash(model)
     assert qir.loads(model.SerializeToString()).nodes[0].weights.channel_bits == (3, 1, 4, 2)
 
@@ -174,8 +160,8 @@ def test_inspect_counts_channel_widths() -> None:
     n_conv, n_dense = 4 * 27, 24 * 144
     want = (n_conv * 10 / 4 + n_dense * dense_mean) / (n_conv + n_dense)
     assert s["avg_weight_bits"] == round(want, 4)
-    # memory is the row-wise words actually stored, fewer than at the widest channel
-    assert rows["conv"]["code_bits"] == 32 * (3 + 1 + 4 + 2)  # 27 codes at 3, 1, 4, 2 bits
-    wide = {r["name"]: r for r in summary(widest_weights(g))["layers"]}
-    assert wide["conv"]["code_bits"] == 32 * packed_words(n_conv, 4)
-    assert s["weight_mem_bits"] < summary(widest_weights(g))["weight_mem_bits"]
+    # memory is the row-wise words actually stored: 27 codes at 3, 1, 4, 2 bits
+    assert rows["conv"]["code_bits"] == 32 * (3 + 1 + 4 + 2)
+    assert rows["conv"]["code_bits"] < 32 * packed_words(n_conv, 4)  # all rows at the widest
+    dense_words = sum(packed_words(144, 1 + i % 8) for i in range(24))
+    assert rows["dense"]["code_bits"] == 32 * dense_words

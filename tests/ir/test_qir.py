@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.defs import OpSchema
 
-from qcompile.errors import QCompileError
+from qcompile.errors import QCompileError, clip
 from qcompile.freeze import freeze_model
 from qcompile.ir import (
     Add,
@@ -42,7 +42,7 @@ from qcompile.ir import (
     qir,
     verify,
 )
-from qcompile.ir.packing import codes_per_word
+from qcompile.ir.weights import Affine
 from qcompile.sim import Simulator, quantize_input
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
@@ -147,7 +147,7 @@ def _padded(model: onnx.ModelProto) -> onnx.NodeProto:
         if n.op_type in ("conv2d", "dense"):
             bits = _attr(n, "bits").i
             count = int(np.prod(_attr(n, "weight_shape").ints))
-            if count % codes_per_word(bits) or 32 % bits:
+            if count * bits % 32:
                 return n
     raise AssertionError("the fixture has no weighted node with padding bits")
 
@@ -186,11 +186,11 @@ def _assert_same_graph(a: Graph, b: Graph) -> None:
             continue
         w, v = m.weights, n.weights
         assert (v.bits, v.shape, v.uniform) == (w.bits, w.shape, w.uniform), m.name
-        assert v.lut.dtype == np.int64 and np.array_equal(v.lut, w.lut), m.name
+        assert type(v.levels) is type(w.levels), m.name
+        if isinstance(w.levels, Affine):
+            assert v.levels.step == w.levels.step, m.name
+        assert np.array_equal(v.level_table(), w.level_table()), m.name
         assert np.array_equal(v.codes(), w.codes()), m.name
-        assert (v.bias is None) == (w.bias is None), m.name
-        if w.bias is not None and v.bias is not None:
-            assert v.bias.dtype == np.int64 and np.array_equal(v.bias, w.bias), m.name
 
 
 def _load_error(path: Path, data: bytes | None = None) -> str:
@@ -201,7 +201,7 @@ def _load_error(path: Path, data: bytes | None = None) -> str:
     with pytest.raises(QCompileError) as info:
         qir.load(path)
     msg = str(info.value)
-    assert str(path) in msg and "\n" not in msg, msg
+    assert clip(str(path)) in msg and "\n" not in msg, msg  # long paths are clipped
     return msg
 
 
@@ -280,8 +280,11 @@ def test_save_is_atomic(lenet: Graph, mini: Graph, tmp_path: Path, monkeypatch) 
 
 A = OpSchema.AttrType
 _OUT = {"out_bits": A.INT, "out_signed": A.INT, "out_frac": A.INT, "out_scale": A.STRING}
-_REQ = {"shift": A.INT, "clip": A.INTS, "acc_bits": A.INT, "multiplier": A.INT}
-_W = {"bits": A.INT, "weight_shape": A.INTS, "uniform": A.INT}
+_REQ = {"shift": A.INT, "clip": A.INTS, "acc_bits": A.INT}
+_W = {"bits": A.INT, "weight_shape": A.INTS}
+# absent where an initializer holds the value (per-channel multipliers, table levels) or the
+# layer has one width
+_OPTIONAL = {"multiplier": A.INT, "level_step": A.INT, "channel_bits": A.INTS}
 _POOL = {"kernel": A.INTS, "strides": A.INTS, "pads": A.INTS}
 _CONV = {"strides": A.INTS, "pads": A.INTS, "dilations": A.INTS, "group": A.INT}
 
@@ -290,20 +293,21 @@ def _schemas() -> list[OpSchema]:
     """The ai.qcompile ops as ONNX schemas: inputs, output, required attributes and types."""
     fp, opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption
     x, y = [fp("X", "tensor(int64)")], [fp("Y", "tensor(int64)")]
+    # codes, then zero points or table, bias, per-channel multipliers: all int64
     weighted = [
         *x,
         fp("codes", "tensor(uint32)"),
-        fp("lut", "tensor(int64)"),
-        fp("bias", "tensor(int64)", param_option=opt.Optional),
+        fp("arrays", "tensor(int64)", param_option=opt.Variadic, min_arity=1),
     ]
+    rescale = [*x, fp("mult", "tensor(int64)", param_option=opt.Optional)]
     variadic = [fp("X", "tensor(int64)", param_option=opt.Variadic, min_arity=2)]
     ops: dict[str, tuple[list, dict]] = {
         "conv2d": (weighted, {**_CONV, **_W, **_REQ}),
         "dense": (weighted, {**_W, **_REQ}),
         "add": (variadic, {"multipliers": A.INTS, **_REQ}),
         "maxpool": (x, _POOL),
-        "avgpool": (x, {**_POOL, **_REQ}),
-        "clip": (x, _REQ),
+        "avgpool": (rescale, {**_POOL, **_REQ}),
+        "clip": (rescale, _REQ),
         "flatten": (x, {}),
     }
     assert set(ops) == set(qir.OPS)
@@ -315,7 +319,8 @@ def _schemas() -> list[OpSchema]:
             inputs=ins,
             outputs=y,
             attributes=[
-                OpSchema.Attribute(k, t, "", required=True) for k, t in {**a, **_OUT}.items()
+                *(OpSchema.Attribute(k, t, "", required=True) for k, t in {**a, **_OUT}.items()),
+                *(OpSchema.Attribute(k, t, "", required=False) for k, t in _OPTIONAL.items()),
             ],
         )
         for kind, (ins, a) in ops.items()
@@ -452,7 +457,7 @@ def test_foreign_onnx_model_dressed_as_qir(qir_bytes: bytes, tmp_path: Path) -> 
     assert "malformed" in msg and "unknown op" in msg and "Add" in msg
 
 
-@pytest.mark.parametrize("version", ["99", "3", "9" * 9])
+@pytest.mark.parametrize("version", ["99", "4", "9" * 9])
 def test_future_version(qir_bytes: bytes, tmp_path: Path, version: str) -> None:
     model = _parse(qir_bytes)
     _prop(model, qir.KEY_VERSION).value = version
@@ -461,12 +466,22 @@ def test_future_version(qir_bytes: bytes, tmp_path: Path, version: str) -> None:
     assert "hash" not in msg
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_contract_v0_refused(qir_bytes: bytes, tmp_path: Path, version: str) -> None:
+    """Formats 1 and 2 held numeric contract v0 (16-bit LUTs): one line with the way out."""
+    model = _parse(qir_bytes)
+    _prop(model, qir.KEY_VERSION).value = version
+    msg = _load_error(tmp_path / "v0.qir", _resign(model))
+    assert f"format version {version}" in msg and "contract v0" in msg
+    assert "qcompile freeze" in msg
+
+
 @pytest.mark.parametrize("version", ["0", "²", "9" * 5000, "", "1.0", "-1", " 1", "v1"])
 def test_invalid_version(qir_bytes: bytes, tmp_path: Path, version: str) -> None:
     model = _parse(qir_bytes)
     _prop(model, qir.KEY_VERSION).value = version
     msg = _load_error(tmp_path / "bad.qir", _resign(model))
-    assert f"invalid .qir format version {version!r}" in msg
+    assert f"invalid .qir format version {clip(repr(version), 40)}" in msg  # clipped
     assert "hash" not in msg and "upgrade" not in msg
 
 
@@ -477,20 +492,21 @@ def test_hash_not_last(qir_bytes: bytes, tmp_path: Path) -> None:
     assert "no content hash as its last property" in msg
 
 
-def test_tampered_lut(qir_bytes: bytes, tmp_path: Path) -> None:
+def test_tampered_multiplier(qir_bytes: bytes, tmp_path: Path) -> None:
     model = _parse(qir_bytes)
-    name = f"{_first(model, 'dense').name}.lut"
-    lut = _init(model, name).copy()
-    lut[0, 0] += 1
-    _set_init(model, name, lut)
+    name = f"{_first(model, 'dense').name}.mult"
+    mult = _init(model, name).copy()
+    mult[0] += 1
+    _set_init(model, name, mult)
     msg = _load_error(tmp_path / "tampered.qir", model.SerializeToString())
     assert "does not match its content hash" in msg
     assert _outcome(_resign(model))[0] == "loaded"  # the change itself is harmless
 
 
-def _lut_size(m: onnx.ModelProto) -> str:
+def _zero_size(m: onnx.ModelProto) -> str:
     n = _first(m, "dense")
-    _set_init(m, f"{n.name}.lut", _init(m, f"{n.name}.lut")[:, :-1].copy())
+    zero = _init(m, f"{n.name}.zero")
+    _set_init(m, f"{n.name}.zero", np.resize(zero, 2 if zero.size != 2 else 3))
     return n.name
 
 
@@ -502,11 +518,11 @@ def _code_range(m: onnx.ModelProto) -> str:
     return n.name
 
 
-def _lut_magnitude(m: onnx.ModelProto) -> str:
+def _zero_magnitude(m: onnx.ModelProto) -> str:
     n = _first(m, "dense")
-    lut = _init(m, f"{n.name}.lut").copy()
-    lut[0, 0] = 1 << 40
-    _set_init(m, f"{n.name}.lut", lut)
+    zero = _init(m, f"{n.name}.zero").copy()
+    zero[0] = 1 << 40
+    _set_init(m, f"{n.name}.zero", zero)
     return n.name
 
 
@@ -550,9 +566,9 @@ def _duplicate_node(m: onnx.ModelProto) -> str:
 @pytest.mark.parametrize(
     ("mutate", "expect"),
     [
-        (_lut_size, "lut is"),
+        (_zero_size, "levels have"),
         (_code_range, "bits set outside any code"),
-        (_lut_magnitude, "lut entries must fit in 32 bits"),
+        (_zero_magnitude, "beyond int8"),
         (_bias_size, "bias has"),
         (_acc_bits, "accumulator needs"),
         (_clip, "exceeds the output type"),
@@ -632,13 +648,13 @@ def test_malformed_with_valid_hash(
     assert "is malformed" in _load_error(tmp_path / "bad.qir", _resign(model))
 
 
-def _lut_int64_min(m: onnx.ModelProto) -> None:
-    # |LUT| < 2^31 is checked with np.abs, and np.abs(int64 min) is negative; an even number
-    # of -2^63 terms then sums to 0 in the accumulator bound, so the node "cannot overflow"
+def _zero_int64_min(m: onnx.ModelProto) -> None:
+    # np.abs(int64 min) is negative, and an even number of -2^63 terms sums to 0 in int64:
+    # bounds must be computed on Python ints
     n = _first(m, "dense")
     assert _attr(n, "weight_shape").ints[1] % 2 == 0
-    lut = _init(m, f"{n.name}.lut")
-    _set_init(m, f"{n.name}.lut", np.full_like(lut, np.iinfo(np.int64).min))
+    zero = _init(m, f"{n.name}.zero")
+    _set_init(m, f"{n.name}.zero", np.full_like(zero, np.iinfo(np.int64).min))
 
 
 def _input_step(m: onnx.ModelProto) -> None:
@@ -649,14 +665,14 @@ def _input_step(m: onnx.ModelProto) -> None:
 @pytest.mark.parametrize(
     "mutate",
     [
-        _lut_int64_min,
+        _zero_int64_min,
         _input_step,
     ],
 )
 def test_closed_verify_gaps(
     qir_bytes: bytes, tmp_path: Path, mutate: Callable[[onnx.ModelProto], None]
 ) -> None:
-    """Re-hashed files whose graph could not run correctly (LUT entries of int64 min, whose
+    """Re-hashed files whose graph could not run correctly (zero points of int64 min, whose
     abs() wraps negative; an input step of 0) are refused."""
     model = _parse(qir_bytes)
     mutate(model)

@@ -12,6 +12,7 @@ import pytest
 from qcompile.ir import (
     MAX_ACC_BITS,
     Add,
+    Affine,
     AvgPool,
     Clip,
     Conv2d,
@@ -23,6 +24,7 @@ from qcompile.ir import (
     Node,
     QType,
     Requant,
+    Table,
     TensorInfo,
     VerifyError,
     Weights,
@@ -31,6 +33,7 @@ from qcompile.ir import (
 )
 from qcompile.ir.graph import Op
 from qcompile.ir.packing import pack_codes
+from qcompile.ir.verify import MAX_PRODUCT_BITS
 from qcompile.sim import Simulator
 from qcompile.sim.reference import FrozenTorch
 
@@ -40,12 +43,11 @@ X = TensorInfo("x", (2, 6, 6), INT8, 0.1)
 IQ = InputQuant(8, -12.8, 0.1, -128)
 
 
-def _weights(shape: tuple[int, ...], bits: int, rows: int, bias: bool, seed: int) -> Weights:
+def _weights(shape: tuple[int, ...], bits: int, rows: int, seed: int) -> Weights:
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 1 << bits, shape, dtype=np.uint8)
-    lut = rng.integers(-100, 101, (rows, 1 << bits), dtype=np.int64)
-    b = rng.integers(-1000, 1001, shape[0], dtype=np.int64) if bias else None
-    return Weights(bits, shape, codes, False, lut, b, uniform=False)
+    table = Table(rng.integers(-100, 101, (rows, 1 << bits), dtype=np.int64))
+    return Weights(bits, shape, codes, False, table)
 
 
 class _Net:
@@ -63,43 +65,46 @@ class _Net:
         qtype: QType | None = None,
         w: Weights | None = None,
         shift: int = 0,
-        mult: int = 1,
+        mult: int | tuple[int, ...] = 1,
         clip: tuple[int, int] | None = None,
+        bias: tuple[int, ...] | None = None,
     ) -> None:
         srcs = [self.known[i] for i in inputs]
-        probe = Node(name, op, inputs, srcs[0], w, Requant(shift, 0, 0, 64, mult))
+        probe = Node(name, op, inputs, srcs[0], w, Requant(shift, 0, 0, 64, mult, bias))
         shape = ops.infer_shape(probe, [s.shape for s in srcs])
         if probe.kind in ("maxpool", "flatten"):
             out = TensorInfo(name, shape, srcs[0].qtype, srcs[0].scale)
             node = Node(name, probe.op, inputs, out)
         else:
             ranges = [s.qtype.range for s in srcs]
-            acc = ops.acc_range(probe, ranges)
             if qtype is None:  # wide: the whole shifted range
-                lo, hi = (v >> shift for v in ops.requant_range(probe, acc))
-                qtype = QType.fitting(lo, hi)
+                qtype = QType.fitting(*ops.shifted_range(probe, ranges))
             lo, hi = clip or qtype.range
             bits = ops.acc_bits_needed(probe, ranges)
             out = TensorInfo(name, shape, qtype)
-            node = Node(name, probe.op, inputs, out, w, Requant(shift, lo, hi, bits, mult))
+            node = Node(name, probe.op, inputs, out, w, Requant(shift, lo, hi, bits, mult, bias))
         self.known[name] = node.output
         self.nodes.append(node)
 
 
 def valid_graph() -> Graph:
-    """x int8 [2,6,6] -> conv 3x3 (4-bit per-channel LUT, bias) -> maxpool -> depthwise conv
-    (2-bit per-layer LUT) -> residual add -> avgpool -> clip -> flatten -> dense (3-bit,
-    packed) -> logits."""
+    """x int8 [2,6,6] -> conv 3x3 (4-bit per-channel table, bias, per-channel multipliers)
+    -> maxpool -> depthwise conv (2-bit per-layer table) -> residual add -> avgpool -> clip ->
+    flatten -> dense (3-bit, packed) -> logits."""
     n = _Net()
-    n.add("conv", Conv2d(padding=(1, 1)), ("x",), UINT8, _weights((4, 2, 3, 3), 4, 4, True, 0), 6)
+    conv = _weights((4, 2, 3, 3), 4, 4, 0)
+    bias = (-30000, 500000, 70, -1)
+    n.add(
+        "conv", Conv2d(padding=(1, 1)), ("x",), UINT8, conv, 16, (700, 9000, 1, 40000), None, bias
+    )
     n.add("pool", MaxPool((2, 2), (2, 2)), ("conv",))
-    dw = _weights((4, 1, 3, 3), 2, 1, False, 1)
+    dw = _weights((4, 1, 3, 3), 2, 1, 1)
     n.add("dw", Conv2d(padding=(1, 1), groups=4), ("pool",), UINT8, dw, 7, clip=(0, 200))
     n.add("res", Add((1, 3)), ("pool", "dw"))
     n.add("avg", AvgPool((3, 3), (3, 3)), ("res",))
     n.add("relu", Clip(), ("avg",), QType(12, False), shift=2, mult=3)
     n.add("flat", Flatten(), ("relu",))
-    n.add("fc", Dense(), ("flat",), None, _weights((3, 4), 3, 1, True, 2).pack())
+    n.add("fc", Dense(), ("flat",), None, _weights((3, 4), 3, 1, 2).pack(), bias=(5, -700, 0))
     return Graph("hand", X, IQ, tuple(n.nodes), ("fc",))
 
 
@@ -190,10 +195,16 @@ def test_accumulator_too_narrow_for_a_wider_input_range() -> None:
     assert f"declared {node_of(g, 'conv').requant.acc_bits}" in msg
 
 
-def test_multiplier_and_rounding_count_towards_the_accumulator() -> None:
+def test_multiplier_and_rounding_count_towards_the_product() -> None:
     g = valid_graph()
-    rejects(with_requant(g, "relu", multiplier=1 << 20), "relu", "(it could overflow)")
-    rejects(with_requant(g, "relu", shift=40), "relu", "(it could overflow)")
+    relu = node_of(g, "relu")
+    ranges = [g.tensors()["avg"].qtype.range]
+    acc = ops.acc_bits_needed(relu, ranges)
+    bigger = dataclasses.replace(relu.requant, multiplier=1 << 20)
+    assert ops.acc_bits_needed(dataclasses.replace(relu, requant=bigger), ranges) == acc
+    assert ops.product_bits_needed(dataclasses.replace(relu, requant=bigger), ranges) > acc + 19
+    rounder = dataclasses.replace(relu.requant, shift=50)
+    assert ops.product_bits_needed(dataclasses.replace(relu, requant=rounder), ranges) == 51
 
 
 def test_accumulator_above_max_acc_bits() -> None:
@@ -202,19 +213,48 @@ def test_accumulator_above_max_acc_bits() -> None:
     assert f"accumulator of {MAX_ACC_BITS + 1} bits exceeds {MAX_ACC_BITS}" in msg
 
 
-def test_accumulator_needing_more_than_max_acc_bits() -> None:
-    """A 16-bit input into a dense layer of 512 weights of 2^30 needs 55 bits: declaring the
-    true need is still rejected."""
+def _widen(bits: int) -> tuple[InputQuant, TensorInfo, Node]:
+    """A 16-bit input and a clip node that scales it into a ``bits``-bit tensor ``w``."""
     x = TensorInfo("x", (512,), QType(16, True))
-    lut = np.full((1, 2), 1 << 30, dtype=np.int64)
-    w = Weights(1, (1, 512), np.ones((1, 512), dtype=np.uint8), False, lut, None)
-    probe = Node("fc", Dense(), ("x",), x, w, Requant(0, 0, 0, 64))
-    need = ops.acc_bits_needed(probe, [x.qtype.range])
-    assert need == 55
+    mult = 1 << (bits - 16)
+    r = Requant(0, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, 17, mult)
+    wide = Node("w", Clip(), ("x",), TensorInfo("w", (512,), QType(bits, True)), None, r)
+    return InputQuant(16, 0.0, 1.0, -(1 << 15)), x, wide
+
+
+def test_accumulator_needing_more_than_max_acc_bits() -> None:
+    """512 weights of 127 on a 40-bit tensor need 56 bits: declaring the true need is still
+    rejected."""
+    iq, x, wide = _widen(40)
+    levels = Affine(1, np.array([126], dtype=np.int64))
+    w = Weights(1, (1, 512), np.ones((1, 512), dtype=np.uint8), False, levels)
+    probe = Node("fc", Dense(), ("w",), wide.output, w, Requant(0, 0, 0, 64))
+    need = ops.acc_bits_needed(probe, [wide.output.qtype.range])
+    assert need == 56
     out = TensorInfo("fc", (1,), QType(8, True))
-    node = Node("fc", Dense(), ("x",), out, w, Requant(0, -128, 127, need))
-    g = Graph("g", x, InputQuant(16, 0.0, 1.0, -(1 << 15)), (node,), ("fc",))
+    node = Node("fc", Dense(), ("w",), out, w, Requant(0, -128, 127, need))
+    g = Graph("g", x, iq, (wide, node), ("fc",))
     rejects(g, "fc", f"accumulator of {need} bits exceeds {MAX_ACC_BITS}")
+
+
+def test_product_beyond_int64() -> None:
+    """A 49-bit accumulator times a 2^20 multiplier needs more than MAX_PRODUCT_BITS."""
+    iq, x, wide = _widen(32)
+    w = Weights(2, (2, 512), np.ones((2, 512), np.uint8), False, Affine(1, np.array([100])))
+    probe = Node("fc", Dense(), ("w",), wide.output, w, Requant(0, 0, 0, 64))
+    acc = ops.acc_bits_needed(probe, [wide.output.qtype.range])
+    assert acc <= MAX_ACC_BITS
+    node = Node("fc", Dense(), ("w",), TensorInfo("fc", (2,), INT8), w,
+                Requant(0, -128, 127, acc, (1 << 20, 3)))  # fmt: skip
+    g = Graph("g", x, iq, (wide, node), ("fc",))
+    bad = rejects(g, "fc", "acc * multiplier + bias + rounding needs")
+    assert f"beyond {MAX_PRODUCT_BITS}" in bad
+
+
+def test_per_channel_multipliers_one_per_channel() -> None:
+    g = valid_graph()
+    rejects(with_requant(g, "conv", multiplier=(1, 2, 3)), "conv", "3 requant multipliers for 4")
+    verify(with_requant(g, "conv", multiplier=(0, 2, 3, 5)))  # a dead channel may have m = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,47 +272,57 @@ def test_code_out_of_range() -> None:
 
 def test_packed_words_with_stray_bits() -> None:
     g = valid_graph()
-    w = node_of(g, "fc").weights  # 12 3-bit codes: 10 in word 0 (bits 30, 31 free), 2 in word 1
+    w = node_of(g, "fc").weights  # 12 3-bit codes, 36 bits: word 0, then bits 0-3 of word 1
     assert w.packed and w.data.shape == (2,)
-    for word, bit in [(0, 31), (0, 30), (1, 6), (1, 31)]:
+    for bit in (4, 5, 31):
         data = w.data.copy()
-        data[word] |= np.uint32(1 << bit)
+        data[1] |= np.uint32(1 << bit)
         rejects(
             with_weights(g, "fc", data=data), "fc", "packed codes have bits set outside any code"
         )
-    data = w.data.copy()
-    data[1] ^= np.uint32(1 << 5)  # inside code 11: still a valid packing
-    verify(with_weights(g, "fc", data=data))
+    for word, bit in [(0, 31), (1, 0), (1, 3)]:  # code 10 straddles words 0-1; code 11
+        data = w.data.copy()
+        data[word] ^= np.uint32(1 << bit)
+        verify(with_weights(g, "fc", data=data))
 
 
-def test_lut_with_wrong_number_of_levels() -> None:
+def test_table_with_wrong_number_of_levels() -> None:
     g = valid_graph()
-    lut = np.zeros((4, 8), dtype=np.int64)
+    table = Table(np.zeros((4, 8), dtype=np.int64))
     rejects(
-        with_weights(g, "conv", lut=lut),
+        with_weights(g, "conv", levels=table),
         "conv",
-        "lut is [4, 8], must be [1 or 4, 16] for 4-bit codes",
+        "table is [4, 8], must be [1 or 4, 16] for 4-bit codes",
     )
 
 
-def test_lut_with_wrong_number_of_rows() -> None:
+def test_levels_with_wrong_number_of_rows() -> None:
     g = valid_graph()
-    lut = np.zeros((3, 16), dtype=np.int64)
-    rejects(with_weights(g, "conv", lut=lut), "conv", "lut is [3, 16], must be [1 or 4, 16]")
-    verify(with_weights(g, "conv", lut=np.zeros((1, 16), dtype=np.int64)))  # per-layer is fine
+    table = Table(np.zeros((3, 16), dtype=np.int64))
+    rejects(with_weights(g, "conv", levels=table), "conv", "levels have 3 rows, must be 1 or 4")
+    verify(with_weights(g, "conv", levels=Table(np.zeros((1, 16), dtype=np.int64))))  # per layer
+    zero = Affine(1, np.zeros(2, dtype=np.int64))
+    rejects(with_weights(g, "conv", levels=zero), "conv", "levels have 2 rows, must be 1 or 4")
 
 
-def test_lut_entries_beyond_32_bits() -> None:
+@pytest.mark.parametrize(
+    ("levels", "span"),
+    [
+        (Table(np.array([[0, 1, 2, 128]], dtype=np.int64)), "[0, 128]"),
+        (Table(np.array([[-129, 1, 2, 3]], dtype=np.int64)), "[-129, 3]"),
+        (Affine(1, np.array([125])), "[125, 128]"),  # 2-bit codes 0..3 + 125
+        (Affine(2, np.array([-129])), "[-129, -123]"),
+    ],
+)
+def test_integer_weights_beyond_int8(levels: object, span: str) -> None:
     g = valid_graph()
-    lut = node_of(g, "dw").weights.lut.copy()
-    lut[0, 1] = -(1 << 31)
-    rejects(with_weights(g, "dw", lut=lut), "dw", "lut entries must fit in 32 bits")
+    rejects(with_weights(g, "dw", levels=levels), "dw", f"integer weights span {span}, beyond int8")
+    verify(with_weights(g, "dw", levels=Affine(2, np.array([-3]))))  # -3, -1, 1, 3
 
 
 def test_wrong_bias_length() -> None:
     g = valid_graph()
-    bias = np.zeros(3, dtype=np.int64)
-    rejects(with_weights(g, "conv", bias=bias), "conv", "bias has 3 entries for 4 channels")
+    rejects(with_requant(g, "conv", bias=(0, 0, 0)), "conv", "bias has 3 entries for 4 channels")
 
 
 def test_weighted_op_without_weights() -> None:
@@ -301,7 +351,7 @@ def test_output_shape_mismatch() -> None:
 
 def test_dense_weights_not_matching_the_input() -> None:
     g = valid_graph()
-    w = _weights((3, 5), 3, 1, False, 0)
+    w = _weights((3, 5), 3, 1, 0)
     rejects(with_node(g, "fc", weights=w), "fc", "dense weights must be [out, 4]")
 
 
@@ -427,7 +477,7 @@ def test_conv_groups_not_dividing_channels() -> None:
         "conv2d weights (4, 1, 3, 3) do not fit 4 input channels in 3 groups",
     )
     # groups divide the input channels, but not the output channels
-    w = _weights((6, 1, 3, 3), 2, 1, False, 1)
+    w = _weights((6, 1, 3, 3), 2, 1, 1)
     rejects(
         with_node(g, "dw", op=Conv2d(padding=(1, 1), groups=4), weights=w),
         "dw",
@@ -511,6 +561,12 @@ def test_tensor_info_validation(args: tuple, fragment: str) -> None:
         ((0, 0, 1, 8, 0), "requant multiplier must be a non-zero integer"),
         ((0, 0, 1, 8, 2.0), "requant multiplier must be a non-zero integer"),
         ((0, 0, 1, 8, 1 << 63), "requant multiplier must be a non-zero integer within 32 bits"),
+        ((0, 0, 1, 8, ()), "per-channel requant multipliers must be integers within 32 bits"),
+        ((0, 0, 1, 8, (1, 1 << 31)), "per-channel requant multipliers must be integers"),
+        ((0, 0, 1, 8, (1, 2.0)), "per-channel requant multipliers must be integers"),
+        ((0, 0, 1, 8, 1, ()), "requant bias must be integers within 62 bits"),
+        ((0, 0, 1, 8, 1, (1 << 61,)), "requant bias must be integers within 62 bits"),
+        ((0, 0, 1, 8, 1, [1, 2]), "requant bias must be integers"),
     ],
 )
 def test_requant_validation(args: tuple, fragment: str) -> None:
@@ -528,31 +584,41 @@ def _codes(shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype=np.uint8)
 
 
-LUT2 = np.zeros((1, 4), dtype=np.int64)
+LUT2 = Table(np.zeros((1, 4), dtype=np.int64))
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        ((0, (2, 3), _codes((2, 3)), False, LUT2, None), "weight bits must be 1..8, got 0"),
-        ((9, (2, 3), _codes((2, 3)), False, LUT2, None), "weight bits must be 1..8, got 9"),
-        ((2, (2, 3), _codes((3, 2)), False, LUT2, None), "codes must be uint8 shaped (2, 3)"),
-        ((2, (2, 3), np.zeros((2, 3), np.int64), False, LUT2, None), "codes must be uint8"),
-        ((2, (2, 3), _codes((2, 3)), True, LUT2, None), "packed codes must be 1 uint32 words"),
-        ((2, (2, 3), np.zeros(2, np.uint32), True, LUT2, None), "packed codes must be 1 uint32"),
-        ((2, (20,), np.zeros(1, np.uint32), True, LUT2, None), "packed codes must be 2 uint32"),
-        ((2, (2, 3), _codes((2, 3)), False, LUT2[0], None), "lut must be a 2-D int64 array"),
-        ((2, (2, 3), _codes((2, 3)), False, LUT2 * 1.0, None), "lut must be a 2-D int64 array"),
-        (
-            (2, (2, 3), _codes((2, 3)), False, LUT2, np.zeros((2, 1), np.int64)),
-            "bias must be a 1-D",
-        ),
-        ((2, (2, 3), _codes((2, 3)), False, LUT2, np.zeros(2)), "bias must be a 1-D int64 array"),
+        ((0, (2, 3), _codes((2, 3)), False, LUT2), "weight bits must be 1..8, got 0"),
+        ((9, (2, 3), _codes((2, 3)), False, LUT2), "weight bits must be 1..8, got 9"),
+        ((2, (2, 3), _codes((3, 2)), False, LUT2), "codes must be uint8 shaped (2, 3)"),
+        ((2, (2, 3), np.zeros((2, 3), np.int64), False, LUT2), "codes must be uint8"),
+        ((2, (2, 3), _codes((2, 3)), True, LUT2), "packed codes must be 1 uint32 words"),
+        ((2, (2, 3), np.zeros(2, np.uint32), True, LUT2), "packed codes must be 1 uint32"),
+        ((2, (20,), np.zeros(1, np.uint32), True, LUT2), "packed codes must be 2 uint32"),
+        ((2, (2, 3), _codes((2, 3)), False, np.zeros((1, 4))), "Affine or Table"),
     ],
 )
 def test_weights_validation(args: tuple, fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         Weights(*args)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: Table(np.zeros(4, np.int64)), "table entries must be a 2-D array"),
+        (lambda: Table(np.zeros((1, 4))), "table entries must be an int64 array"),
+        (lambda: Affine(3, np.zeros(1, np.int64)), "affine levels step must be 1 or 2, got 3"),
+        (lambda: Affine(1, np.zeros((1, 1), np.int64)), "affine zero points must be a 1-D"),
+        (lambda: Affine(1, np.zeros(0, np.int64)), "affine zero points must be a 1-D"),
+        (lambda: Affine(1, np.zeros(2)), "affine zero points must be an int64 array"),
+    ],
+)
+def test_levels_validation(make, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        make()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qcompile.ir import (
+    Affine,
     Clip,
     Dense,
     Flatten,
@@ -28,8 +29,8 @@ IQ = InputQuant(4, -0.8, 0.1, -8)
 
 def weights(packed: bool = False) -> Weights:
     codes = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 2]], dtype=np.uint8)
-    lut = np.array([[-3, -1, 1, 3]], dtype=np.int64)
-    w = Weights(2, (3, 4), codes, False, lut, np.array([5, -5, 0], dtype=np.int64))
+    levels = Affine(2, np.array([-3], dtype=np.int64))  # -3, -1, 1, 3
+    w = Weights(2, (3, 4), codes, False, levels)
     return w.pack() if packed else w
 
 
@@ -40,7 +41,7 @@ def dense(out: str, lo: int, hi: int, qtype: QType, w: Weights | None = None) ->
         ("flat",),
         TensorInfo(out, (3,), qtype),
         w or weights(),
-        Requant(1, lo, hi, 10),
+        Requant(1, lo, hi, 10, bias=(10, -10, 0)),
     )
 
 
@@ -68,7 +69,7 @@ def test_fuse_activation_merges_relu_into_producer():
     fused = after.nodes[-1]
     assert [n.kind for n in after.nodes] == ["flatten", "dense"]
     assert (fused.name, fused.output.name) == ("d", "r")
-    assert fused.requant == Requant(1, 0, 20, 10)
+    assert fused.requant == Requant(1, 0, 20, 10, bias=(10, -10, 0))
     x = inputs()
     assert np.array_equal(Simulator(before).run(x)["r"], Simulator(after).run(x)["r"])
 

@@ -16,12 +16,14 @@ import torch
 from qcompile.quant import BWN, PACT, TWN, Identity, MinMax
 from qcompile.quant.activation import _PACTMix, mix_grads, mix_values
 from qcompile.quant.dmbq import DMBQ, _midpoints, unit_table
-from qcompile.quant.fused import abs_max, minmax_stack, row_extremes
+from qcompile.quant.fused import abs_max, row_extremes
 from qcompile.quant.learned import LearnedLevels
 from qcompile.quant.learned_fused import gated_average_grads
+from qcompile.quant.minmax_stack import minmax_grids, minmax_stack
 from qcompile.quant.mixture import Mixture
 from qcompile.quant.sdq import SDQQuantizer, gumbel_weight
 from qcompile.quant.ste import straight_through, uniform_fake_quant
+from qcompile.quant.uniform import minmax_grid
 
 ROUNDING = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -81,9 +83,24 @@ def test_row_extremes_and_abs_max(shape: tuple[int, ...]) -> None:
 def test_minmax_stack_rows_are_each_minmax(per_channel: bool) -> None:
     w = randn(8, 3, 3, 3)
     w[2] = 0.75  # a constant channel: the safe step
-    stack = minmax_stack(w, [1, 2, 4, 8], per_channel)
-    for row, bits in zip(stack, [1, 2, 4, 8], strict=True):
+    w[3] = w[3].abs()  # all >= 0: the nudged zero point at the bottom
+    w[4] = -w[4].abs()  # all <= 0: at the top
+    widths = [1, 2, 3, 4, 5, 7, 8]
+    stack = minmax_stack(w, widths, per_channel)
+    for row, bits in zip(stack, widths, strict=True):
         assert torch.equal(row, MinMax(bits, per_channel)(w))
+
+
+def test_minmax_grids_rows_are_each_minmax_grid() -> None:
+    """The stacked grids against the one-width contract (numeric contract v1's nudged zero
+    point), over ranges straddling zero, one-sided, tiny and empty."""
+    lo = torch.cat([-randn(200).abs(), torch.zeros(3), -torch.full((2,), 1e-30)])
+    hi = torch.cat([randn(200, seed=1).abs(), torch.tensor([0.0, 2.0, 1e-30]), torch.zeros(2)])
+    widths = [1, 2, 3, 4, 5, 6, 7, 8]
+    start, step = minmax_grids(lo, hi, widths)
+    for k, bits in enumerate(widths):
+        expected = minmax_grid(lo, hi, bits)
+        assert torch.equal(start[k], expected[0]) and torch.equal(step[k], expected[1])
 
 
 def pact_reference(x, a, members):

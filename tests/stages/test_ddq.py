@@ -321,7 +321,7 @@ def test_lenet_digits_trains_freezes_and_simulates_exactly(tmp_path: Path) -> No
     assert [n.weights.bits for n in nodes] == list(run["bits"].values())
     assert [n.weights.uniform for n in nodes] == [True, False, False, False, True]
     for node in nodes[1:-1]:  # the learned LUTs are really uneven, not just rounded unevenly
-        steps = np.diff(node.weights.lut, axis=1).astype(float)
+        steps = np.diff(node.weights.level_table(), axis=1).astype(float)
         if steps.shape[1] > 1:
             spread = (steps.max(1) - steps.min(1)) / np.abs(steps).mean(1).clip(1e-9)
             assert spread.max() > 0.1, node.name

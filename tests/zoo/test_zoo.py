@@ -48,6 +48,33 @@ def test_width_scales_channels() -> None:
     assert n_small < n_full / 3
 
 
+@pytest.mark.parametrize("name", ["lenet", "resnet20", "resnet18", "vgg_small", "mobilenetv2"])
+@pytest.mark.parametrize("width", [0, -1, float("nan"), float("inf"), True, "0.5"])
+def test_width_must_be_a_positive_number(name: str, width: object) -> None:
+    with pytest.raises(QCompileError, match="width must be a finite number > 0"):
+        build_model(name, (3, 32, 32), 10, width=width)
+
+
+def test_width_is_never_clamped_to_one_channel() -> None:
+    """Before, max(1, round(n * width)) built a 1-channel network from width = 1e-9."""
+    with pytest.raises(QCompileError, match=r"leaves lenet's 6-channel layer with none"):
+        build_model("lenet", (1, 8, 8), 10, width=0.05)
+    assert build_model("lenet", (1, 8, 8), 10, width=1 / 6).features[0][0].out_channels == 1
+
+
+@pytest.mark.parametrize("hidden", [[0], [-5], [1.5], [True], 5, "64", [1 << 20]])
+def test_mlp_hidden_sizes_are_checked(hidden: object) -> None:
+    with pytest.raises(QCompileError, match="hidden"):
+        build_model("mlp", (1, 8, 8), 10, hidden=hidden)
+
+
+def test_a_failing_user_factory_is_one_error(tmp_path: Path) -> None:
+    f = tmp_path / "bad.py"
+    f.write_text("def make(in_shape, num_classes):\n    raise KeyError('oops')\n")
+    with pytest.raises(QCompileError, match="raised KeyError"):
+        build_model(f"{f}:make", (1, 8, 8), 10)
+
+
 def test_mobilenetv2_has_depthwise_convs_and_relu6() -> None:
     model = build_model("mobilenetv2", (3, 32, 32), 10, width=0.25)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

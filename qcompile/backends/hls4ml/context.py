@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile.ir.graph import Add, Conv2d, Node, Pool
-from qcompile.ir.packing import codes_per_word
+from qcompile.ir import ops
+from qcompile.ir.graph import Affine, Node
+from qcompile.ir.ops import Add, Conv2d, MaxPool, Pool, signed_bits
+from qcompile.ir.packing import row_starts
 from qcompile.ir.types import QType, TensorInfo
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -23,9 +25,9 @@ def ap_type(q: QType) -> str:
 
 
 def table_type(values: np.ndarray) -> str:
-    """Signed type for LUT or bias entries, never narrower than 3 bits: hls4ml reads a signed
-    2-bit integer weight type as ternary {-1, 0, 1} (DESIGN.md), and a 1-bit one is no
-    signed type at all."""
+    """Signed type for level, bias or multiplier entries, never narrower than 3 bits: hls4ml
+    reads a signed 2-bit integer weight type as ternary {-1, 0, 1} (DESIGN.md), and a 1-bit
+    one is no signed type at all."""
     lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
     q = QType.fitting(min(lo, -1), hi)
     return f"ap_int<{max(3, q.bits)}>"
@@ -36,8 +38,12 @@ class KernelContext:
     comment: str
     accum_t: str
     res_t: str
-    lut_t: str = "ap_int<3>"
+    prod_t: str = "ap_int<64>"
+    level_t: str = "ap_int<3>"
+    weight_t: str = "ap_int<9>"
     bias_t: str = "ap_int<3>"
+    mult_t: str = "ap_int<32>"
+    row_t: str = "ap_uint<16>"
     reuse_factor: int = 1
     unroll: int = 1
     multiplier: int = 1
@@ -51,10 +57,16 @@ class KernelContext:
     n_in: int = 1
     n_out: int = 1
     bits: int = 1
-    per_word: int = 32
+    per_row: int = 1
     n_words: int = 1
-    n_levels: int = 2
-    lut_rows: int = 1
+    affine: bool = True
+    step: int = 1
+    level_rows: int = 1
+    level_cols: int = 1
+    n_mult: int = 1
+    n_bias: int = 1
+    row_widths: bool = False
+    n_rows: int = 1
     n_chan: int = 1
     in_height: int = 1
     in_width: int = 1
@@ -79,6 +91,31 @@ class KernelContext:
         return (TEMPLATES / "config.h.tpl").read_text().format(index=index, **fields)
 
 
+def weight_arrays(node: Node) -> dict[str, np.ndarray]:
+    """The arrays a weighted node's kernel takes, in call order: packed codes, levels (zero
+    points or int8 table, flattened), the requantization's biases and multipliers (one
+    entry when per tensor) and each row's first word and width (one unused entry for
+    one-width layers)."""
+    w, r = node.weights, node.requant
+    assert w is not None and r is not None
+    w = w.pack()
+    lv = w.levels
+    levels = lv.zero if isinstance(lv, Affine) else lv.entries.reshape(-1)
+    if w.channel_bits is None:
+        start, bits = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    else:
+        start = row_starts(w.per_row, w.channel_bits)
+        bits = np.array(w.channel_bits, dtype=np.int64)
+    return {
+        "codes": w.data,
+        "levels": levels,
+        "bias": r.biases,
+        "mult": r.multipliers,
+        "row_start": start,
+        "row_bits": bits,
+    }
+
+
 def _spatial(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
 
@@ -95,9 +132,15 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
         "unroll": max(1, int(np.prod(out.shape)) // reuse_factor),
     }
     if r is not None:
+        ms = r.multipliers
         base.update(
             accum_t=f"ap_int<{r.acc_bits}>",
-            multiplier=r.multiplier,
+            prod_t=f"ap_int<{ops.product_bits_needed(node, [t.qtype.range for t in inputs])}>",
+            mult_t=f"ap_int<{signed_bits(int(ms.min()), int(ms.max()))}>",
+            multiplier=1 if r.per_channel else r.multiplier,
+            n_mult=len(ms),
+            n_bias=len(r.biases),
+            bias_t=table_type(r.biases),
             shift=r.shift,
             lo=r.lo,
             hi=r.hi,
@@ -107,17 +150,23 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
         base.update(accum_t=f"ap_int<{q.bits + 1}>", lo=q.range[0], hi=q.range[1])
     op, w = node.op, node.weights
     if w is not None:
-        bias = w.bias if w.bias is not None else np.zeros(w.shape[0], dtype=np.int64)
+        arrays = weight_arrays(node)
+        levels = arrays["levels"]
+        lo, hi = w.level_range()
         base.update(
-            lut_t=table_type(w.lut),
-            bias_t=table_type(bias),
+            level_t=table_type(levels),
+            weight_t=f"ap_int<{max(3, signed_bits(lo, hi))}>",
             bits=w.bits,
-            per_word=codes_per_word(w.bits),
+            per_row=w.per_row,
             n_words=w.words,
-            n_levels=1 << w.bits,
-            lut_rows=int(w.lut.shape[0]),
+            affine=isinstance(w.levels, Affine),
+            step=w.levels.step if isinstance(w.levels, Affine) else 1,
+            level_rows=w.levels.rows,
+            level_cols=1 if isinstance(w.levels, Affine) else 1 << w.bits,
+            row_widths=w.channel_bits is not None,
+            n_rows=len(arrays["row_start"]),
             n_out=w.shape[0],
-            n_in=int(np.prod(w.shape[1:])),
+            n_in=w.per_row,
         )
     if isinstance(op, Add):
         base.update({f"m{i}": m for i, m in enumerate(op.multipliers)})
@@ -147,6 +196,6 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
             )
         else:
             base.update(
-                filt_height=op.kernel[0], filt_width=op.kernel[1], is_max=node.kind == "maxpool"
+                filt_height=op.kernel[0], filt_width=op.kernel[1], is_max=isinstance(op, MaxPool)
             )
     return KernelContext(**base)

@@ -1,25 +1,22 @@
-"""`qcompile export --target fpga`: write the hls4ml project, the .qir, a manifest, a README."""
+"""The fpga backend's export (the hls4ml project, the .qir, a manifest, a README), its runner
+(the C simulation) and its export line (the registry's entries for them)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qcompile.backends.artifact import MANIFEST, write_artifact
+import numpy as np
+
+from qcompile.backends.artifact import write_artifact
 from qcompile.backends.hls4ml.context import TEMPLATES
 from qcompile.backends.hls4ml.project import HlsOptions, build
+from qcompile.backends.manifest import Manifest
 from qcompile.backends.targets import FpgaTarget
-from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.passes import widest_weights
-from qcompile.report import summary
-
-QIR = "model.qir"
 
 
 def options(target: FpgaTarget) -> HlsOptions:
@@ -33,69 +30,63 @@ def options(target: FpgaTarget) -> HlsOptions:
     )
 
 
-def manifest(graph: Graph, target: FpgaTarget, qir_bytes: bytes) -> dict[str, Any]:
-    s = summary(graph)
-    # What the project stores: per-channel widths at the layer's widest (passes.widest), so
-    # memory comes from that graph; weight_bits stays the model's (channel mean).
-    stored = summary(widest_weights(graph))
-    layers = [
-        {
-            **{k: r[k] for k in ("name", "op", "weight_bits", "levels")},
-            "stored_bits": st["max_weight_bits"],
-            "weight_mem_bits": st["weight_mem_bits"],
-        }
-        for r, st in zip(s["layers"], stored["layers"], strict=True)
-        if "weight_bits" in r
-    ]
-    default_bits = sum(r["weights"] for r in s["layers"] if "weights" in r) * 16
-    return {
-        "format": "qcompile-artifact",
-        "version": 1,
-        "target": target.kind,
-        "profile": {
-            "name": target.name,
-            "part": target.part,
-            "clock_period": target.clock_period,
-            "backend": target.backend,
-            "strategy": target.strategy,
-            "reuse_factor": target.reuse_factor,
-            "io_type": target.io_type,
-        },
-        "qir": QIR,
-        "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
-        "project": "myproject",
-        "input": s["input"],
-        "layers": layers,
-        "weight_mem_bits": stored["weight_mem_bits"],
-        "avg_weight_bits": s["avg_weight_bits"],
-        "estimates": {
-            "note": "estimates from the IR, not from synthesis",
-            "packed_weight_mem_bits": stored["weight_mem_bits"],
-            "hls4ml_default_weight_bits": default_bits,
-        },
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+def export_fpga(
+    graph: Graph, qir_bytes: bytes, out: Path, target: FpgaTarget, force: bool = False
+) -> Manifest:
+    """Write the artifact directory ``out`` for ``graph`` (lowered by the fpga pipeline:
+    adds of at most three inputs); returns its manifest."""
+    profile = {
+        "name": target.name,
+        "part": target.part,
+        "clock_period": target.clock_period,
+        "backend": target.backend,
+        "strategy": target.strategy,
+        "reuse_factor": target.reuse_factor,
+        "io_type": target.io_type,
     }
-
-
-def export_fpga(graph: Graph, out: Path, target: FpgaTarget, force: bool = False) -> dict:
-    """Write the artifact directory ``out``; returns its manifest."""
-    qir_bytes = qir.to_onnx(graph).SerializeToString()
-    info = manifest(graph, target, qir_bytes)
+    info = Manifest.of(graph, qir_bytes, "fpga", profile, project="myproject")
+    info = info.with_details(
+        estimates={
+            "note": "estimates from the IR, not from synthesis",
+            "weight_mem_bits": info.weight_mem_bits,
+            "hls4ml_default_bits": info.hls4ml_default_bits,
+        }
+    )
 
     def fill(tmp: Path) -> None:
         model = build(graph, tmp, options(target))
         with contextlib.redirect_stdout(io.StringIO()):
             model.write()
         _scrub_paths(tmp, out)
-        (tmp / QIR).write_bytes(qir_bytes)
-        (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+        info.write(tmp, qir_bytes)
         readme = (TEMPLATES / "README.md.tpl").read_text()
         (tmp / "README.md").write_text(
-            readme.format(model=graph.name, **info["profile"], bits=info["avg_weight_bits"])
+            readme.format(model=graph.name, **profile, bits=info.avg_weight_bits)
         )
 
     write_artifact(out, force, fill)
     return info
+
+
+def describe(info: Any) -> str:
+    """What ``export`` prints for an fpga artifact."""
+    p = info["profile"]
+    return (
+        f"hls4ml {p['backend']} project for {p['part']}, {p['strategy']}, reuse factor "
+        f"{p['reuse_factor']}; weight memory {info['weight_mem_bits']} bits vs "
+        f"{info['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
+    )
+
+
+def runners(
+    artifact: Path, graph: Graph, info: dict[str, Any]
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any]]:
+    """The project's C simulation, built with g++ and run in a worker process."""
+    from qcompile.backends.hls4ml.csim import CSim
+
+    csim = CSim(artifact, graph, str(info.get("project", "myproject")))
+    extra = {"artifact": str(artifact), "target": "fpga", "build_s": round(csim.build_s, 2)}
+    return {"fpga_csim": csim}, extra
 
 
 def _scrub_paths(tmp: Path, out: Path) -> None:

@@ -22,10 +22,14 @@ def int_type(bits: int, signed: bool) -> IntegerPrecisionType:
     return IntegerPrecisionType(width=bits, signed=signed)
 
 
+# The weight arrays of a weighted layer (context.weight_arrays) and their C names' prefixes.
+ARRAYS = {"levels": "l", "bias": "b", "mult": "m", "row_start": "rs", "row_bits": "rb"}
+
+
 class QcompileLayer(Layer):
     """An IR node: attributes ``qc_shape``, ``qc_type`` (bits, signed), ``qc_kernel``,
-    ``qc_context`` and, for weight layers, ``qc_codes`` (uint32 words), ``qc_lut``,
-    ``qc_bias`` with their types ``qc_lut_type``/``qc_bias_type`` (bits)."""
+    ``qc_context`` and, for weight layers, ``qc_codes`` (uint32 words) and ``qc_arrays``
+    (name -> (int64 array, signed bits)) for the other arrays the kernel takes."""
 
     def initialize(self) -> None:
         bits, signed = self.get_attr("qc_type")
@@ -35,18 +39,10 @@ class QcompileLayer(Layer):
             self.add_weights_variable(
                 "codes", "c{index}", precision=int_type(32, False), data=codes
             )
-            self.add_weights_variable(
-                "lut",
-                "l{index}",
-                data=self.get_attr("qc_lut"),
-                precision=int_type(self.get_attr("qc_lut_bits"), True),
-            )
-            self.add_weights_variable(
-                "bias",
-                "b{index}",
-                data=self.get_attr("qc_bias"),
-                precision=int_type(self.get_attr("qc_bias_bits"), True),
-            )
+            for name, (data, width) in self.get_attr("qc_arrays").items():
+                self.add_weights_variable(
+                    name, ARRAYS[name] + "{index}", data=data, precision=int_type(width, True)
+                )
 
 
 class QcompileConfigTemplate(LayerConfigTemplate):
@@ -62,8 +58,10 @@ class QcompileConfigTemplate(LayerConfigTemplate):
         if node.get_attr("qc_codes") is not None:
             ctx = replace(
                 ctx,
-                lut_t=node.get_weights("lut").type.name,
+                level_t=node.get_weights("levels").type.name,
                 bias_t=node.get_weights("bias").type.name,
+                mult_t=node.get_weights("mult").type.name,
+                row_t=node.get_weights("row_start").type.name,
             )
         return ctx.render(node.index)
 
@@ -80,11 +78,8 @@ class QcompileFunctionTemplate(FunctionCallTemplate):
             params[f"in{i}"], params[f"in{i}_t"] = var.name, var.type.name
         params["input"], params["input_t"] = params["in0"], params["in0_t"]
         if node.get_attr("qc_codes") is not None:
-            params.update(
-                codes=node.get_weights("codes").name,
-                lut=node.get_weights("lut").name,
-                bias=node.get_weights("bias").name,
-            )
+            params["codes"] = node.get_weights("codes").name
+            params.update({k: node.get_weights(k).name for k in ARRAYS})
         kernel = node.get_attr("qc_kernel")
         call = (TEMPLATES / f"call_{kernel}.tpl").read_text().strip()
         if node.model.config.get_config_value("IOType") != "io_stream":

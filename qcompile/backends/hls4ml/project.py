@@ -12,16 +12,19 @@ from typing import Any
 import numpy as np
 
 from qcompile.errors import QCompileError
-from qcompile.ir.graph import Add, Graph, Node
+from qcompile.ir.graph import Graph, Node
+from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Op
 from qcompile.ir.types import TensorInfo
 
-KERNELS = {
-    "conv2d": "lut_conv2d",
-    "dense": "lut_dense",
-    "maxpool": "pool2d",
-    "avgpool": "pool2d",
-    "clip": "clip",
-    "flatten": "copy",
+# The kernel template (templates/call_KERNEL.tpl, nnet_qcompile.h) of each op class; an add
+# takes add2 or add3 by its input count.
+KERNELS: dict[type[Op], str] = {
+    Conv2d: "lut_conv2d",
+    Dense: "lut_dense",
+    MaxPool: "pool2d",
+    AvgPool: "pool2d",
+    Clip: "clip",
+    Flatten: "copy",
 }
 INPUT = "qc_input"
 
@@ -35,15 +38,6 @@ class HlsOptions:
     strategy: str = "Latency"
     reuse_factor: int = 1
     project: str = "myproject"
-
-
-def lower_for_fpga(graph: Graph) -> Graph:
-    """The fpga kernels add at most three tensors: split wider adds (same integers); they
-    read one code width per layer: layers with per-channel widths are stored at their widest
-    channel (exact, see :mod:`qcompile.passes.widest`)."""
-    from qcompile.passes import run_pipeline, split_add, widest_weights
-
-    return run_pipeline(graph, (lambda g: split_add(g, 3), widest_weights))
 
 
 def c_names(graph: Graph) -> dict[str, str]:
@@ -60,19 +54,26 @@ def c_names(graph: Graph) -> dict[str, str]:
 
 
 def _kernel(node: Node) -> str:
+    r = node.requant
+    if node.weights is None and r is not None and (r.per_channel or r.bias is not None):
+        raise QCompileError(
+            f"node {node.name}: the fpga backend takes per-channel requantization only on "
+            f"conv2d and dense layers, not on {node.kind}"
+        )
     if isinstance(node.op, Add):
         if len(node.inputs) not in (2, 3):
             raise QCompileError(
                 f"node {node.name}: the fpga backend adds 2 or 3 tensors, not {len(node.inputs)}"
             )
         return f"add{len(node.inputs)}"
-    if node.kind not in KERNELS:
+    kernel = KERNELS.get(type(node.op))
+    if kernel is None:
         raise QCompileError(f"node {node.name}: op {node.kind} has no fpga kernel")
-    return KERNELS[node.kind]
+    return kernel
 
 
 def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
-    from qcompile.backends.hls4ml.context import kernel_context, table_type
+    from qcompile.backends.hls4ml.context import kernel_context, table_type, weight_arrays
 
     names = c_names(graph)
     tensors = graph.tensors()
@@ -95,16 +96,14 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
             "qc_context": kernel_context(node, ins, reuse),
             "qc_codes": None,
         }
-        w = node.weights
-        if w is not None:
-            w = w.pack()
-            bias = w.bias if w.bias is not None else np.zeros(w.shape[0], dtype=np.int64)
+        if node.weights is not None:
+            arrays = weight_arrays(node)
+            widths = {k: _bits(table_type(v)) for k, v in arrays.items()}
+            # the kernel takes both row arrays as one type
+            widths["row_start"] = widths["row_bits"] = max(widths["row_start"], widths["row_bits"])
             layer.update(
-                qc_codes=w.data,
-                qc_lut=w.lut.reshape(-1),
-                qc_bias=bias,
-                qc_lut_bits=_bits(table_type(w.lut)),
-                qc_bias_bits=_bits(table_type(bias)),
+                qc_codes=arrays["codes"],
+                qc_arrays={k: (v, widths[k]) for k, v in arrays.items() if k != "codes"},
             )
         layers.append(layer)
     return layers
@@ -143,13 +142,13 @@ def hls_config(graph: Graph, out_dir: Path, opts: HlsOptions) -> dict[str, Any]:
 
 
 def build(graph: Graph, out_dir: Path, opts: HlsOptions) -> Any:
-    """The hls4ml ModelGraph of ``graph``, project files under ``out_dir`` not yet written."""
+    """The hls4ml ModelGraph of ``graph`` (lowered by ``passes.pipelines.FPGA``), project
+    files under ``out_dir`` not yet written."""
     from hls4ml.model import ModelGraph
 
     from qcompile.backends.hls4ml.layers import register
 
     register(opts.backend)
-    graph = lower_for_fpga(graph)
     if len(graph.outputs) != 1:
         raise QCompileError("the fpga backend needs a graph with exactly one output")
     names = c_names(graph)

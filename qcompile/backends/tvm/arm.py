@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qcompile.backends.worker import NativeCrash, describe_exit
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
@@ -83,7 +84,8 @@ class ArmRunner:
 
     def __init__(self, artifact: Path, graph: Graph, weights: list[np.ndarray]) -> None:
         self.qemu = need(QEMU, "qemu-user")
-        self.runner = Path(artifact) / "model_runner"
+        self.artifact = Path(artifact)
+        self.runner = self.artifact / "model_runner"
         if not self.runner.is_file():
             raise QCompileError(f"{artifact}: no model_runner (run `make` there to build it)")
         self.weights = weights
@@ -98,6 +100,15 @@ class ArmRunner:
             r = subprocess.run(
                 [self.qemu, str(self.runner), str(args), str(res)], capture_output=True, text=True
             )
+            if r.returncode < 0:  # qemu-user dies of the signal its guest did not handle
+                raise NativeCrash(
+                    f"{self.artifact}: the ARM runner crashed under qemu with "
+                    f"{describe_exit(r.returncode)}"
+                )
             if r.returncode != 0:
-                raise QCompileError(f"the ARM runner failed under qemu: {r.stderr.strip()}")
+                tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
+                raise NativeCrash(
+                    f"{self.artifact}: the ARM runner failed under qemu "
+                    f"({describe_exit(r.returncode)}): {tail[0]}"
+                )
             return np.fromfile(res, dtype=np.int64).reshape(out.shape)

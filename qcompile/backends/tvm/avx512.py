@@ -17,7 +17,7 @@ Where levels and inputs fit int8 (``gemv8``, AVX512-VBMI + VNNI) 64 weights cost
 load, ``vpermb`` looks 64 levels up (stored as level + 128, unsigned) and ``vpdpbusd``
 multiplies them by int8 x, four products per int32 lane; ``128 * sum(x)`` is subtracted per
 row. All int32 arithmetic wraps, as the Select-tree path's int32 sum does: the result is exact
-wherever the true accumulator fits int32 (``compute_dtype`` proves it).
+wherever the true accumulator fits int32 (``acc_dtype`` proves it).
 
 x is permuted once per batch row to the lanes' code order, so only the LUT is re-laid out.
 """

@@ -1,7 +1,9 @@
 """When and how a dense layer's accumulation runs the AVX-512 LUT kernel (``avx512.py``).
 
 The decision is the target's, not this machine's: an artifact runs where its target says, so
-the features come from LLVM's view of the target's mcpu/mattr (``llvm_get_cpu_features``).
+the features are the target's instruction set (``cpu_features.target_isa``: its psABI level or
+mcpu, and its mattr; for the host profile, the features this CPU really has, never what
+LLVM infers from its name). They are also what the artifact's manifest records as needed.
 The kernel replaces only ``acc = sum_k x * lut[code]``; bias, requantization and the rest of
 the graph stay TE computes. The TE graph holds a placeholder compute for acc; ``schedule_cpu``
 schedules the other blocks, then ``attach`` replaces the placeholder's loop nest with one block
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from qcompile.backends.cpu_features import is_x86_64, target_isa
 from qcompile.backends.tvm.avx512 import (
     BITS,
     BYTE_LANES,
@@ -27,6 +30,7 @@ from qcompile.backends.tvm.avx512 import (
     replicated_table,
 )
 from qcompile.ir.graph import Node
+from qcompile.ir.ops import Dense
 
 SUFFIX = "_acc_avx512"  # name of a placeholder block, which ``attach`` replaces
 INT8, INT16 = (-128, 127), (-(1 << 15), (1 << 15) - 1)
@@ -51,15 +55,9 @@ class Plan:
 
 def target_features(tvm_target: dict) -> Avx512 | None:
     """The target's AVX-512 features, or None where it is not x86-64 with AVX512BW."""
-    if tvm_target.get("kind") != "llvm":
+    if tvm_target.get("kind") != "llvm" or not is_x86_64(str(tvm_target.get("mtriple", ""))):
         return None
-    triple = str(tvm_target.get("mtriple", ""))
-    if triple and not triple.startswith("x86_64"):
-        return None
-    import tvm
-    from tvm.target import codegen
-
-    feats = set(codegen.llvm_get_cpu_features(tvm.target.Target(tvm_target)))
+    feats = target_isa(tvm_target)
     if "avx512bw" not in feats:  # vpermw and 512-bit vpsrlvw need BW (F lacks 16-bit forms)
         return None
     return Avx512(vnni="avx512vnni" in feats, vbmi="avx512vbmi" in feats)
@@ -74,16 +72,17 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, feats: Avx512 | None) ->
     """The kernel variant for a dense ``node`` whose input lies in ``x_range``, or None
     (the Select-tree path) where any requirement fails."""
     w = node.weights
-    if feats is None or node.kind != "dense" or w is None or dt != "int32":
+    if feats is None or not isinstance(node.op, Dense) or w is None or dt != "int32":
         return None  # int32: the kernel's accumulators are int32 lanes
-    if w.bits not in BITS or len(w.shape) != 2:
+    if w.bits not in BITS or len(w.shape) != 2 or w.channel_bits is not None:
         return None
     rows, k = w.shape
     unroll = next(u for u in (8, 4, 2, 1) if rows % u == 0)  # rows per iteration share x
     byte_ok = feats.vbmi and feats.vnni and k % BYTE_LANES == 0
-    if byte_ok and _within(w.lut, INT8) and _within(x_range, INT8):
+    levels = w.level_table()
+    if byte_ok and _within(levels, INT8) and _within(x_range, INT8):
         return Plan(byte=True, vnni=True, unroll=unroll)
-    if k % LANES == 0 and _within(w.lut, INT16) and _within(x_range, INT16):
+    if k % LANES == 0 and _within(levels, INT16) and _within(x_range, INT16):
         return Plan(byte=False, vnni=feats.vnni, unroll=unroll)
     return None
 
@@ -91,7 +90,7 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, feats: Avx512 | None) ->
 def table(p: Plan, node: Node) -> np.ndarray:
     """The weight array the kernel takes in place of the LUT: one replicated row per output
     row (a per-layer LUT is repeated, so the kernel has one addressing rule)."""
-    lut = node.weights.lut
+    lut = node.weights.level_table()
     if lut.shape[0] == 1:
         lut = np.repeat(lut, node.weights.shape[0], axis=0)
     return byte_table(lut) if p.byte else replicated_table(lut)

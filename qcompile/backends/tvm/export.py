@@ -1,47 +1,56 @@
-"""`qcompile export --target cpu`: compile with TVM, write the library, weights and manifest."""
+"""The TVM backend's export (cpu, arm, gpu artifacts: library, weights, manifest), its runners
+and its export line (the registry's entries for them)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qcompile.backends.artifact import MANIFEST, write_artifact
+from qcompile.backends.artifact import write_artifact
+from qcompile.backends.cpu_features import target_isa
+from qcompile.backends.manifest import Manifest
+from qcompile.backends.registry import artifact_kind
 from qcompile.backends.targets import CpuTarget, GpuTarget
 from qcompile.errors import QCompileError
-from qcompile.ir import qir
 from qcompile.ir.graph import Graph
-from qcompile.passes import widest_weights
-from qcompile.report import summary
 
-QIR, LIB, WEIGHTS = "model.qir", "model.so", "weights.npz"
-BATCH = 256
+LIB, WEIGHTS = "model.so", "weights.npz"
 
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     """(TVM executable, weights in call order). Dense layers use the AVX-512 LUT kernel where
-    the target (not this machine) has the features and the layer qualifies."""
+    the target (not this machine) has the features and the layer qualifies. The target's
+    triple, CPU and features are checked with LLVM first (TVM would crash or ignore them)."""
     import tvm
     from tvm import te
 
     from qcompile.backends.tvm.avx512_dense import target_features
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
+    from qcompile.backends.tvm.llvm_check import check_llvm_target
 
-    prog = build_program(graph, target_features(target.tvm_target()))
+    check_llvm_target(target)
+    tvm_target = target.tvm_target()
+    prog = build_program(graph, target_features(tvm_target))
     func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target.tvm_target()))
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
 
 
-def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bool = False) -> dict:
+def export_tvm(
+    graph: Graph, qir_bytes: bytes, out: Path, target: CpuTarget | GpuTarget, force: bool = False
+) -> Manifest:
     """Compile ``graph`` for a cpu, arm or gpu profile into the artifact directory ``out``."""
-    qir_bytes = qir.to_onnx(graph).SerializeToString()
+    arm = artifact_kind(target) == "arm"
+    if not arm:
+        from tvm.support.cc import get_cc
+
+        if get_cc() is None:  # TVM links model.so with the host's C compiler
+            raise QCompileError(f"the {target.kind} target needs g++ (apt-get install g++)")
     t = time.perf_counter()
     cuda = None
     if isinstance(target, GpuTarget):
@@ -51,36 +60,27 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
     else:
         ex, weights = compile_graph(graph, target)
     build_s = time.perf_counter() - t
-    s = summary(graph)
-    # The library stores per-channel widths at each layer's widest (passes.widest).
-    stored = summary(widest_weights(graph))
-    info = {
-        "format": "qcompile-artifact",
-        "version": 1,
-        "target": target.kind,
-        "profile": {"name": target.name, "tvm_target": target.tvm_target()},
-        "qir": QIR,
-        "qir_sha256": hashlib.sha256(qir_bytes).hexdigest(),
-        "library": LIB,
+    tvm_target = target.tvm_target()
+    details: dict[str, Any] = {
+        "library": "model.o" if arm else LIB,
         "weights": WEIGHTS,
         "entry": "main",
         "params": ["input", *[f"{n}.{k}" for n, k, _ in weights], "output"],
-        "input": s["input"],
-        "weight_mem_bits": stored["weight_mem_bits"],
-        "avg_weight_bits": s["avg_weight_bits"],
+        "stored_weight_bytes": sum(int(a.nbytes) for _, _, a in weights),
         "build_s": round(build_s, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-    arm = isinstance(target, CpuTarget) and target.mtriple.startswith("aarch64")
+    if isinstance(target, CpuTarget):
+        # What the code may execute, checked against the CPU before the library is loaded.
+        details["isa_features"] = sorted(target_isa(tvm_target))
     if arm:
-        info.update(target="arm", library="model.o", runner="model_runner")
+        details["runner"] = "model_runner"
     if cuda:
-        info.update(cuda_source="model.cu", ptx="model.ptx")
+        details.update(cuda_source="model.cu", ptx="model.ptx")
+    profile = {"name": target.name, "tvm_target": tvm_target}
+    info = Manifest.of(graph, qir_bytes, artifact_kind(target), profile, **details)
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / WEIGHTS, **{f"{i:03d}": a for i, (_, _, a) in enumerate(weights)})
-        (tmp / QIR).write_bytes(qir_bytes)
         if arm:
             from qcompile.backends.tvm.arm import link, write_sources
 
@@ -93,55 +93,54 @@ def export_tvm(graph: Graph, out: Path, target: CpuTarget | GpuTarget, force: bo
         if cuda:
             (tmp / "model.cu").write_text(cuda[0])
             (tmp / "model.ptx").write_text(cuda[1])
-        (tmp / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+        info.write(tmp, qir_bytes)
 
     write_artifact(out, force, fill)
     return info
 
 
-def load_weights(artifact: Path, info: dict[str, Any]) -> list[np.ndarray]:
-    """The artifact's weight arrays in argument order."""
-    try:
-        with np.load(Path(artifact) / info["weights"], allow_pickle=False) as z:
-            return [z[k] for k in sorted(z.files)]
-    except (OSError, KeyError, ValueError) as e:
-        raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
+def describe_manifest(info: Any) -> str:
+    """What ``export`` prints for a TVM artifact."""
+    tvm = describe(info["profile"]["tvm_target"])
+    return f"{info['target']}: TVM {tvm}, built in {info['build_s']} s"
 
 
-class TvmRunner:
-    """Runs an exported cpu (or, with ``device="cuda"``, gpu) artifact's library through the
-    TVM runtime on integer input batches."""
+def runners(
+    artifact: Path, graph: Graph, info: dict[str, Any]
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any]]:
+    """The artifact's implementation for ``simulate``: the library in a worker process (cpu),
+    the static runner under qemu (arm), the library on a CUDA device where one is (gpu)."""
+    from qcompile.backends.tvm.runner import TvmRunner, load_weights
 
-    def __init__(
-        self, artifact: Path, graph: Graph, info: dict[str, Any], device: str = "cpu"
-    ) -> None:
-        import tvm
+    kind, extra = info["target"], {"artifact": str(artifact), "target": info["target"]}
+    if kind == "arm":
+        from qcompile.backends.tvm.arm import ArmRunner
 
-        if device == "cuda":
-            # The library carries CUDA source (TVM's wheel has no CUDA runtime to compile it
-            # at build time); the runtime compiles it at load through this callback, with
-            # nvcc: the default, nvrtc, needs cuda-bindings, which the wheel does not bring.
-            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-            import tvm.support.nvcc  # registers tvm_callback_cuda_compile
-        self.dev = tvm.cuda(0) if device == "cuda" else tvm.cpu()
-        weights = load_weights(artifact, info)
-        try:
-            self.fn = tvm.runtime.load_module(str(Path(artifact) / info["library"]))["main"]
-        except (OSError, KeyError, ValueError) as e:
-            raise QCompileError(f"{artifact}: cannot load the compiled model: {e}") from None
-        self.weights = [tvm.runtime.tensor(w, self.dev) for w in weights]
-        self.out_shape = graph.tensors()[graph.outputs[0]].shape
+        return {"arm_qemu": ArmRunner(artifact, graph, load_weights(artifact, info))}, extra
+    if kind == "cpu":
+        return {"tvm_cpu": TvmRunner(artifact, graph, info)}, extra
+    from qcompile.backends.tvm.cuda import cuda_device_present
 
-    def __call__(self, x_int: np.ndarray) -> np.ndarray:
-        import tvm
-
-        x = np.ascontiguousarray(x_int, dtype=np.int64)
-        out = tvm.runtime.tensor(np.zeros((len(x), *self.out_shape), np.int64), self.dev)
-        self.fn(tvm.runtime.tensor(x, self.dev), *self.weights, out)
-        return out.numpy()
+    if cuda_device_present():
+        return {"tvm_gpu": TvmRunner(artifact, graph, info, device="cuda")}, extra
+    extra["gpu"] = "not run: no CUDA device on this machine (the artifact's .cu and .ptx are built)"
+    return {}, extra
 
 
-def _header(graph: Graph, target: CpuTarget, info: dict[str, Any]) -> str:
+def describe(tvm_target: dict[str, Any]) -> str:
+    """A TVM target in a few words.
+
+    >>> describe({"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+gfni"]})
+    'llvm x86-64-v4 +avx512vnni +gfni'
+    """
+    parts = [tvm_target["kind"], tvm_target.get("mtriple", ""), tvm_target.get("mcpu", "")]
+    parts.append(tvm_target.get("arch", ""))
+    mattr = list(tvm_target.get("mattr", []))
+    parts += mattr if len(mattr) <= 4 else [*mattr[:3], f"and {len(mattr) - 3} more features"]
+    return " ".join(p for p in parts if p)
+
+
+def _header(graph: Graph, target: CpuTarget, info: Manifest) -> str:
     out = graph.tensors()[graph.outputs[0]]
     params = "\n".join(f" *   {i:3d}  {p}" for i, p in enumerate(info["params"]))
     text = (Path(__file__).parent / "templates" / "model.h.tpl").read_text()

@@ -1,7 +1,8 @@
-// qcompile's integer kernels for hls4ml: bit-packed LUT dense/conv, residual add, pools.
-// The arithmetic is the numeric contract of qcompile's IR, and nothing else:
-//   acc = sum x * LUT[row][code] + bias     (ap_int accumulators sized by the verifier)
-//   y   = clip((acc * mult + 2^(shift-1)) >> shift, lo, hi)
+// qcompile's integer kernels for hls4ml: bit-packed dense/conv, residual add, pools.
+// The arithmetic is the numeric contract (v1) of qcompile's IR, and nothing else:
+//   w   = step * code + zero[row]   (affine levels)   or   levels[row][code]   (int8 table)
+//   acc = sum x * w                 (ap_int accumulators sized by the verifier)
+//   y   = clip((acc * mult[c] + bias[c] + 2^(shift-1)) >> shift, lo, hi)   (a multiply-add)
 // ">>" on ap_int is an arithmetic (flooring) shift, so "+ 2^(shift-1)" rounds half up
 // (AP_RND); the clip saturates (AP_SAT) to the activation's range, which may be narrower than
 // its type (ReLU6). Tensors are channels-first (C, H, W) flattened, as in the IR.
@@ -14,42 +15,73 @@
 namespace nnet {
 namespace qc {
 
+// clip((acc * m + b + 2^(shift-1)) >> shift, lo, hi) in the product type.
 template <typename CONFIG_T>
-typename CONFIG_T::res_t requant(typename CONFIG_T::accum_t acc) {
+typename CONFIG_T::res_t requant(typename CONFIG_T::accum_t acc, typename CONFIG_T::mult_t m,
+                                 typename CONFIG_T::bias_t b) {
     #pragma HLS INLINE
-    typename CONFIG_T::accum_t v = acc * CONFIG_T::multiplier;
+    typename CONFIG_T::prod_t v = typename CONFIG_T::prod_t(acc) * m + b;
     if (CONFIG_T::shift > 0) {
-        v = (v + (typename CONFIG_T::accum_t(1) << (CONFIG_T::shift > 0 ? CONFIG_T::shift - 1 : 0))) >> CONFIG_T::shift;
+        v = (v + (typename CONFIG_T::prod_t(1) << (CONFIG_T::shift > 0 ? CONFIG_T::shift - 1 : 0))) >> CONFIG_T::shift;
     }
     if (v < CONFIG_T::lo) v = CONFIG_T::lo;
     if (v > CONFIG_T::hi) v = CONFIG_T::hi;
     return typename CONFIG_T::res_t(v);
 }
 
-// Code i of a tensor packed LSB-first, CONFIG_T::per_word codes to a 32-bit word.
 template <typename CONFIG_T>
-unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words], unsigned i) {
+typename CONFIG_T::res_t requant(typename CONFIG_T::accum_t acc) {
     #pragma HLS INLINE
-    ap_uint<32> word = codes[i / CONFIG_T::per_word];
-    return (word >> (CONFIG_T::bits * (i % CONFIG_T::per_word))) & ((1u << CONFIG_T::bits) - 1);
+    return requant<CONFIG_T>(acc, typename CONFIG_T::mult_t(CONFIG_T::multiplier),
+                             typename CONFIG_T::bias_t(0));
+}
+
+// Code i of output row `row`. Codes are a dense LSB-first bit stream in 32-bit words; a layer
+// with per-channel widths (row_widths) packs each row at its own width from a word boundary.
+// A code may straddle two words (3, 5, 6, 7 bits): read the pair.
+template <typename CONFIG_T>
+unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
+                 const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
+                 const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows], unsigned row, unsigned i) {
+    #pragma HLS INLINE
+    const unsigned b = CONFIG_T::row_widths ? unsigned(row_bits[row]) : CONFIG_T::bits;
+    const unsigned pos = CONFIG_T::row_widths ? unsigned(row_start[row]) * 32 + i * b
+                                              : (row * CONFIG_T::per_row + i) * CONFIG_T::bits;
+    const unsigned w = pos / 32, sh = pos % 32;
+    ap_uint<64> pair = codes[w];
+    if (sh + b > 32) pair |= ap_uint<64>(codes[w + 1]) << 32;
+    return unsigned((pair >> sh) & ((ap_uint<64>(1) << b) - 1));
+}
+
+// The integer weight a code of row `row` stands for.
+template <typename CONFIG_T>
+typename CONFIG_T::weight_t weight_at(const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
+                                      unsigned row, unsigned code) {
+    #pragma HLS INLINE
+    const unsigned r = CONFIG_T::level_rows == 1 ? 0 : row;
+    if (CONFIG_T::affine) return typename CONFIG_T::weight_t(CONFIG_T::step * int(code) + levels[r]);
+    return typename CONFIG_T::weight_t(levels[r * CONFIG_T::level_cols + code]);
 }
 
 template <class data_T, class res_T, typename CONFIG_T>
 void lut_dense(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
                const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
-               const typename CONFIG_T::lut_t lut[CONFIG_T::lut_rows * CONFIG_T::n_levels],
-               const typename CONFIG_T::bias_t bias[CONFIG_T::n_out]) {
+               const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
+               const typename CONFIG_T::bias_t bias[CONFIG_T::n_bias],
+               const typename CONFIG_T::mult_t mult[CONFIG_T::n_mult],
+               const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
+               const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows]) {
 Outputs:
     for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
         #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
-        const unsigned row = CONFIG_T::lut_rows == 1 ? 0 : o;
-        typename CONFIG_T::accum_t acc = bias[o];
+        typename CONFIG_T::accum_t acc = 0;
     Inputs:
         for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
-            unsigned code = code_at<CONFIG_T>(codes, o * CONFIG_T::n_in + i);
-            acc += data[i] * lut[row * CONFIG_T::n_levels + code];
+            unsigned code = code_at<CONFIG_T>(codes, row_start, row_bits, o, i);
+            acc += data[i] * weight_at<CONFIG_T>(levels, o, code);
         }
-        res[o] = requant<CONFIG_T>(acc);
+        res[o] = requant<CONFIG_T>(acc, mult[CONFIG_T::n_mult == 1 ? 0 : o],
+                                   bias[CONFIG_T::n_bias == 1 ? 0 : o]);
     }
 }
 
@@ -57,20 +89,22 @@ template <class data_T, class res_T, typename CONFIG_T>
 void lut_conv2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::in_width],
                 res_T res[CONFIG_T::n_filt * CONFIG_T::out_height * CONFIG_T::out_width],
                 const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
-                const typename CONFIG_T::lut_t lut[CONFIG_T::lut_rows * CONFIG_T::n_levels],
-                const typename CONFIG_T::bias_t bias[CONFIG_T::n_filt]) {
+                const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
+                const typename CONFIG_T::bias_t bias[CONFIG_T::n_bias],
+                const typename CONFIG_T::mult_t mult[CONFIG_T::n_mult],
+                const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
+                const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows]) {
     const unsigned cg = CONFIG_T::n_chan / CONFIG_T::groups;
     const unsigned og = CONFIG_T::n_filt / CONFIG_T::groups;
 Filters:
     for (unsigned o = 0; o < CONFIG_T::n_filt; o++) {
-        const unsigned row = CONFIG_T::lut_rows == 1 ? 0 : o;
         const unsigned g = o / og;
     Rows:
         for (unsigned oh = 0; oh < CONFIG_T::out_height; oh++) {
         Cols:
             for (unsigned ow = 0; ow < CONFIG_T::out_width; ow++) {
                 #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
-                typename CONFIG_T::accum_t acc = bias[o];
+                typename CONFIG_T::accum_t acc = 0;
             Taps:
                 for (unsigned ci = 0; ci < cg; ci++) {
                     for (unsigned kh = 0; kh < CONFIG_T::filt_height; kh++) {
@@ -78,14 +112,16 @@ Filters:
                             int ih = int(oh * CONFIG_T::stride_height + kh * CONFIG_T::dilation_height) - int(CONFIG_T::pad_top);
                             int iw = int(ow * CONFIG_T::stride_width + kw * CONFIG_T::dilation_width) - int(CONFIG_T::pad_left);
                             if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
-                            unsigned idx = ((o * cg + ci) * CONFIG_T::filt_height + kh) * CONFIG_T::filt_width + kw;
-                            unsigned code = code_at<CONFIG_T>(codes, idx);
+                            unsigned i = (ci * CONFIG_T::filt_height + kh) * CONFIG_T::filt_width + kw;
+                            unsigned code = code_at<CONFIG_T>(codes, row_start, row_bits, o, i);
                             acc += data[((g * cg + ci) * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw] *
-                                   lut[row * CONFIG_T::n_levels + code];
+                                   weight_at<CONFIG_T>(levels, o, code);
                         }
                     }
                 }
-                res[(o * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow] = requant<CONFIG_T>(acc);
+                res[(o * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow] =
+                    requant<CONFIG_T>(acc, mult[CONFIG_T::n_mult == 1 ? 0 : o],
+                                      bias[CONFIG_T::n_bias == 1 ? 0 : o]);
             }
         }
     }

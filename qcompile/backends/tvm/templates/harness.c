@@ -71,6 +71,8 @@ static int parallel_launch(ParallelLambda fn, void* cdata, int num_task) {
 }
 int (*__TVMBackendParallelLaunch)(ParallelLambda, void*, int) = parallel_launch;
 
+#define MAX_ARGS 4096
+
 static void must(int ok, const char* what) {
     if (!ok) { fprintf(stderr, "model_runner: %s\n", what); exit(2); }
 }
@@ -81,12 +83,13 @@ int main(int argc, char** argv) {
     if (threads && atoi(threads) > 0) num_threads = atoi(threads);
     FILE* f = fopen(argv[1], "rb");
     must(f != NULL, "cannot open the arguments file");
-    DLTensor tensors[256];
-    TVMFFIAny args[256];
+    /* a weight layer passes up to six arrays (codes, levels, row tables, multipliers, biases) */
+    static DLTensor tensors[MAX_ARGS];
+    static TVMFFIAny args[MAX_ARGS];
     int n = 0;
     int32_t head[3];
     while (fread(head, sizeof(int32_t), 3, f) == 3) {
-        must(n < 256 && head[2] >= 0 && head[2] <= 8, "malformed arguments file");
+        must(n < MAX_ARGS && head[2] >= 0 && head[2] <= 8, "malformed arguments file");
         DLTensor* t = &tensors[n];
         memset(t, 0, sizeof(*t));
         t->ndim = head[2];

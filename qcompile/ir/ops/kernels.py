@@ -1,4 +1,5 @@
-"""Vectorised int64 numpy kernels, one per op; batches are ``[N, ...]`` int64 arrays.
+"""Vectorised int64 numpy kernels the op classes execute with; batches are ``[N, ...]`` int64
+arrays.
 
 Dot products go through float64 BLAS when ``exact`` says every partial sum stays below 2^53
 (the verifier's accumulator bound proves it: each product's range contains 0, so no partial
@@ -11,16 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from qcompile.ir.graph import Conv2d, Pool, Requant, Weights
-
-
-def requantize(acc: np.ndarray, r: Requant) -> np.ndarray:
-    """``clip((acc * m + 2^(shift-1)) >> shift, lo, hi)``; ``>>`` floors, as in hardware."""
-    if r.multiplier != 1:
-        acc = acc * r.multiplier
-    if r.shift:
-        acc = (acc + r.rounding) >> r.shift
-    return np.clip(acc, r.lo, r.hi)
+Pair = tuple[int, int]
 
 
 def _windows(
@@ -49,16 +41,24 @@ def matmul(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
     return np.matmul(a.astype(f64, copy=False), b.astype(f64, copy=False)).astype(np.int64)
 
 
-def conv2d(x: np.ndarray, op: Conv2d, w: Weights, weight: np.ndarray, exact: bool) -> np.ndarray:
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    exact: bool,
+) -> np.ndarray:
     """``weight`` is the decoded int64 weight tensor ``[O, C/g, kh, kw]``.
 
     Channels-last im2col: the ``kh * kw`` shifted views are copied side by side, so each copy
     moves whole channel rows (a 7-D transposed im2col was 3x slower here).
     """
-    o, cg, kh, kw = w.shape
-    g = op.groups
+    o, cg, kh, kw = weight.shape
+    g = groups
     dtype = np.float64 if exact else np.int64
-    (ph, pw), (sh, sw), (dh, dw) = op.padding, op.stride, op.dilation
+    (ph, pw), (sh, sw), (dh, dw) = padding, stride, dilation
     xt = x.transpose(0, 2, 3, 1).astype(dtype)  # NHWC
     if ph or pw:
         xt = np.pad(xt, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
@@ -86,22 +86,12 @@ def conv2d(x: np.ndarray, op: Conv2d, w: Weights, weight: np.ndarray, exact: boo
             mat = wt[k * og : (k + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og)
             parts.append(np.matmul(cols.reshape(-1, kh * kw * cg), mat).reshape(n, ho, wo, og))
         acc = parts[0] if g == 1 else np.concatenate(parts, axis=3)
-    acc = acc.transpose(0, 3, 1, 2).astype(np.int64)
-    if w.bias is not None:
-        acc = acc + w.bias.reshape(1, o, 1, 1)
-    return acc
+    return acc.transpose(0, 3, 1, 2).astype(np.int64)
 
 
-def dense(x: np.ndarray, w: Weights, weight: np.ndarray, exact: bool) -> np.ndarray:
-    acc = matmul(x, weight.T, exact)
-    return acc + w.bias if w.bias is not None else acc
-
-
-def maxpool(x: np.ndarray, op: Pool, fill: int) -> np.ndarray:
-    win = _windows(x, op.kernel, op.stride, op.padding, (1, 1), fill)
-    return win.max(axis=(4, 5))
-
-
-def sumpool(x: np.ndarray, op: Pool) -> np.ndarray:
-    win = _windows(x, op.kernel, op.stride, op.padding, (1, 1), 0)
-    return win.sum(axis=(4, 5))
+def pool(
+    x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, fill: int, how: str
+) -> np.ndarray:
+    """Window max (padding ``fill`` never wins) or sum (zero padding)."""
+    win = _windows(x, kernel, stride, padding, (1, 1), fill)
+    return win.max(axis=(4, 5)) if how == "max" else win.sum(axis=(4, 5))

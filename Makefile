@@ -42,6 +42,8 @@ bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
+	$(PY) -m bench.train_profile
+	$(PY) -m bench.train_profile --model resnet20
 	$(PY) -m bench.accuracy_dqa
 	$(PY) -m bench.freeze_accuracy
 	$(PY) -m bench.sim

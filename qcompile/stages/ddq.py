@@ -179,8 +179,7 @@ class DDQStage(BudgetStage):
         """``sum_rows mean_i ((w_i - Q(w_i)) / range)^2``; a constant row has no error."""
         w, q = layer.weight.detach(), layer.weight_quant
         assert isinstance(q, LearnedLevels)
-        _, span = q.row_range(w)
-        per_row = q.squared_error(w)
+        span, per_row = q.training_error(w)
         return (per_row / (span[:, 0] ** 2 * (w.numel() // len(per_row))).clamp_min(1e-30)).sum()
 
     @staticmethod

@@ -159,7 +159,9 @@ class SDQStage(BudgetStage):
 
     def __init__(self, config: SDQConfig) -> None:
         super().__init__(config)
-        self._found: tuple[Any, dict[str, SDQQuantizer], dict[str, int]] | None = None
+        self._found: (
+            tuple[Any, dict[str, SDQQuantizer], dict[str, int], dict[str, Quantizer]] | None
+        ) = None
         self._beta_lr_step = 0.0
         self._teacher: QuantModel | None = None
 
@@ -183,7 +185,9 @@ class SDQStage(BudgetStage):
     def _sizes(self, model: QuantModel) -> dict[str, int]:
         return self._lookup(model)[2]
 
-    def _lookup(self, model: QuantModel) -> tuple[Any, dict[str, SDQQuantizer], dict[str, int]]:
+    def _lookup(
+        self, model: QuantModel
+    ) -> tuple[Any, dict[str, SDQQuantizer], dict[str, int], dict[str, Quantizer]]:
         if self._found is None or self._found[0]() is not model:
             layers = model.weight_layers()
             found = {
@@ -191,7 +195,8 @@ class SDQStage(BudgetStage):
                 for n, m in layers.items()
                 if isinstance(m.weight_quant, SDQQuantizer)
             }
-            self._found = (weakref.ref(model), found, layer_sizes(model))
+            quants = {n: m.weight_quant for n, m in layers.items()}
+            self._found = (weakref.ref(model), found, layer_sizes(model), quants)
         return self._found
 
     def searching(self, model: QuantModel) -> bool:
@@ -203,8 +208,11 @@ class SDQStage(BudgetStage):
         return min(total_epochs, max(1, int(self.config.search_fraction * total_epochs + 0.5)))
 
     def deployed_average(self, model: QuantModel) -> float:
-        """Average weight bits with every layer at its current width (inspect's figure)."""
-        return average_bits(self.layer_bits(model), self._sizes(model))
+        """Average weight bits with every layer at its current width (inspect's figure).
+        Read from the quantizers found once per model: walking the module tree for
+        ``layer_bits`` every step cost more than the rest of the size penalty."""
+        quants = self._lookup(model)[3]
+        return average_bits({n: float(q.bits) for n, q in quants.items()}, self._sizes(model))
 
     # -- hooks -------------------------------------------------------------------------------
     def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:
@@ -258,12 +266,16 @@ class SDQStage(BudgetStage):
         if c.lam_size == 0 or self.deployed_average(model) <= c.target_bits:
             return None
         qs, sizes = self.searchers(model), self._sizes(model)
-        fixed = self.layer_bits(model)
+        if not qs:  # nothing learns a width: the penalty would be a constant
+            return None
+        quants = self._lookup(model)[3]
         total = sum(sizes.values())
-        expected = sum(
-            sizes[n] * (qs[n].expected_bits() if n in qs else torch.tensor(fixed[n])) for n in sizes
-        )
-        return c.lam_size * (expected / total - c.target_bits)
+        # The fixed layers' bits are constants: a Python number, not a tensor per layer per
+        # step. The gradient reaching each beta is the same product lam / S * N_l * (b_i -
+        # b_(i-1)); only the loss value's rounding changes.
+        fixed = sum(sizes[n] * float(quants[n].bits) for n in sizes if n not in qs)
+        expected = sum(sizes[n] * qs[n].expected_bits() for n in qs)
+        return c.lam_size * ((expected + fixed) / total - c.target_bits)
 
     def ebr(self, model: QuantModel) -> Tensor:
         """``lam_ebr`` times the weight-count-weighted EBR of every quantized weight layer."""

@@ -20,7 +20,11 @@ def _run(m: Mixture, w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ..
 
 @pytest.mark.parametrize(
     "members",
-    [lambda: [MinMax(2), MinMax(4), MinMax(8)], lambda: [MinMax(2, per_channel=False), Identity()]],
+    [
+        lambda: [MinMax(2), MinMax(4), MinMax(8)],
+        lambda: [MinMax(1), MinMax(3), MinMax(5)],
+        lambda: [MinMax(2, per_channel=False), Identity()],
+    ],
 )
 def test_fused_minmax_mixture_matches_member_by_member(members) -> None:
     torch.manual_seed(0)

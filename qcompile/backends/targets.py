@@ -148,7 +148,7 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
     cls = KINDS.get(raw.get("kind")) if isinstance(raw.get("kind"), str) else None
     if cls is None:
         raise QCompileError(
-            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not a target kind "
+            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported "
             f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "cpu" or "gpu"'
         )
     kw = _fields(cls, raw, where)

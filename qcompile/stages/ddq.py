@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qcompile.quant import Quantizer, make_weight_quantizer
+from qcompile.quant import Quantizer
 from qcompile.quant.learned import LearnedLevels
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantConv2d, QuantLinear, QuantModel
@@ -119,22 +119,8 @@ class DDQStage(BudgetStage):
     name = "ddq"
     config_class = DDQConfig
 
-    def __init__(self, config: DDQConfig) -> None:
-        super().__init__(config)
-        self._kept: set[str] = set()  # names of the first/last layers of the model being wrapped
-
-    def wrap(self, model: nn.Module) -> QuantModel:
-        # The first/last layers keep first_last_wbits even when it equals wbits (e.g. both 8):
-        # Stage.wrap hands weight_quantizer only a width, so note their names beforehand.
-        names = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
-        keep = self.config.first_last_wbits != "same" and len(names) > 0
-        self._kept = {names[0], names[-1]} if keep else set()
-        return super().wrap(model)
-
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
-        if name in self._kept or bits != c.wbits:  # a first/last layer: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, layer.weight.shape[0], c.per_channel)
         return LearnedLevels(bits, layer.weight.shape[0], c.per_channel, c.gate_init)
 
     def learned(self, model: QuantModel, name: str) -> bool:

@@ -57,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompile import distributed as D
-from qcompile.quant import Quantizer, make_weight_quantizer
+from qcompile.quant import Quantizer
 from qcompile.quant.dmbq import DMBQ, MAX_BITS
 from qcompile.stages.base import CheckpointLoader
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
@@ -275,8 +275,6 @@ class DMBQStage(BudgetStage):
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         channels = layer.weight.shape[0]
-        if bits != c.wbits:  # first/last layer kept at its own width: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, channels, c.per_channel)
         return DMBQ(channels, bits, c.momentum)
 
     def layer_bits(self, model: QuantModel) -> dict[str, float]:

@@ -119,8 +119,6 @@ class MixtureStage(Stage):
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         channels = layer.weight.shape[0]
-        if bits != c.wbits:  # first/last layer at its own width: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, channels, c.per_channel)
         qs = [
             Identity() if q == "fp" else make_weight_quantizer(q, n, channels, c.per_channel)
             for q, n in self.members(bits)

@@ -171,8 +171,6 @@ class SDQStage(BudgetStage):
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         rows = layer.weight.shape[0] if c.per_channel else 1
-        if bits != c.wbits:  # first/last layer at its own fixed width
-            return candidate(c.weight_quant, bits, rows, c.per_channel)
         members = [candidate(c.weight_quant, b, rows, c.per_channel) for b in c.bit_choices]
         return SDQQuantizer(members, c.tau)
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from torch import Tensor, nn
 
@@ -64,6 +66,28 @@ class CheckpointLoader(Protocol):
     def recipe_wbits(self, path: str, what: str) -> int:
         """The weight bits checkpoint ``path``'s recipe trained with (32: a float run)."""
         ...
+
+
+S = TypeVar("S", bound="Stage")
+T = TypeVar("T")
+
+
+def per_model(build: Callable[[S, QuantModel], T]) -> Callable[[S, QuantModel], T]:
+    """Cache a stage method's result for the model it was last called with: training hooks
+    ask every step, and walking the module tree costs about a millisecond. The model is held
+    by a weak reference, so a stage never keeps a finished model alive."""
+    slot = f"_per_model_{build.__name__}"
+
+    @functools.wraps(build)
+    def cached(self: S, model: QuantModel) -> T:
+        held = self.__dict__.get(slot)
+        if held is not None and held[0]() is model:
+            return held[1]
+        value = build(self, model)
+        self.__dict__[slot] = (weakref.ref(model), value)
+        return value
+
+    return cached
 
 
 def _check_bits(name: str, bits: int) -> None:

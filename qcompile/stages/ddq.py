@@ -41,7 +41,6 @@ Choices where the sources are silent (METHODS.md, DDQ):
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from torch import Tensor, nn
 
 from qcompile.quant import Quantizer
 from qcompile.quant.learned import LearnedLevels
+from qcompile.stages.base import per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantConv2d, QuantLinear, QuantModel
 
@@ -126,17 +126,13 @@ class DDQStage(BudgetStage):
     def learned(self, model: QuantModel, name: str) -> bool:
         return isinstance(model.weight_layers()[name].weight_quant, LearnedLevels)
 
+    @per_model
     def layout(self, model: QuantModel) -> Layout:
-        cached = getattr(self, "_layout", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1]
         sizes = layer_sizes(model)
         layers = model.weight_layers()
         learned = {n: m for n, m in layers.items() if isinstance(m.weight_quant, LearnedLevels)}
         fixed = sum(sizes[n] * layers[n].weight_quant.bits for n in sizes if n not in learned)
-        found = Layout(learned, sizes, fixed, sum(sizes.values()))
-        self._layout = (weakref.ref(model), found)
-        return found
+        return Layout(learned, sizes, fixed, sum(sizes.values()))
 
     def all_fixed(self, model: QuantModel) -> bool:
         lay = self.layout(model)

@@ -48,7 +48,6 @@ Choices where the sources are silent, or where this differs from the authors' co
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +58,7 @@ from torch import Tensor, nn
 from qcompile import distributed as D
 from qcompile.quant import Quantizer
 from qcompile.quant.dmbq import DMBQ, MAX_BITS
-from qcompile.stages.base import CheckpointLoader
+from qcompile.stages.base import CheckpointLoader, per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -268,7 +267,6 @@ class DMBQStage(BudgetStage):
 
     def __init__(self, config: DMBQConfig) -> None:
         super().__init__(config)
-        self._cache: tuple[weakref.ref, Groups] | None = None
         self._sens: Tensor | None = None
         self._last: dict[str, Any] = {}
 
@@ -288,12 +286,10 @@ class DMBQStage(BudgetStage):
 
     # -- groups and sensitivity ----------------------------------------------------------------
 
+    @per_model
     def groups(self, model: QuantModel) -> Groups:
-        """The model's LBA groups (built once per model: hooks ask every step)."""
-        if self._cache is not None and self._cache[0]() is model:
-            return self._cache[1]
+        """The model's LBA groups (a new model also starts its sensitivities afresh)."""
         found = self._build_groups(model)
-        self._cache = (weakref.ref(model), found)
         self._sens = torch.zeros(found.count, dtype=torch.float64)
         return found
 

@@ -30,7 +30,6 @@ deploy its lowest-bit member. Choices where the paper is silent, and measured in
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from qcompile.quant import (
     make_weight_quantizer,
 )
 from qcompile.quant.mixture import Mixture
-from qcompile.stages.base import Stage, StageConfig
+from qcompile.stages.base import Stage, StageConfig, per_model
 from qcompile.stages.layers import QuantAct, QuantModel
 
 IMPLIED_BITS = {"bwn": 1, "twn": 2, "fp": FLOAT_BITS}
@@ -135,15 +134,10 @@ class MixtureStage(Stage):
         ]
         return Mixture(qs, self.mode)
 
+    @per_model
     def mixtures(self, model: QuantModel) -> dict[str, Mixture]:
-        """Every mixture by the name of the layer that holds it, weights first (found once
-        per model: the hooks ask every step, and walking the module tree costs ~1 ms)."""
-        cached = getattr(self, "_mixtures", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1]
-        found = self.find_mixtures(model)
-        self._mixtures = (weakref.ref(model), found)
-        return found
+        """Every mixture by the name of the layer that holds it, weights first."""
+        return self.find_mixtures(model)
 
     @staticmethod
     def find_mixtures(model: QuantModel) -> dict[str, Mixture]:
@@ -284,14 +278,12 @@ class DQAStage(MixtureStage):
             return None
         return torch.dot(coeff, torch.cat([m.weights() for m in mixtures]))
 
+    @per_model
     def penalty_terms(self, model: QuantModel) -> tuple[list[Mixture], Tensor]:
         """The mixtures and one vector ``c`` with ``regularizer = <c, cat(a_l)>``: block l of
         ``c`` is ``g * (lam * share_l)``, exactly the gradient autograd gives ``a_l`` through
         ``lam * sum_l share_l * g^T a_l``, so one dot product replaces a handful of ops per
         mixture each step (built once per model, like :meth:`mixtures`)."""
-        cached = getattr(self, "_penalty", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1], cached[2]
         layers = model.weight_layers()
         total = sum(m.weight.numel() for m in layers.values())
         mixtures = self.mixtures(model)
@@ -302,7 +294,6 @@ class DQAStage(MixtureStage):
             scale = torch.tensor(self.config.lam, dtype=torch.float32) * share
             blocks.append(self.penalty_vector(len(m.members)) * scale)
         coeff = torch.cat(blocks) if blocks else torch.zeros(0)
-        self._penalty = (weakref.ref(model), list(mixtures.values()), coeff)
         return list(mixtures.values()), coeff
 
     def report(self, model: QuantModel) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``ddq``: Differentiable Dynamic Quantization (papers/000, ICML 2021; no public code).
 
-Every learned layer gets a :class:`~qcompile.quant.learned.LearnedLevels` quantizer: ``2^bmax``
+Every learned layer gets a :class:`~qcompile.quant.ddq.LearnedLevels` quantizer: ``2^bmax``
 trainable levels per output channel (``bmax = wbits``) and descending gates that average them
 down to ``2^s`` levels. The first/last layers kept at ``first_last_wbits`` use the plain
 ``weight_quant`` quantizer (min-max by default) and count toward the budget at their width;
@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant import Quantizer
-from qcompile.quant.learned import LearnedLevels
+from qcompile.quant.ddq import LearnedLevels
 from qcompile.stages.base import per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantConv2d, QuantLinear, QuantModel

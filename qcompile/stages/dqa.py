@@ -1,6 +1,6 @@
 """``dqa`` (DNN Quantization with Attention, papers/003) and ``br`` (Binary-Relax, eq. 8).
 
-Both put a :class:`~qcompile.quant.mixture.Mixture` of quantizers on every quantized layer and
+Both put a :class:`~qcompile.quant.dqa.Mixture` of quantizers on every quantized layer and
 deploy its lowest-bit member. Choices where the paper is silent, and measured in BENCHMARKS.md:
 
 - Eq. 6 divides each layer's penalty ``lambda g^T a`` by S, the network's weight count, and says
@@ -46,7 +46,7 @@ from qcompile.quant import (
     make_act_quantizer,
     make_weight_quantizer,
 )
-from qcompile.quant.mixture import Mixture
+from qcompile.quant.dqa import Mixture
 from qcompile.stages.base import Stage, StageConfig, per_model
 from qcompile.stages.layers import QuantAct, QuantModel
 

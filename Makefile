@@ -15,7 +15,7 @@ PYTEST_XDIST ?= -n auto --dist loadfile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,rtl]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,7 +43,7 @@ lint: install
 	$(VENV)/bin/ruff format --check qcompile tests bench
 
 bench: install
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,rtl,bench]'
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.train_profile
@@ -59,6 +59,7 @@ bench: install
 	$(PY) -m bench.kernels
 	$(PY) -m bench.latency
 	$(PY) -m bench.qonnx_exact
+	$(PY) -m bench.fpga_rtl
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

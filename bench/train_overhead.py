@@ -99,7 +99,7 @@ def compile_time() -> float | None:
     if not compiled.enabled():
         return None
     from qcompile.quant.activation import PACT
-    from qcompile.quant.mixture import Mixture
+    from qcompile.quant.dqa import Mixture
 
     x = torch.rand(2, compiled.MIN_NUMEL, requires_grad=True)
     t = time.perf_counter()

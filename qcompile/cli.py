@@ -40,10 +40,13 @@ def cli() -> None:
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--model",
-    help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2) "
+    help="Zoo name (mlp, lenet, resnet20, resnet18, vgg_small, mobilenetv2, jet_mlp) "
     "or FILE.py:FACTORY. [default: lenet]",
 )
-@click.option("--data", help="digits, mnist5k, cifar10 or imagefolder. [default: digits]")
+@click.option(
+    "--data",
+    help="digits, mnist5k, jets (synthetic jet tagging), cifar10 or imagefolder. [default: digits]",
+)
 @click.option("--data-dir", help="Directory for cifar10 (python batches) or imagefolder.")
 @click.option("--method", help=f"Training stage: {' | '.join(METHODS)}. [default: uniform]")
 @click.option("--wbits", type=int, help="Weight bits, 1..8, or 32 for float. [default: 4]")
@@ -180,14 +183,38 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    help="An fpga profile (fpga, pynq-z2, zcu104, alveo-u250 or a PATH.toml): add the "
+    "resource and latency estimate of its hls4ml project and check it fits the part.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def inspect(model: str, as_json: bool) -> None:
-    """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory."""
+def inspect(model: str, target: str | None, as_json: bool) -> None:
+    """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory;
+    with --target, the FPGA estimate (cycles, latency, LUT, FF, DSP, BRAM18 per layer)."""
     from qcompile.ir import qir
     from qcompile.report import summary, table
 
-    s = summary(qir.load(model))
-    emit(s, as_json, "" if as_json else table(s))
+    t = None
+    if target is not None:
+        from qcompile.backends.registry import artifact_kind, backend
+        from qcompile.backends.targets import load_target
+
+        t = load_target(target)
+        if not backend(artifact_kind(t)).preview:  # checked before reading the model
+            raise QCompileError(
+                f"inspect --target {target}: estimates are for fpga profiles (pynq-z2, zcu104, "
+                f"alveo-u250), not {t.kind}; `qcompile export --target rtl` reports da4ml's cost"
+            )
+    graph = qir.load(model)
+    s = summary(graph)
+    human = "" if as_json else table(s)
+    if t is not None:
+        from qcompile.backends.registry import preview
+
+        s["estimate"], text = preview(graph, t)
+        human += f"\n\n{text}"
+    emit(s, as_json, human)
 
 
 @cli.command()
@@ -294,10 +321,10 @@ def simulate(
 @click.option(
     "--target",
     required=True,
-    help="fpga (pynq-z2), cpu (this host's CPU features), x86-64-v3 / x86-64-v4 (portable x86 "
-    "levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), qonnx (a QONNX model file), a profile "
-    "in targets/ (pynq-z2, zcu104, alveo-u250, host, x86-64-v3, x86-64-v4, rpi4, rpi5, "
-    "jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
+    help="fpga (pynq-z2), rtl (rtl-zcu104), cpu (this host's CPU features), x86-64-v3 / "
+    "x86-64-v4 (portable x86 levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), qonnx (a QONNX "
+    "model file), a profile in targets/ (pynq-z2, zcu104, alveo-u250, rtl-zcu104, host, "
+    "x86-64-v3, x86-64-v4, rpi4, rpi5, jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
@@ -323,12 +350,22 @@ def export(model: str, target: str, output: str, force: bool, batch: int, as_jso
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
-    manifest.json and a README; `qcompile simulate DIR` builds its C simulation with g++.
+    manifest.json with a resource and latency estimate (printed in total here; per layer by
+    `qcompile inspect MODEL --target PROFILE`; a warning when it does not fit the part) and a
+    README; `qcompile simulate DIR` builds its C simulation with g++.
+
+    rtl: fully parallel Verilog of the whole model from da4ml (no vendor tool; dense, conv2d,
+    add, clip, flatten, pools) with Vivado/Quartus scripts and da4ml's cost estimate (LUT,
+    FF, latency); a model over the profile's max_macs or max_solve_s is one error.
+    `qcompile simulate DIR` runs it under Verilator.
+
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
-    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
+    CUDA device is present).
+
+    qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit for bit (its outputs are
+    the integers times each output's unit, qcompile.output_units).
     """
     from qcompile.backends.artifact import check_output
     from qcompile.backends.registry import deploy, describe
@@ -342,7 +379,8 @@ def export(model: str, target: str, output: str, force: bool, batch: int, as_jso
     graph, qir_bytes = qir.read(model)
     check_output(Path(output), force)  # before compiling
     info = deploy(graph, t, Path(output), force, qir_bytes)
-    human = f"exported {model} -> {output} ({describe(info)})"
+    first, *more = describe(info).split("\n")  # an estimate, a warning: lines of their own
+    human = "\n".join([f"exported {model} -> {output} ({first})", *more])
     emit({**info, "out": output}, as_json, human)
 
 

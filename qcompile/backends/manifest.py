@@ -33,8 +33,9 @@ LAYER_FIELDS = ("name", "op", "weight_bits", "levels", "level_bits", "weight_mem
 class Manifest(Mapping[str, Any]):
     """What an artifact holds. ``target`` is the backend kind (fpga, cpu, arm, gpu, ...),
     ``profile`` the target profile it was built for, ``weight_mem_bits`` what it stores of
-    the weights (codes, tables, per-channel constants), ``details`` the backend's own
-    fields."""
+    the weights (codes, tables, per-channel constants), ``estimate`` the resources and
+    latency of a hardware artifact (fpga: qcompile's model of its HLS kernels; rtl: da4ml's
+    cost of its Verilog; None elsewhere), ``details`` the backend's own fields."""
 
     target: str
     profile: dict[str, Any]
@@ -44,6 +45,7 @@ class Manifest(Mapping[str, Any]):
     weight_mem_bits: int
     avg_weight_bits: float
     hls4ml_default_bits: int = 0
+    estimate: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     qir: str = QIR
     format: str = FORMAT
@@ -52,7 +54,13 @@ class Manifest(Mapping[str, Any]):
 
     @classmethod
     def of(
-        cls, graph: Graph, qir_bytes: bytes, target: str, profile: dict[str, Any], **details: Any
+        cls,
+        graph: Graph,
+        qir_bytes: bytes,
+        target: str,
+        profile: dict[str, Any],
+        estimate: dict[str, Any] | None = None,
+        **details: Any,
     ) -> Manifest:
         """The common fields from ``graph`` (what inspect reports) and the .qir's bytes."""
         from qcompile.report import summary
@@ -68,6 +76,7 @@ class Manifest(Mapping[str, Any]):
             s["weight_mem_bits"],
             s["avg_weight_bits"],
             s["hls4ml_default_bits"],
+            estimate,
             details,
         )
 
@@ -91,6 +100,8 @@ class Manifest(Mapping[str, Any]):
             "hls4ml_default_bits": self.hls4ml_default_bits,
             "created": self.created,
         }
+        if self.estimate is not None:
+            common["estimate"] = self.estimate
         return {**common, **self.details}
 
     def write(self, directory: Path, qir_bytes: bytes) -> None:

@@ -10,7 +10,11 @@ backend up costs nothing (TVM and hls4ml take seconds to import).
 - ``runner(artifact, graph, manifest) -> (implementations, extra figures)``: what
   ``simulate`` runs of an artifact, each implementation a function from integer inputs to
   integer outputs.
-- ``describe(manifest) -> str``: the one line ``export`` prints.
+- ``describe(manifest) -> str``: what ``export`` prints (its first line in parentheses after
+  the paths; an estimate or a warning on lines of their own).
+- ``preview(graph, target) -> (estimate, text)``: the resource and latency estimate an export
+  would hold, without exporting (``inspect --target``); empty where a backend has none before
+  export (rtl: da4ml's cost is known only once it has solved the model).
 
 :func:`deploy` is the one place an export happens: pipeline once, then the backend.
 """
@@ -41,9 +45,10 @@ class Backend:
     export: str
     runner: str
     describe: str
+    preview: str = ""
 
     def call(self, what: str, *args: Any) -> Any:
-        """Import and call the backend's ``what`` (export, runner or describe)."""
+        """Import and call the backend's ``what`` (export, runner, describe or preview)."""
         module, _, name = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), name)(*args)
 
@@ -60,6 +65,16 @@ BACKENDS: dict[str, Backend] = {
             "qcompile.backends.hls4ml.export:export_fpga",
             "qcompile.backends.hls4ml.export:runners",
             "qcompile.backends.hls4ml.export:describe",
+            "qcompile.backends.hls4ml.export:preview",
+        ),
+        Backend(
+            "rtl",
+            "fully parallel Verilog of the whole model from da4ml (no vendor tool), with "
+            "Vivado/Quartus scripts; simulated under Verilator",
+            pipelines.RTL,
+            "qcompile.backends.rtl.export:export_rtl",
+            "qcompile.backends.rtl.export:runners",
+            "qcompile.backends.rtl.export:describe",
         ),
         *(
             Backend(
@@ -121,3 +136,14 @@ def runners(artifact: Path, graph: Graph, info: dict[str, Any]) -> tuple[dict[st
 
 def describe(info: Any) -> str:
     return backend(info["target"]).call("describe", info)
+
+
+def preview(graph: Graph, target: Any) -> tuple[dict[str, Any], str] | None:
+    """The estimate an export of ``graph`` for ``target`` would hold (after the backend's
+    pipeline) and its text, or None where the backend has none before export."""
+    from qcompile.passes import run_pipeline
+
+    b = backend(artifact_kind(target))
+    if not b.preview:
+        return None
+    return b.call("preview", run_pipeline(graph, b.pipeline) if b.pipeline else graph, target)

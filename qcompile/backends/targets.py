@@ -18,7 +18,7 @@ from qcompile.errors import QCompileError, clip, did_you_mean, unknown_choice
 from qcompile.fileio import input_file
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
-DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100"}
+DEFAULTS = {"fpga": "pynq-z2", "cpu": "host", "arm": "rpi4", "gpu": "h100", "rtl": "rtl-zcu104"}
 STRATEGIES = ("Latency", "Resource")
 HLS_BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -125,19 +125,48 @@ class GpuTarget:
         return {"kind": "cuda", "arch": self.arch}
 
 
-KINDS = {"fpga": FpgaTarget, "cpu": CpuTarget, "gpu": GpuTarget}
+@dataclass(frozen=True)
+class RtlTarget:
+    """Fully parallel Verilog from da4ml (no vendor tool): ``part`` and ``clock_period`` go
+    into the project scripts; ``latency_cutoff`` is the combinational delay (in da4ml's
+    adder-depth units) between pipeline registers; ``max_macs`` and ``max_solve_s`` bound
+    what is attempted (every multiply becomes logic, and da4ml's solve time grows steeply)."""
+
+    name: str
+    part: str
+    clock_period: float = 5.0
+    latency_cutoff: int = 5
+    max_macs: int = 40_000
+    max_solve_s: float = 600.0
+    kind: str = "rtl"
+
+    def __post_init__(self) -> None:
+        _token("part", self.part)
+        if not (math.isfinite(self.clock_period) and self.clock_period > 0):
+            raise ValueError(
+                f"clock_period must be a finite number > 0 (ns), got {self.clock_period}"
+            )
+        if not isinstance(self.latency_cutoff, int) or self.latency_cutoff < 1:
+            raise ValueError("latency_cutoff must be an integer >= 1")
+        if not isinstance(self.max_macs, int) or self.max_macs < 1:
+            raise ValueError("max_macs must be an integer >= 1")
+        if not (math.isfinite(self.max_solve_s) and self.max_solve_s > 0):
+            raise ValueError("max_solve_s must be a finite number > 0 (seconds)")
+
+
+KINDS = {"fpga": FpgaTarget, "cpu": CpuTarget, "gpu": GpuTarget, "rtl": RtlTarget}
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in TARGETS.glob("*.toml"))
 
 
-def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
+def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
     """``fpga`` (the default profile), a profile name, or a path to a TOML file."""
     if spec.endswith(".toml"):
         path = input_file(spec, "--target")
     elif "/" in spec or spec.startswith(".") or DEFAULTS.get(spec, spec) not in available():
-        raise unknown_choice("target", spec, ["fpga", "cpu", "arm", "gpu", *available()])
+        raise unknown_choice("target", spec, ["fpga", "rtl", "cpu", "arm", "gpu", *available()])
     else:
         path = TARGETS / f"{DEFAULTS.get(spec, spec)}.toml"
     where = f"target file {clip(str(path))}"
@@ -148,8 +177,8 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget:
     cls = KINDS.get(raw.get("kind")) if isinstance(raw.get("kind"), str) else None
     if cls is None:
         raise QCompileError(
-            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported in this version "
-            f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "cpu" or "gpu"'
+            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported "
+            f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "rtl", "cpu" or "gpu"'
         )
     kw = _fields(cls, raw, where)
     if cls is CpuTarget:

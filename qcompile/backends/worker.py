@@ -36,6 +36,7 @@ from qcompile.errors import QCompileError
 LOADERS = {
     "tvm": "qcompile.backends.tvm.runner:TvmLibrary",
     "csim": "qcompile.backends.hls4ml.csim:CSimLibrary",
+    "rtl": "qcompile.backends.rtl.runner:RtlLibrary",
 }
 # One frame: a tag byte, the payload length (uint64 LE), the payload.
 OPEN, ARRAY, READY, ERROR, BUG = b"O", b"A", b"R", b"E", b"B"

@@ -1,5 +1,5 @@
-"""Datasets by name: ``digits`` and ``mnist5k`` (embedded), ``cifar10`` and ``imagefolder``
-(from ``--data-dir``).
+"""Datasets by name: ``digits`` and ``mnist5k`` (embedded), ``jets`` (synthetic), ``cifar10``
+and ``imagefolder`` (from ``--data-dir``).
 
 >>> ds = load_dataset("digits")
 >>> ds.in_shape, ds.num_classes, len(ds.train_y), len(ds.test_y)
@@ -14,11 +14,13 @@ from qcompile.data.base import Dataset
 from qcompile.data.cifar10 import load_cifar10
 from qcompile.data.embedded import load_digits, load_mnist5k
 from qcompile.data.imagefolder import imagefolder_classes, load_imagefolder
+from qcompile.data.jets import load_jets
 from qcompile.errors import unknown_choice
 
 DATASETS: dict[str, Callable[[str, int], Dataset]] = {
     "digits": lambda directory, size: load_digits(),
     "mnist5k": lambda directory, size: load_mnist5k(),
+    "jets": lambda directory, size: load_jets(),
     "cifar10": lambda directory, size: load_cifar10(directory),
     "imagefolder": load_imagefolder,
 }
@@ -28,6 +30,7 @@ DATASETS: dict[str, Callable[[str, int], Dataset]] = {
 SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((1, 8, 8), 10),
     "mnist5k": ((1, 28, 28), 10),
+    "jets": ((16, 1, 1), 5),
     "cifar10": ((3, 32, 32), 10),
 }
 

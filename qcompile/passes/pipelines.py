@@ -24,3 +24,7 @@ FREEZE: tuple[Pass, ...] = (fuse_activation, eliminate_dead, pack_codes)
 FPGA: tuple[Pass, ...] = (partial(split_add, max_inputs=3),)
 # TVM lowers every op as the IR has it
 TVM: tuple[Pass, ...] = ()
+# the da4ml tracer takes every op as the IR has it too (an add of any number of inputs is
+# one sum of constant multiples); the RTL export refuses, in one line, ops it has no
+# lowering for
+RTL: tuple[Pass, ...] = ()

@@ -48,7 +48,6 @@ Choices where the sources are silent, or where this differs from the authors' co
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +56,9 @@ import torch
 from torch import Tensor, nn
 
 from qcompile import distributed as D
-from qcompile.quant import Quantizer, make_weight_quantizer
+from qcompile.quant import Quantizer
 from qcompile.quant.dmbq import DMBQ, MAX_BITS
-from qcompile.stages.base import CheckpointLoader
+from qcompile.stages.base import CheckpointLoader, per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -268,15 +267,12 @@ class DMBQStage(BudgetStage):
 
     def __init__(self, config: DMBQConfig) -> None:
         super().__init__(config)
-        self._cache: tuple[weakref.ref, Groups] | None = None
         self._sens: Tensor | None = None
         self._last: dict[str, Any] = {}
 
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         channels = layer.weight.shape[0]
-        if bits != c.wbits:  # first/last layer kept at its own width: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, channels, c.per_channel)
         return DMBQ(channels, bits, c.momentum)
 
     def layer_bits(self, model: QuantModel) -> dict[str, float]:
@@ -290,12 +286,10 @@ class DMBQStage(BudgetStage):
 
     # -- groups and sensitivity ----------------------------------------------------------------
 
+    @per_model
     def groups(self, model: QuantModel) -> Groups:
-        """The model's LBA groups (built once per model: hooks ask every step)."""
-        if self._cache is not None and self._cache[0]() is model:
-            return self._cache[1]
+        """The model's LBA groups (a new model also starts its sensitivities afresh)."""
         found = self._build_groups(model)
-        self._cache = (weakref.ref(model), found)
         self._sens = torch.zeros(found.count, dtype=torch.float64)
         return found
 

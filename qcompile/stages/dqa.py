@@ -1,6 +1,6 @@
 """``dqa`` (DNN Quantization with Attention, papers/003) and ``br`` (Binary-Relax, eq. 8).
 
-Both put a :class:`~qcompile.quant.mixture.Mixture` of quantizers on every quantized layer and
+Both put a :class:`~qcompile.quant.dqa.Mixture` of quantizers on every quantized layer and
 deploy its lowest-bit member. Choices where the paper is silent, and measured in BENCHMARKS.md:
 
 - Eq. 6 divides each layer's penalty ``lambda g^T a`` by S, the network's weight count, and says
@@ -30,7 +30,6 @@ deploy its lowest-bit member. Choices where the paper is silent, and measured in
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +46,8 @@ from qcompile.quant import (
     make_act_quantizer,
     make_weight_quantizer,
 )
-from qcompile.quant.mixture import Mixture
-from qcompile.stages.base import Stage, StageConfig
+from qcompile.quant.dqa import Mixture
+from qcompile.stages.base import Stage, StageConfig, per_model
 from qcompile.stages.layers import QuantAct, QuantModel
 
 IMPLIED_BITS = {"bwn": 1, "twn": 2, "fp": FLOAT_BITS}
@@ -119,8 +118,6 @@ class MixtureStage(Stage):
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         channels = layer.weight.shape[0]
-        if bits != c.wbits:  # first/last layer at its own width: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, channels, c.per_channel)
         qs = [
             Identity() if q == "fp" else make_weight_quantizer(q, n, channels, c.per_channel)
             for q, n in self.members(bits)
@@ -137,15 +134,10 @@ class MixtureStage(Stage):
         ]
         return Mixture(qs, self.mode)
 
+    @per_model
     def mixtures(self, model: QuantModel) -> dict[str, Mixture]:
-        """Every mixture by the name of the layer that holds it, weights first (found once
-        per model: the hooks ask every step, and walking the module tree costs ~1 ms)."""
-        cached = getattr(self, "_mixtures", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1]
-        found = self.find_mixtures(model)
-        self._mixtures = (weakref.ref(model), found)
-        return found
+        """Every mixture by the name of the layer that holds it, weights first."""
+        return self.find_mixtures(model)
 
     @staticmethod
     def find_mixtures(model: QuantModel) -> dict[str, Mixture]:
@@ -286,14 +278,12 @@ class DQAStage(MixtureStage):
             return None
         return torch.dot(coeff, torch.cat([m.weights() for m in mixtures]))
 
+    @per_model
     def penalty_terms(self, model: QuantModel) -> tuple[list[Mixture], Tensor]:
         """The mixtures and one vector ``c`` with ``regularizer = <c, cat(a_l)>``: block l of
         ``c`` is ``g * (lam * share_l)``, exactly the gradient autograd gives ``a_l`` through
         ``lam * sum_l share_l * g^T a_l``, so one dot product replaces a handful of ops per
         mixture each step (built once per model, like :meth:`mixtures`)."""
-        cached = getattr(self, "_penalty", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1], cached[2]
         layers = model.weight_layers()
         total = sum(m.weight.numel() for m in layers.values())
         mixtures = self.mixtures(model)
@@ -304,7 +294,6 @@ class DQAStage(MixtureStage):
             scale = torch.tensor(self.config.lam, dtype=torch.float32) * share
             blocks.append(self.penalty_vector(len(m.members)) * scale)
         coeff = torch.cat(blocks) if blocks else torch.zeros(0)
-        self._penalty = (weakref.ref(model), list(mixtures.values()), coeff)
         return list(mixtures.values()), coeff
 
     def report(self, model: QuantModel) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from qcompile.errors import QCompileError, clip, did_you_mean, unknown_choice
+from qcompile.zoo.jet import jet_mlp
 from qcompile.zoo.lenet import LeNet
 from qcompile.zoo.mlp import MLP
 from qcompile.zoo.mobilenetv2 import MobileNetV2
@@ -31,6 +32,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "vgg_small": VGGSmall,
     "mobilenetv2": MobileNetV2,
+    "jet_mlp": jet_mlp,
 }
 
 

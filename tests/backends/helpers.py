@@ -33,6 +33,7 @@ ZOO = [
     ("resnet18", (3, 72, 72), {"width": 0.125}),  # 7x7/2 stem, padded max-pool
     ("vgg_small", (3, 16, 16), {"width": 0.125}),
     ("mobilenetv2", (3, 16, 16), {"width": 0.25}),  # depthwise, ReLU6, 4-input adds
+    ("jet_mlp", (16, 1, 1), {}),  # hls4ml's jet-tagging MLP, 16-64-32-32-5
 ]
 
 

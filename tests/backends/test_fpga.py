@@ -45,10 +45,17 @@ def csim_vs_sim(
 
 
 FPGA_ZOO = [(*z, 1000) for z in ZOO if z[0] in ("mlp", "lenet", "resnet20", "mobilenetv2")]
+# Every zoo model: the two largest C simulations take minutes on two cores (slow tier).
+SLOW_ZOO = ("resnet18", "vgg_small")
+ALL_ZOO = [
+    pytest.param(*z, 300, marks=pytest.mark.slow, id=z[0]) if z[0] in SLOW_ZOO
+    else pytest.param(*z, 1000, id=z[0])
+    for z in ZOO
+]  # fmt: skip
 
 
 @NEEDS_GXX
-@pytest.mark.parametrize(("name", "shape", "opts", "n"), FPGA_ZOO, ids=[z[0] for z in FPGA_ZOO])
+@pytest.mark.parametrize(("name", "shape", "opts", "n"), ALL_ZOO)
 def test_zoo_model_csim_is_bit_exact(tmp_path, name, shape, opts, n):
     graph = zoo_graph(name, shape, opts)
     got, want = csim_vs_sim(graph, tmp_path / "fpga", random_inputs(graph, n))

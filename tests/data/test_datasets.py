@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qcompile.data import DATASETS, Dataset, load_dataset
+from qcompile.data import DATASETS, Dataset, dataset_shape, load_dataset
 from qcompile.data.cifar10 import write_batches
 from qcompile.errors import QCompileError
 
@@ -338,3 +338,12 @@ def test_cifar10_batches_of_any_protocol_load(tmp_path: Path, protocol: int) -> 
         batch = pickle.loads(f.read_bytes())
         f.write_bytes(pickle.dumps(batch, protocol=protocol))
     assert len(load_dataset("cifar10", str(tmp_path)).test_y) == 10
+
+
+def test_jets_are_deterministic_and_balanced() -> None:
+    """The synthetic jet-tagging set: 16 features, 5 classes, drawn from a fixed seed."""
+    a, b = load_dataset("jets"), load_dataset("jets")
+    assert a.in_shape == (16, 1, 1) and a.num_classes == 5
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert Counter(a.test_y.tolist()) == dict.fromkeys(range(5), 400)
+    assert dataset_shape("jets") == ((16, 1, 1), 5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qcompile.quant import PACT, compiled
-from qcompile.quant.mixture import Mixture
+from qcompile.quant.dqa import Mixture
 
 
 @pytest.fixture

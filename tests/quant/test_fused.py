@@ -15,12 +15,12 @@ import torch
 
 from qcompile.quant import BWN, PACT, TWN, Identity, MinMax
 from qcompile.quant.activation import _PACTMix, mix_grads, mix_values
+from qcompile.quant.ddq import LearnedLevels
+from qcompile.quant.ddq_fused import gated_average_grads
 from qcompile.quant.dmbq import DMBQ, _midpoints, unit_table
+from qcompile.quant.dqa import Mixture
 from qcompile.quant.fused import abs_max, row_extremes
-from qcompile.quant.learned import LearnedLevels
-from qcompile.quant.learned_fused import gated_average_grads
 from qcompile.quant.minmax_stack import minmax_grids, minmax_stack
-from qcompile.quant.mixture import Mixture
 from qcompile.quant.sdq import SDQQuantizer, gumbel_weight
 from qcompile.quant.ste import straight_through, uniform_fake_quant
 from qcompile.quant.uniform import minmax_grid

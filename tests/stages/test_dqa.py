@@ -13,7 +13,7 @@ from torch import nn
 
 from qcompile.errors import QCompileError
 from qcompile.quant import PACT, Identity, MinMax
-from qcompile.quant.mixture import Mixture, dqa_init
+from qcompile.quant.dqa import Mixture, dqa_init
 from qcompile.recipe import load_recipe
 from qcompile.stages import make_stage, quantize
 from qcompile.stages.dqa import (

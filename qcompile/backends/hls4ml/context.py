@@ -45,7 +45,14 @@ class KernelContext:
     mult_t: str = "ap_int<32>"
     row_t: str = "ap_uint<16>"
     reuse_factor: int = 1
-    unroll: int = 1
+    reuse: int = 1
+    n_par: int = 1
+    code_factor: int = 1
+    level_factor: int = 1
+    chan_factor: int = 1
+    bias_factor: int = 1
+    mult_factor: int = 1
+    rows_factor: int = 1
     multiplier: int = 1
     shift: int = 0
     lo: int = 0
@@ -94,25 +101,45 @@ class KernelContext:
 def weight_arrays(node: Node) -> dict[str, np.ndarray]:
     """The arrays a weighted node's kernel takes, in call order: packed codes, levels (zero
     points or int8 table, flattened), the requantization's biases and multipliers (one
-    entry when per tensor) and each row's first word and width (one unused entry for
-    one-width layers)."""
+    entry when per tensor), each row's first bit in the code stream (constants, so that
+    an unrolled kernel selects fixed bits: no row-dependent shifter) and each row's width
+    (one unused entry for one-width layers)."""
     w, r = node.weights, node.requant
     assert w is not None and r is not None
     w = w.pack()
     lv = w.levels
     levels = lv.zero if isinstance(lv, Affine) else lv.entries.reshape(-1)
+    rows = np.arange(w.shape[0], dtype=np.int64)
     if w.channel_bits is None:
-        start, bits = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        start, bits = rows * w.per_row * w.bits, np.zeros(1, dtype=np.int64)
     else:
-        start = row_starts(w.per_row, w.channel_bits)
+        start = row_starts(w.per_row, w.channel_bits) * 32
         bits = np.array(w.channel_bits, dtype=np.int64)
     return {
         "codes": w.data,
         "levels": levels,
         "bias": r.biases,
         "mult": r.multipliers,
-        "row_start": start,
+        "row_pos": start,
         "row_bits": bits,
+    }
+
+
+def lanes(n_out: int, n_in: int, bits: int, words: int, level_rows: int, rf: int) -> dict:
+    """A weighted kernel's schedule and array partitioning for reuse factor ``rf``: ``reuse``
+    pipelined iterations, each computing ``n_par`` consecutive output rows in parallel
+    (hls4ml's Resource strategy: ``n_in * n_out / rf`` multipliers). Per-row arrays are
+    split cyclically into ``n_par`` banks (row o in bank o % n_par: lane j always reads bank
+    j); the code words are reshaped into words of ``code_factor`` words, so one iteration's
+    rows sit in at most two of them (one dual-port read)."""
+    reuse = min(rf, n_out)
+    n_par = -(-n_out // reuse)
+    return {
+        "reuse": reuse,
+        "n_par": n_par,
+        "code_factor": min(words, -(-n_par * n_in * bits // 32) + 1),
+        "level_factor": n_par if level_rows > 1 else 1,
+        "chan_factor": n_par,
     }
 
 
@@ -124,12 +151,16 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
     """The template context of ``node`` (inputs in order)."""
     out = node.output
     r = node.requant
+    n_elem = int(np.prod(out.shape))
+    # Element-wise kernels: `reuse` pipelined iterations (II 1) of `n_par` parallel lanes.
+    reuse = min(reuse_factor, n_elem)
     base: dict = {
         "comment": f"{node.kind} {node.name}",
         "res_t": ap_type(out.qtype),
         "reuse_factor": reuse_factor,
-        "n_elem": int(np.prod(out.shape)),
-        "unroll": max(1, int(np.prod(out.shape)) // reuse_factor),
+        "n_elem": n_elem,
+        "reuse": reuse,
+        "n_par": -(-n_elem // reuse),
     }
     if r is not None:
         ms = r.multipliers
@@ -164,10 +195,16 @@ def kernel_context(node: Node, inputs: list[TensorInfo], reuse_factor: int) -> K
             level_rows=w.levels.rows,
             level_cols=1 if isinstance(w.levels, Affine) else 1 << w.bits,
             row_widths=w.channel_bits is not None,
-            n_rows=len(arrays["row_start"]),
+            n_rows=len(arrays["row_bits"]),
             n_out=w.shape[0],
             n_in=w.per_row,
+            **lanes(w.shape[0], w.per_row, w.bits, w.words, w.levels.rows, reuse_factor),
         )
+        base["level_factor"] *= 1 if isinstance(w.levels, Affine) else 1 << w.bits
+        # a bank count never above the array's size: per-tensor constants stay one register
+        base["bias_factor"] = min(base["n_par"], base["n_bias"])
+        base["mult_factor"] = min(base["n_par"], base["n_mult"])
+        base["rows_factor"] = min(base["n_par"], base["n_rows"])
     if isinstance(op, Add):
         base.update({f"m{i}": m for i, m in enumerate(op.multipliers)})
     if isinstance(op, Conv2d | Pool):

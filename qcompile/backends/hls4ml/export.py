@@ -13,6 +13,7 @@ import numpy as np
 
 from qcompile.backends.artifact import write_artifact
 from qcompile.backends.hls4ml.context import TEMPLATES
+from qcompile.backends.hls4ml.estimate import estimate, estimate_table
 from qcompile.backends.hls4ml.project import HlsOptions, build
 from qcompile.backends.manifest import Manifest
 from qcompile.backends.targets import FpgaTarget
@@ -44,13 +45,15 @@ def export_fpga(
         "reuse_factor": target.reuse_factor,
         "io_type": target.io_type,
     }
-    info = Manifest.of(graph, qir_bytes, "fpga", profile, project="myproject")
+    # resources and latency from a model of the generated kernels (estimate.py)
+    info = Manifest.of(graph, qir_bytes, "fpga", profile, estimate=estimate(graph, options(target)))
     info = info.with_details(
+        project="myproject",
         estimates={
             "note": "estimates from the IR, not from synthesis",
             "weight_mem_bits": info.weight_mem_bits,
             "hls4ml_default_bits": info.hls4ml_default_bits,
-        }
+        },
     )
 
     def fill(tmp: Path) -> None:
@@ -69,13 +72,27 @@ def export_fpga(
 
 
 def describe(info: Any) -> str:
-    """What ``export`` prints for an fpga artifact."""
+    """What ``export`` prints for an fpga artifact: the project, its weight memory and the
+    estimate's totals (a warning line when the design does not fit the part)."""
     p = info["profile"]
-    return (
+    est = info["estimate"]
+    t = est["total"]
+    line = (
         f"hls4ml {p['backend']} project for {p['part']}, {p['strategy']}, reuse factor "
         f"{p['reuse_factor']}; weight memory {info['weight_mem_bits']} bits vs "
-        f"{info['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>"
+        f"{info['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>\n"
+        f"estimate: {t['lut']} LUT, {t['ff']} FF, {t['dsp']} DSP, {t['bram18']} BRAM18; "
+        f"latency {t['latency_cycles']} cycles ({t['latency_ns']} ns), II {t['ii_cycles']} "
+        f"(`qcompile inspect MODEL --target {p['name']}` for each layer)"
     )
+    return line + (f"\nwarning: {est['warning']}" if est["warning"] else "")
+
+
+def preview(graph: Graph, target: FpgaTarget) -> tuple[dict[str, Any], str]:
+    """The estimate ``export`` would write for ``graph`` (lowered by the fpga pipeline), and
+    its text table, without building the project (``inspect --target``)."""
+    e = estimate(graph, options(target))
+    return e, f"{target.name} ({target.part}):\n{estimate_table(e)}"
 
 
 def runners(

@@ -23,7 +23,7 @@ def int_type(bits: int, signed: bool) -> IntegerPrecisionType:
 
 
 # The weight arrays of a weighted layer (context.weight_arrays) and their C names' prefixes.
-ARRAYS = {"levels": "l", "bias": "b", "mult": "m", "row_start": "rs", "row_bits": "rb"}
+ARRAYS = {"levels": "l", "bias": "b", "mult": "m", "row_pos": "rp", "row_bits": "rb"}
 
 
 class QcompileLayer(Layer):
@@ -61,7 +61,7 @@ class QcompileConfigTemplate(LayerConfigTemplate):
                 level_t=node.get_weights("levels").type.name,
                 bias_t=node.get_weights("bias").type.name,
                 mult_t=node.get_weights("mult").type.name,
-                row_t=node.get_weights("row_start").type.name,
+                row_t=node.get_weights("row_pos").type.name,
             )
         return ctx.render(node.index)
 

@@ -100,7 +100,7 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
             arrays = weight_arrays(node)
             widths = {k: _bits(table_type(v)) for k, v in arrays.items()}
             # the kernel takes both row arrays as one type
-            widths["row_start"] = widths["row_bits"] = max(widths["row_start"], widths["row_bits"])
+            widths["row_pos"] = widths["row_bits"] = max(widths["row_pos"], widths["row_bits"])
             layer.update(
                 qc_codes=arrays["codes"],
                 qc_arrays={k: (v, widths[k]) for k, v in arrays.items() if k != "codes"},

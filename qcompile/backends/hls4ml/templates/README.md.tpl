@@ -22,4 +22,6 @@ integers).
 
 Profile: part {part}, clock {clock_period} ns, strategy {strategy}, reuse factor
 {reuse_factor}, {io_type}. Weight memory figures in `manifest.json` are estimates computed
-from the IR, not synthesis reports.
+from the IR, and `estimate` there (cycles, II, latency, LUT, FF, DSP, BRAM18 per layer, and
+whether it fits {part}) comes from a model of these kernels
+(qcompile/backends/hls4ml/estimate.py): neither is a synthesis report.

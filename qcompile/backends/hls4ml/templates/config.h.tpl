@@ -10,7 +10,14 @@ struct config{index} {{
     typedef {mult_t} mult_t;
     typedef {row_t} row_t;
     static const unsigned reuse_factor = {reuse_factor};
-    static const unsigned unroll = {unroll};
+    static const unsigned reuse = {reuse};
+    static const unsigned n_par = {n_par};
+    static const unsigned code_factor = {code_factor};
+    static const unsigned level_factor = {level_factor};
+    static const unsigned chan_factor = {chan_factor};
+    static const unsigned bias_factor = {bias_factor};
+    static const unsigned mult_factor = {mult_factor};
+    static const unsigned rows_factor = {rows_factor};
     static const long long multiplier = {multiplier}LL;
     static const unsigned shift = {shift};
     static const long long lo = {lo}LL;

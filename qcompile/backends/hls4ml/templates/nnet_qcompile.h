@@ -36,20 +36,15 @@ typename CONFIG_T::res_t requant(typename CONFIG_T::accum_t acc) {
                              typename CONFIG_T::bias_t(0));
 }
 
-// Code i of output row `row`. Codes are a dense LSB-first bit stream in 32-bit words; a layer
-// with per-channel widths (row_widths) packs each row at its own width from a word boundary.
-// A code may straddle two words (3, 5, 6, 7 bits): read the pair.
+// The code of `b` bits at bit `pos` of the LSB-first code stream. A code may straddle two
+// words (3, 5, 6, 7 bits): read the pair. `pos` comes from the per-row constants row_pos, so
+// an unrolled lane selects fixed bits (no shifter); a shared lane reads its row's window.
 template <typename CONFIG_T>
-unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
-                 const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
-                 const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows], unsigned row, unsigned i) {
+unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words], unsigned pos, unsigned b) {
     #pragma HLS INLINE
-    const unsigned b = CONFIG_T::row_widths ? unsigned(row_bits[row]) : CONFIG_T::bits;
-    const unsigned pos = CONFIG_T::row_widths ? unsigned(row_start[row]) * 32 + i * b
-                                              : (row * CONFIG_T::per_row + i) * CONFIG_T::bits;
     const unsigned w = pos / 32, sh = pos % 32;
     ap_uint<64> pair = codes[w];
-    if (sh + b > 32) pair |= ap_uint<64>(codes[w + 1]) << 32;
+    if (sh + b > 32 && w + 1 < CONFIG_T::n_words) pair |= ap_uint<64>(codes[w + 1]) << 32;
     return unsigned((pair >> sh) & ((ap_uint<64>(1) << b) - 1));
 }
 
@@ -63,28 +58,78 @@ typename CONFIG_T::weight_t weight_at(const typename CONFIG_T::level_t levels[CO
     return typename CONFIG_T::weight_t(levels[r * CONFIG_T::level_cols + code]);
 }
 
+// The dot product of output row `o` with `n` inputs gathered by `tap(i)` (a dense layer's
+// inputs, or a conv's window; -1: padding), then its requantization.
+template <typename CONFIG_T>
+typename CONFIG_T::res_t row_out(const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
+                                 const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
+                                 const typename CONFIG_T::bias_t bias[CONFIG_T::n_bias],
+                                 const typename CONFIG_T::mult_t mult[CONFIG_T::n_mult],
+                                 const typename CONFIG_T::row_t row_pos[CONFIG_T::n_out],
+                                 const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows], unsigned o,
+                                 const typename CONFIG_T::accum_t x[CONFIG_T::n_in]) {
+    #pragma HLS INLINE
+    const unsigned b = CONFIG_T::row_widths ? unsigned(row_bits[o]) : CONFIG_T::bits;
+    const unsigned base = row_pos[o];
+    typename CONFIG_T::accum_t acc = 0;
+Taps:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        #pragma HLS UNROLL
+        acc += x[i] * weight_at<CONFIG_T>(levels, o, code_at<CONFIG_T>(codes, base + i * b, b));
+    }
+    return requant<CONFIG_T>(acc, mult[CONFIG_T::n_mult == 1 ? 0 : o], bias[CONFIG_T::n_bias == 1 ? 0 : o]);
+}
+
+// The partitioning both weighted kernels need for `n_par` lanes a cycle (context.lanes):
+// per-row arrays in n_par cyclic banks, code words reshaped into wide words.
+#define QC_PARTITION_WEIGHTS                                                          \
+    const int code_factor = CONFIG_T::code_factor;                                    \
+    const int level_factor = CONFIG_T::level_factor;                                  \
+    const int chan_factor = CONFIG_T::chan_factor;                                    \
+    const int bias_factor = CONFIG_T::bias_factor;                                    \
+    const int mult_factor = CONFIG_T::mult_factor;                                    \
+    const int rows_factor = CONFIG_T::rows_factor;                                    \
+    _Pragma("HLS function_instantiate variable=codes,levels,bias,mult,row_pos,row_bits") \
+    _Pragma("HLS ARRAY_RESHAPE variable=codes cyclic factor=code_factor")             \
+    _Pragma("HLS ARRAY_PARTITION variable=levels cyclic factor=level_factor")         \
+    _Pragma("HLS ARRAY_PARTITION variable=row_pos cyclic factor=chan_factor")         \
+    _Pragma("HLS ARRAY_PARTITION variable=bias cyclic factor=bias_factor")            \
+    _Pragma("HLS ARRAY_PARTITION variable=mult cyclic factor=mult_factor")            \
+    _Pragma("HLS ARRAY_PARTITION variable=row_bits cyclic factor=rows_factor")
+
+// Dense: `reuse` pipelined iterations (II 1); iteration r computes rows r*n_par .. +n_par-1
+// in parallel, as hls4ml's Resource strategy shares n_in * n_out / reuse multipliers.
 template <class data_T, class res_T, typename CONFIG_T>
 void lut_dense(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
                const typename CONFIG_T::word_t codes[CONFIG_T::n_words],
                const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
                const typename CONFIG_T::bias_t bias[CONFIG_T::n_bias],
                const typename CONFIG_T::mult_t mult[CONFIG_T::n_mult],
-               const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
+               const typename CONFIG_T::row_t row_pos[CONFIG_T::n_out],
                const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows]) {
-Outputs:
-    for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
-        #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
-        typename CONFIG_T::accum_t acc = 0;
-    Inputs:
-        for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
-            unsigned code = code_at<CONFIG_T>(codes, row_start, row_bits, o, i);
-            acc += data[i] * weight_at<CONFIG_T>(levels, o, code);
+    QC_PARTITION_WEIGHTS
+    #pragma HLS ARRAY_PARTITION variable=data complete
+    #pragma HLS ARRAY_PARTITION variable=res complete
+    typename CONFIG_T::accum_t x[CONFIG_T::n_in];
+    #pragma HLS ARRAY_PARTITION variable=x complete
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        #pragma HLS UNROLL
+        x[i] = data[i];
+    }
+Reuse:
+    for (unsigned r = 0; r < CONFIG_T::reuse; r++) {
+        #pragma HLS PIPELINE II=1
+    Lanes:
+        for (unsigned j = 0; j < CONFIG_T::n_par; j++) {
+            #pragma HLS UNROLL
+            const unsigned o = r * CONFIG_T::n_par + j;
+            if (o < CONFIG_T::n_out) res[o] = row_out<CONFIG_T>(codes, levels, bias, mult, row_pos, row_bits, o, x);
         }
-        res[o] = requant<CONFIG_T>(acc, mult[CONFIG_T::n_mult == 1 ? 0 : o],
-                                   bias[CONFIG_T::n_bias == 1 ? 0 : o]);
     }
 }
 
+// Conv2d: for every output pixel, the dense schedule above over the filters (`reuse`
+// iterations of n_par filters), each filter's window gathered once per pixel (zero padding).
 template <class data_T, class res_T, typename CONFIG_T>
 void lut_conv2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::in_width],
                 res_T res[CONFIG_T::n_filt * CONFIG_T::out_height * CONFIG_T::out_width],
@@ -92,108 +137,115 @@ void lut_conv2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::i
                 const typename CONFIG_T::level_t levels[CONFIG_T::level_rows * CONFIG_T::level_cols],
                 const typename CONFIG_T::bias_t bias[CONFIG_T::n_bias],
                 const typename CONFIG_T::mult_t mult[CONFIG_T::n_mult],
-                const typename CONFIG_T::row_t row_start[CONFIG_T::n_rows],
+                const typename CONFIG_T::row_t row_pos[CONFIG_T::n_out],
                 const typename CONFIG_T::row_t row_bits[CONFIG_T::n_rows]) {
+    QC_PARTITION_WEIGHTS
+    #pragma HLS ARRAY_PARTITION variable=data complete
+    #pragma HLS ARRAY_PARTITION variable=res complete
     const unsigned cg = CONFIG_T::n_chan / CONFIG_T::groups;
     const unsigned og = CONFIG_T::n_filt / CONFIG_T::groups;
-Filters:
-    for (unsigned o = 0; o < CONFIG_T::n_filt; o++) {
-        const unsigned g = o / og;
-    Rows:
-        for (unsigned oh = 0; oh < CONFIG_T::out_height; oh++) {
-        Cols:
-            for (unsigned ow = 0; ow < CONFIG_T::out_width; ow++) {
-                #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
-                typename CONFIG_T::accum_t acc = 0;
-            Taps:
-                for (unsigned ci = 0; ci < cg; ci++) {
-                    for (unsigned kh = 0; kh < CONFIG_T::filt_height; kh++) {
-                        for (unsigned kw = 0; kw < CONFIG_T::filt_width; kw++) {
-                            int ih = int(oh * CONFIG_T::stride_height + kh * CONFIG_T::dilation_height) - int(CONFIG_T::pad_top);
-                            int iw = int(ow * CONFIG_T::stride_width + kw * CONFIG_T::dilation_width) - int(CONFIG_T::pad_left);
-                            if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
-                            unsigned i = (ci * CONFIG_T::filt_height + kh) * CONFIG_T::filt_width + kw;
-                            unsigned code = code_at<CONFIG_T>(codes, row_start, row_bits, o, i);
-                            acc += data[((g * cg + ci) * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw] *
-                                   weight_at<CONFIG_T>(levels, o, code);
-                        }
-                    }
+    const unsigned kk = CONFIG_T::filt_height * CONFIG_T::filt_width;
+Pixels:
+    for (unsigned p = 0; p < CONFIG_T::out_height * CONFIG_T::out_width; p++) {
+    Reuse:
+        for (unsigned r = 0; r < CONFIG_T::reuse; r++) {
+            #pragma HLS PIPELINE II=1
+            const unsigned oh = p / CONFIG_T::out_width, ow = p % CONFIG_T::out_width;
+        Lanes:
+            for (unsigned j = 0; j < CONFIG_T::n_par; j++) {
+                #pragma HLS UNROLL
+                const unsigned o = r * CONFIG_T::n_par + j;
+                if (o >= CONFIG_T::n_filt) continue;
+                const unsigned g = o / og;
+                typename CONFIG_T::accum_t x[CONFIG_T::n_in];
+                #pragma HLS ARRAY_PARTITION variable=x complete
+            Window:
+                for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+                    #pragma HLS UNROLL
+                    const unsigned ci = i / kk, kh = (i % kk) / CONFIG_T::filt_width, kw = i % CONFIG_T::filt_width;
+                    const int ih = int(oh * CONFIG_T::stride_height + kh * CONFIG_T::dilation_height) - int(CONFIG_T::pad_top);
+                    const int iw = int(ow * CONFIG_T::stride_width + kw * CONFIG_T::dilation_width) - int(CONFIG_T::pad_left);
+                    const bool inside = ih >= 0 && iw >= 0 && ih < int(CONFIG_T::in_height) && iw < int(CONFIG_T::in_width);
+                    x[i] = inside ? typename CONFIG_T::accum_t(data[((g * cg + ci) * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw])
+                                  : typename CONFIG_T::accum_t(0);
                 }
-                res[(o * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow] =
-                    requant<CONFIG_T>(acc, mult[CONFIG_T::n_mult == 1 ? 0 : o],
-                                      bias[CONFIG_T::n_bias == 1 ? 0 : o]);
+                res[o * CONFIG_T::out_height * CONFIG_T::out_width + p] =
+                    row_out<CONFIG_T>(codes, levels, bias, mult, row_pos, row_bits, o, x);
             }
         }
     }
 }
 
+// Element-wise kernels: `reuse` pipelined iterations of n_par parallel elements.
+// (The body is the variadic part: its commas would split an ordinary macro argument.)
+#define QC_ELEMENTS(i, ...)                                         \
+    for (unsigned r_ = 0; r_ < CONFIG_T::reuse; r_++) {             \
+        _Pragma("HLS PIPELINE II=1")                                \
+        for (unsigned j_ = 0; j_ < CONFIG_T::n_par; j_++) {         \
+            _Pragma("HLS UNROLL")                                   \
+            const unsigned i = r_ * CONFIG_T::n_par + j_;           \
+            if (i < CONFIG_T::n_elem) __VA_ARGS__                   \
+        }                                                           \
+    }
+
 template <class in0_T, class in1_T, class res_T, typename CONFIG_T>
 void add2(in0_T a[CONFIG_T::n_elem], in1_T b[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
-    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
-        #pragma HLS UNROLL factor=CONFIG_T::unroll
+    QC_ELEMENTS(i, {
         typename CONFIG_T::accum_t acc = typename CONFIG_T::accum_t(a[i]) * CONFIG_T::m0;
         acc += typename CONFIG_T::accum_t(b[i]) * CONFIG_T::m1;
         res[i] = requant<CONFIG_T>(acc);
-    }
+    })
 }
 
 template <class in0_T, class in1_T, class in2_T, class res_T, typename CONFIG_T>
 void add3(in0_T a[CONFIG_T::n_elem], in1_T b[CONFIG_T::n_elem], in2_T c[CONFIG_T::n_elem],
           res_T res[CONFIG_T::n_elem]) {
-    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
-        #pragma HLS UNROLL factor=CONFIG_T::unroll
+    QC_ELEMENTS(i, {
         typename CONFIG_T::accum_t acc = typename CONFIG_T::accum_t(a[i]) * CONFIG_T::m0;
         acc += typename CONFIG_T::accum_t(b[i]) * CONFIG_T::m1;
         acc += typename CONFIG_T::accum_t(c[i]) * CONFIG_T::m2;
         res[i] = requant<CONFIG_T>(acc);
-    }
+    })
 }
 
-// Window reduction over (C, H, W): max (padding never wins) or sum (zero padding).
+// Window reduction over (C, H, W): max (padding never wins) or sum (zero padding); output
+// element i is (c, oh, ow) in channels-first order.
 template <class data_T, class res_T, typename CONFIG_T>
 void pool2d(data_T data[CONFIG_T::n_chan * CONFIG_T::in_height * CONFIG_T::in_width],
             res_T res[CONFIG_T::n_chan * CONFIG_T::out_height * CONFIG_T::out_width]) {
-    for (unsigned c = 0; c < CONFIG_T::n_chan; c++) {
-        for (unsigned oh = 0; oh < CONFIG_T::out_height; oh++) {
-            for (unsigned ow = 0; ow < CONFIG_T::out_width; ow++) {
-                #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
-                typename CONFIG_T::accum_t acc = 0;
-                bool first = true;
-                for (unsigned kh = 0; kh < CONFIG_T::pool_height; kh++) {
-                    for (unsigned kw = 0; kw < CONFIG_T::pool_width; kw++) {
-                        int ih = int(oh * CONFIG_T::stride_height + kh) - int(CONFIG_T::pad_top);
-                        int iw = int(ow * CONFIG_T::stride_width + kw) - int(CONFIG_T::pad_left);
-                        if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
-                        typename CONFIG_T::accum_t v = data[(c * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw];
-                        if (CONFIG_T::is_max) {
-                            if (first || v > acc) acc = v;
-                        } else {
-                            acc += v;
-                        }
-                        first = false;
-                    }
+    const unsigned plane = CONFIG_T::out_height * CONFIG_T::out_width;
+    QC_ELEMENTS(i, {
+        const unsigned c = i / plane, oh = (i % plane) / CONFIG_T::out_width, ow = i % CONFIG_T::out_width;
+        typename CONFIG_T::accum_t acc = 0;
+        bool first = true;
+        for (unsigned kh = 0; kh < CONFIG_T::pool_height; kh++) {
+            #pragma HLS UNROLL
+            for (unsigned kw = 0; kw < CONFIG_T::pool_width; kw++) {
+                #pragma HLS UNROLL
+                int ih = int(oh * CONFIG_T::stride_height + kh) - int(CONFIG_T::pad_top);
+                int iw = int(ow * CONFIG_T::stride_width + kw) - int(CONFIG_T::pad_left);
+                if (ih < 0 || iw < 0 || ih >= int(CONFIG_T::in_height) || iw >= int(CONFIG_T::in_width)) continue;
+                typename CONFIG_T::accum_t v = data[(c * CONFIG_T::in_height + ih) * CONFIG_T::in_width + iw];
+                if (CONFIG_T::is_max) {
+                    if (first || v > acc) acc = v;
+                } else {
+                    acc += v;
                 }
-                unsigned out = (c * CONFIG_T::out_height + oh) * CONFIG_T::out_width + ow;
-                res[out] = CONFIG_T::is_max ? res_T(acc) : requant<CONFIG_T>(acc);
+                first = false;
             }
         }
-    }
+        res[i] = CONFIG_T::is_max ? res_T(acc) : requant<CONFIG_T>(acc);
+    })
 }
 
 template <class data_T, class res_T, typename CONFIG_T>
 void clip(data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
-    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
-        #pragma HLS UNROLL factor=CONFIG_T::unroll
-        res[i] = requant<CONFIG_T>(typename CONFIG_T::accum_t(data[i]));
-    }
+    QC_ELEMENTS(i, { res[i] = requant<CONFIG_T>(typename CONFIG_T::accum_t(data[i])); })
 }
 
 template <class data_T, class res_T, typename CONFIG_T>
 void copy(data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
-    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
-        #pragma HLS UNROLL factor=CONFIG_T::unroll
-        res[i] = data[i];
-    }
+    QC_ELEMENTS(i, { res[i] = data[i]; })
 }
 
 // io_stream: each layer drains its input streams into a buffer (the elements arrive in the

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qcompile.quant import Identity
-from qcompile.quant.mixture import Mixture
+from qcompile.quant.dqa import Mixture
 from qcompile.quant.uniform import SAWB, MinMax
 
 

@@ -1,5 +1,5 @@
 """DDQ's training step in one autograd node: the quantized weights and the per-row squared
-error of the gradient correction (:mod:`qcompile.quant.learned` says what each means).
+error of the gradient correction (:mod:`qcompile.quant.ddq` says what each means).
 
 Unfused, a DDQ layer was two Python autograd nodes (the gated average, the table lookup), a
 handful of built-in ones for the table arithmetic, and, for the correction term, the whole

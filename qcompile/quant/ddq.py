@@ -28,12 +28,12 @@ Choices where the sources are silent:
   is resolved rather than averaged. The forward *value* is the block average computed by
   ``reshape().mean()`` exactly as ``encode`` computes it, so ``encode(x).decode()`` equals
   ``forward(x)`` bit for bit; the Kronecker product only defines the gradient (computed in
-  closed form by :func:`~qcompile.quant.learned_fused.gated_average_grads`; autograd through
+  closed form by :func:`~qcompile.quant.ddq_fused.gated_average_grads`; autograd through
   the factors took ~10 small ops per bit, half of a lenet training step at bmax 8).
 - Once ``fix(bits)`` is called (buffer ``fixed_bits`` > 0) the bitwidth no longer depends on
   the logits; they stay in the graph with a zero gradient so DDP sees every parameter used.
 - A training step runs the layer as one autograd node,
-  :class:`~qcompile.quant.learned_fused.LearnedStep`, which also returns the per-row squared
+  :class:`~qcompile.quant.ddq_fused.LearnedStep`, which also returns the per-row squared
   error the stage's gradient correction needs (:meth:`LearnedLevels.training_error`).
 
 Every tensor that decides bits or levels has a fixed shape (levels ``[C * K]``, logits
@@ -46,8 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.ddq_fused import LearnedStep
 from qcompile.quant.fused import row_extremes
-from qcompile.quant.learned_fused import LearnedStep
 from qcompile.quant.ste import safe_step, uniform_codes
 
 

@@ -1,0 +1,77 @@
+"""Solve the traced graph with da4ml and write its Verilog project, in a child process that
+is stopped after the profile's ``max_solve_s`` (da4ml's solver is compiled code a Python
+timeout cannot interrupt; a long solve ends as one clear error, not a hang)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from qcompile.errors import QCompileError
+
+TOP = "qmodel"  # the Verilog top module (and the artifact's project name)
+
+
+def _solve_and_write(qir_bytes: bytes, out: str, part: str, clock: float, cutoff: int, q) -> None:
+    try:
+        import numpy as np
+        from da4ml.codegen import RTLModel
+        from da4ml.codegen.rtl.rtl_model import get_io_kifs
+
+        from qcompile.backends.rtl.trace import exact_decimals, trace_pipeline
+        from qcompile.ir import qir
+
+        graph = qir.loads(qir_bytes)
+        with exact_decimals(graph):
+            t = time.perf_counter()
+            pipe = trace_pipeline(graph, cutoff)
+            solve_s = time.perf_counter() - t
+            model = RTLModel(
+                pipe, TOP, out, flavor="verilog", print_latency=False, part_name=part,
+                clock_period=clock,
+            )  # fmt: skip
+            model.write()
+        kin, kout = get_io_kifs(pipe)
+        q.put(
+            {
+                "solve_s": round(solve_s, 2),
+                "cost": float(pipe.cost),
+                "reg_bits": int(pipe.reg_bits),
+                "latency_cycles": len(pipe.solutions),
+                "in_kif": [int(v) for v in np.max(kin, axis=1)],
+                "out_kif": [int(v) for v in np.max(kout, axis=1)],
+            }
+        )
+    except BaseException as e:  # reported to the parent, which decides what it means
+        q.put({"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()})
+
+
+def solve_and_write(
+    qir_bytes: bytes, out: Path, part: str, clock: float, cutoff: int, limit_s: float
+) -> dict[str, Any]:
+    """Trace, solve and write the project into ``out``; da4ml's figures (cost, register
+    bits, latency, the I/O fixed-point types). Raises QCompileError past ``limit_s``."""
+    ctx = mp.get_context("spawn")  # no inherited threads or torch state in the solver
+    q = ctx.Queue()
+    p = ctx.Process(
+        target=_solve_and_write, args=(qir_bytes, str(out), part, clock, cutoff, q), daemon=True
+    )
+    p.start()
+    try:
+        result = q.get(timeout=limit_s)
+    except queue.Empty:
+        p.kill()
+        p.join()
+        raise QCompileError(
+            f"da4ml did not finish solving the model within max_solve_s = {limit_s:g} s; "
+            "export a smaller model, raise max_solve_s in a target profile, or use "
+            "--target fpga (HLS shares multipliers)"
+        ) from None
+    p.join()
+    if "error" in result:
+        raise RuntimeError(f"da4ml failed on this model: {result['error']}\n{result['trace']}")
+    return result

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # default of 2 threads under a load of 8, 25 s with one. Tests that compare runs make them
 # all under this one setting. Set OMP_NUM_THREADS to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker keeps its temporary files in a short directory of its own.
+
+    Error messages clip user paths at 80 characters (``qcompile.errors.clip``), and tests
+    look for a file's name in them; xdist's default, ``/tmp/pytest-of-USER/pytest-N/
+    popen-gwK/``, is long enough to clip the name away where a serial run's is not.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        config.option.basetemp = Path(tempfile.gettempdir()) / f"qc-{worker}-{os.getpid()}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker removes its directory when its tests are done (a serial run's is pytest's
+    own, kept for the last three runs)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.option.basetemp:
+        shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
 
 
 def needs_tools(*tools: str, install: str) -> pytest.MarkDecorator:

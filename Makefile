@@ -7,9 +7,9 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-# One pytest worker per core (pytest-xdist); each test file stays on one worker, so a
-# module's fixtures (trained runs, built artifacts) are built once. PYTEST_XDIST= runs serially.
-PYTEST_XDIST ?= -n auto --dist loadfile
+# One pytest worker per core (pytest-xdist); each test file stays on one worker (the groups
+# tests/conftest.py gives), so its fixtures are built once. PYTEST_XDIST= runs serially.
+PYTEST_XDIST ?= -n auto --dist loadgroup
 
 .PHONY: tools install demo test test-fast lint bench clean
 

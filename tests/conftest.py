@@ -88,53 +88,9 @@ def bad(tmp_path_factory):
     return build_fixtures(tmp_path_factory.mktemp("bad-input"))
 
 
-# Exhaustive sweeps (every zoo model, every width, every kernel variant): `make test` runs
-# every case, `make test-fast` (-m "not slow") only the representatives named here, which
-# reach the same code paths on the smallest input. Kept here rather than as marks in each
-# file so that the tier of a case is decided in one table.
-# "file::test" -> the parametrize ids that stay in the fast tier.
-SWEEPS: dict[str, set[str]] = {
-    "tests/freeze/test_freeze.py::test_zoo_model_frozen_is_bit_exact": {"lenet-8"},
-    "tests/backends/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
-    "tests/backends/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
-    # affine levels here, int8 tables in the per-channel case: both kinds stay fast
-    "tests/backends/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {"uniform"},
-    "tests/backends/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
-        "nonuniform"
-    },
-    "tests/backends/test_tvm.py::test_zoo_model_is_bit_exact": {"lenet-cpu", "lenet-arm"},
-    # each level kind on each target once over the two tests
-    "tests/backends/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
-        "uniform-cpu",
-        "nonuniform-arm",
-    },
-    "tests/backends/test_tvm.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
-        "nonuniform-cpu",
-        "uniform-arm",
-    },
-    "tests/backends/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
-        "int8_inputs-4",
-        "int16_inputs-1",
-    },
-}
-
-
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every case of a sweep but its representatives ``slow``. Where more cases than
-    representatives were collected (a whole file, not a hand-picked case), a representative
-    that is not among them is an error: a renamed case cannot leave a sweep with no fast case."""
-    seen: dict[str, set[str]] = {}
-    for item in items:
-        test, _, case = item.nodeid.partition("[")
-        keep = SWEEPS.get(test)
-        if keep is None or not case:
-            continue
-        case = case.rstrip("]")
-        seen.setdefault(test, set()).add(case)
-        if case not in keep:
-            item.add_marker(pytest.mark.slow)
-    for test, cases in seen.items():
-        missing = SWEEPS[test] - cases
-        if missing and len(cases) > len(SWEEPS[test]):
-            raise pytest.UsageError(f"conftest SWEEPS: {test} has no case {sorted(missing)}")
+    """The slow tier and the pytest-xdist groups, from tests/tiers.py."""
+    from tests.tiers import apply_tiers
+
+    apply_tiers(items)

@@ -14,24 +14,24 @@ import pytest
 # the same code paths on the smallest input. "file::test" -> parametrize ids kept fast.
 SWEEPS: dict[str, set[str]] = {
     "tests/freeze/test_freeze.py::test_zoo_model_frozen_is_bit_exact": {"lenet-8"},
-    "tests/backends/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
-    "tests/backends/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
+    "tests/backends/hls4ml/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
+    "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
     # affine levels here, int8 tables in the per-channel case: both kinds stay fast
-    "tests/backends/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {"uniform"},
-    "tests/backends/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
+    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {"uniform"},
+    "tests/backends/hls4ml/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
         "nonuniform"
     },
-    "tests/backends/test_tvm.py::test_zoo_model_is_bit_exact": {"lenet-cpu", "lenet-arm"},
+    "tests/backends/tvm/test_tvm.py::test_zoo_model_is_bit_exact": {"lenet-cpu", "lenet-arm"},
     # each level kind on each target once over the two tests
-    "tests/backends/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
+    "tests/backends/tvm/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
         "uniform-cpu",
         "nonuniform-arm",
     },
-    "tests/backends/test_tvm.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
+    "tests/backends/tvm/test_tvm.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
         "nonuniform-cpu",
         "uniform-arm",
     },
-    "tests/backends/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
+    "tests/backends/tvm/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
         "int8_inputs-4",
         "int16_inputs-1",
     },
@@ -66,6 +66,20 @@ SLOW_TESTS: set[str] = {
     "tests/test_bad_input_process.py::test_bad_input_in_a_shell",
 }
 
+# Tool-dependent tiers by where a test lives (tests mirror the package): -m "not tvm" skips
+# every test that compiles with TVM, and so on. The two GPU tests need nvcc (and a device to
+# run); they are named here since they sit with the other TVM tests.
+TOOL_DIRS: dict[str, str] = {
+    "tests/backends/hls4ml/": "hls",
+    "tests/interop/test_qonnx_hls4ml.py": "hls",
+    "tests/backends/tvm/": "tvm",
+    "tests/backends/rtl/": "rtl",
+}
+GPU_TESTS: set[str] = {
+    "tests/backends/tvm/test_tvm.py::test_gpu_artifact_holds_cuda_source_and_ptx",
+    "tests/backends/tvm/test_tvm.py::test_gpu_kernels_are_bit_exact_on_a_gpu",
+}
+
 # Files sharing one session fixture (tests/bad_inputs.py: a trained run and its artifacts):
 # one pytest-xdist worker runs them all, so the fixture is built once a session.
 SHARED_FIXTURE_FILES = ("tests/test_bad_input_",)
@@ -79,7 +93,8 @@ def xdist_group(nodeid: str) -> str:
 
 
 def apply_tiers(items: list[pytest.Item]) -> None:
-    """Mark the tests above ``slow`` and group every test for pytest-xdist.
+    """Mark the tests above ``slow`` and by the tool they need, and group every test for
+    pytest-xdist.
 
     Where more cases of a sweep than representatives were collected (a whole file, not a
     hand-picked case), a representative that is not among them is an error: a renamed case
@@ -89,6 +104,11 @@ def apply_tiers(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
         test, _, case = item.nodeid.partition("[")
+        for prefix, tool in TOOL_DIRS.items():
+            if test.startswith(prefix):
+                item.add_marker(getattr(pytest.mark, tool))
+        if test in GPU_TESTS:
+            item.add_marker(pytest.mark.gpu)
         if test in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
         keep = SWEEPS.get(test)

@@ -17,7 +17,9 @@ SWEEPS: dict[str, set[str]] = {
     "tests/backends/hls4ml/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
     "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
     # affine levels here, int8 tables in the per-channel case: both kinds stay fast
-    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {"uniform"},
+    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
+        "uniform"
+    },
     "tests/backends/hls4ml/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
         "nonuniform"
     },

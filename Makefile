@@ -7,6 +7,9 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist); each test file stays on one worker (the groups
+# tests/conftest.py gives), so its fixtures are built once. PYTEST_XDIST= runs serially.
+PYTEST_XDIST ?= -n auto --dist loadgroup
 
 .PHONY: tools install demo test test-fast lint bench clean
 
@@ -28,9 +31,10 @@ demo: tools install
 
 # pytest exits 5 when it collects nothing: that is a failure here, and says so.
 test: tools install
-	@$(PY) -m pytest --doctest-modules qcompile tests $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(PYTEST_XDIST) --doctest-modules qcompile tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The unit tier: everything not marked slow (each slow sweep keeps one fast representative).
 test-fast: PYTEST_ARGS += -m "not slow"
 test-fast: test
 
@@ -42,6 +46,8 @@ bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,rtl,bench]'
 	$(PY) -m bench.train_accuracy
 	$(PY) -m bench.train_overhead
+	$(PY) -m bench.train_profile
+	$(PY) -m bench.train_profile --model resnet20
 	$(PY) -m bench.accuracy_dqa
 	$(PY) -m bench.freeze_accuracy
 	$(PY) -m bench.sim

@@ -7,12 +7,41 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One OpenMP thread per test process, and for the CLI runs it starts (they inherit the
+# environment); set before torch is imported. `make test` runs one pytest worker per core
+# (pytest-xdist), so more threads only queue; and on a loaded machine a 2-thread parallel
+# region waits for its descheduled sibling: a DMBQ mlp/digits test run took 60 s with torch's
+# default of 2 threads under a load of 8, 25 s with one. Tests that compare runs make them
+# all under this one setting. Set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker keeps its temporary files in a short directory of its own.
+
+    Error messages clip user paths at 80 characters (``qcompile.errors.clip``), and tests
+    look for a file's name in them; xdist's default, ``/tmp/pytest-of-USER/pytest-N/
+    popen-gwK/``, is long enough to clip the name away where a serial run's is not.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        config.option.basetemp = Path(tempfile.gettempdir()) / f"qc-{worker}-{os.getpid()}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker removes its directory when its tests are done (a serial run's is pytest's
+    own, kept for the last three runs)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.option.basetemp:
+        shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
 
 
 def needs_tools(*tools: str, install: str) -> pytest.MarkDecorator:
@@ -57,3 +86,11 @@ def bad(tmp_path_factory):
     from tests.bad_inputs import build_fixtures
 
     return build_fixtures(tmp_path_factory.mktemp("bad-input"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tier and the pytest-xdist groups, from tests/tiers.py."""
+    from tests.tiers import apply_tiers
+
+    apply_tiers(items)

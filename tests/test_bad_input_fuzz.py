@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 from qcompile.ir import qir
@@ -110,7 +111,12 @@ def _field_edit(rng: np.random.Generator, model: onnx.ModelProto) -> None:
         node.name = str(_pick(rng, ["", g.node[0].name, "n" * 3000, "a\nb"]))
 
 
-def test_mutated_models_through_the_cli(bad: Fixtures, tmp_path: Path) -> None:
+def test_mutated_models_through_the_cli(
+    bad: Fixtures, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative names: messages clip long paths, and a worker's tmp_path (pytest-xdist) is
+    # long enough to clip the file name itself away.
+    monkeypatch.chdir(tmp_path)
     original = bad.qir.read_bytes()
     rng = np.random.default_rng(20260513)
     seen: Counter[str] = Counter()
@@ -123,7 +129,7 @@ def test_mutated_models_through_the_cli(bad: Fixtures, tmp_path: Path) -> None:
             for _ in range(int(rng.integers(1, 3))):
                 _field_edit(rng, model)
             data = _resign(model)
-        path = tmp_path / f"case{case}.qir"
+        path = Path(f"case{case}.qir")
         path.write_bytes(data)
         r = run_main(["inspect", path])
         if r.code != 0:

@@ -72,12 +72,13 @@ def _check_replaceable(out: Path, force: bool) -> None:
         )
     if not out.exists() and not out.is_symlink():
         return
+    if out.is_symlink() or not out.is_dir():  # --force would not help: never suggest it
+        kind = "a link" if out.is_symlink() else "a file"
+        raise QCompileError(
+            f"{shown} is {kind}, not an artifact directory; remove it or choose another -o"
+        )
     if not force:
         raise QCompileError(f"{shown} already exists; pass --force to replace it")
-    if out.is_symlink() or not out.is_dir():
-        raise QCompileError(
-            f"{shown} exists and is not a directory; remove it or choose another -o"
-        )
     if any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise QCompileError(
             f"{shown} is not a qcompile artifact (no {MANIFEST}); --force replaces only an "

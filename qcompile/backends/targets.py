@@ -177,7 +177,7 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
     cls = KINDS.get(raw.get("kind")) if isinstance(raw.get("kind"), str) else None
     if cls is None:
         raise QCompileError(
-            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported in this version "
+            f"{where}: kind {clip(repr(raw.get('kind')), 40)} is not supported "
             f'({" or ".join(map(repr, KINDS))}); set kind = "fpga", "rtl", "cpu" or "gpu"'
         )
     kw = _fields(cls, raw, where)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
+from qcompile.quant import compiled
 from qcompile.quant.base import Encoded, Quantizer
+from qcompile.quant.fused import abs_max
 from qcompile.quant.ste import safe_step, uniform_codes, uniform_fake_quant
 from qcompile.quant.uniform import grid_levels
 
 _hardtanh_backward = torch.ops.aten.hardtanh_backward
+_threshold_backward = torch.ops.aten.threshold_backward
 
 
 class _PACT(torch.autograd.Function):
@@ -35,6 +40,127 @@ class _PACT(torch.autograd.Function):
         below_alpha = _hardtanh_backward(grad, x, float("-inf"), ctx.alpha)
         galpha = (grad.sum() - below_alpha.sum()).reshape(1)
         return gx, galpha, None
+
+
+def mix_values(x: Tensor, a: Tensor, clips: Tensor, qmaxes: tuple) -> Tensor:
+    """``sum_k a_k Q_k(x)``, ``Q_k`` PACT with clip ``clips[j]`` and top code ``qmaxes[k]``
+    (None: a float member, ``Q_k(x) = x``), with :class:`_PACT`'s arithmetic. The compiled
+    kernel's source; its values equal the eager path's bit for bit."""
+    out, j = None, 0
+    for k, qmax in enumerate(qmaxes):
+        if qmax is None:
+            q = x
+        else:
+            step = clips[j] / qmax
+            q, j = torch.clamp(torch.round(x / step), 0, qmax) * step, j + 1
+        out = q * a[k] if out is None else out + q * a[k]
+    assert out is not None
+    return out
+
+
+def mix_grads(g: Tensor, x: Tensor, a: Tensor, clips: Tensor, qmaxes: tuple) -> tuple:
+    """Gradients of :func:`mix_values` given ``g = dL/dout``: ``(dx, dclips, da)``.
+
+    ``dx = sum_k a_k [0 < x < clip_k] g`` (a float member: ``a_k g``; PACT's STE),
+    ``dclip_k = a_k sum_{x >= clip_k} g``, ``da_k = <g, Q_k(x)>``. The compiled backward
+    kernel's source: one pass over ``x`` and ``g``."""
+    gx, dclips, da, j = None, [], [], 0
+    for k, qmax in enumerate(qmaxes):
+        if qmax is None:
+            part, q = g * a[k], x
+        else:
+            clip, step = clips[j], clips[j] / qmax
+            part = torch.where((x > 0) & (x < clip), g, 0.0) * a[k]
+            dclips.append(torch.where(x >= clip, g, 0.0).sum() * a[k])
+            q, j = torch.clamp(torch.round(x / step), 0, qmax) * step, j + 1
+        da.append((g * q).sum())
+        gx = part if gx is None else gx + part
+    return gx, torch.stack(dclips), torch.stack(da)
+
+
+_MIX_VALUES, _MIX_GRADS = compiled.Kernel(mix_values), compiled.Kernel(mix_grads)
+
+
+class _PACTMix(torch.autograd.Function):
+    """``sum_k a_k PACT_k(x)`` in one node: DQA's activation mixture (``qmaxes[k]`` is member
+    k's top code, None for a float member that passes ``x``; ``clips`` are the PACT members'
+    ``alpha``, in order).
+
+    Large activations go through the compiled kernels of :func:`mix_values` and
+    :func:`mix_grads` (:mod:`qcompile.quant.compiled`); otherwise, eagerly: forward, each
+    member's values exactly as :class:`_PACT` computes them, summed in member order as the
+    member-by-member mixture does; backward, the same gradients in fewer passes over the
+    activation than autograd through the members (which scaled the whole gradient by
+    ``a_k`` and ran two hardtanh-backward passes per member): ``alpha_k``'s sum over
+    ``x >= alpha_k`` is ``sum_{x > 0} g - sum_{0 < x < alpha_k} g``, the second sum taken on
+    the masked gradient that ``x`` needs anyway. Every path gives the same values bit for
+    bit and ``x`` the same gradient; sums over the tensor (the gradients of ``a`` and the
+    clips) agree to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, qmaxes: tuple, *clips: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.qmaxes, ctx.compiled = qmaxes, compiled.enabled() and compiled.worth_it(x)
+        if ctx.compiled:
+            clip_t = torch.cat(clips)
+            ctx.save_for_backward(x, a, clip_t)
+            return _MIX_VALUES(x.reshape(-1), a, clip_t, qmaxes).view_as(x)
+        alphas = iter(clips)
+        qs, bounds, out = [], [], None
+        for a_k, qmax in zip(a.unbind(), qmaxes, strict=True):
+            if qmax is None:
+                q, bound = x, None
+            else:
+                alpha = next(alphas)
+                step = alpha / qmax
+                q, bound = torch.div(x, step).round_().clamp_(0, qmax).mul_(step), float(alpha)
+            qs.append(q)
+            bounds.append(bound)
+            out = q * a_k if out is None else out.add_(q * a_k)
+        ctx.bounds = bounds
+        ctx.save_for_backward(x, a, *qs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        if ctx.compiled:
+            x, a, clip_t = ctx.saved_tensors
+            gx, dclips, da = _MIX_GRADS(grad.reshape(-1), x.reshape(-1), a, clip_t, ctx.qmaxes)
+            return gx.view_as(x), da, None, *(d.reshape(1) for d in dclips.unbind())
+        x, a, *qs = ctx.saved_tensors
+        gx: Tensor | None = None
+        galphas: list[Tensor | None] = []
+        positive: Tensor | None = None  # sum of grad where x > 0, shared by every member
+        for a_k, bound in zip(a.unbind(), ctx.bounds, strict=True):
+            if bound is None:
+                part = grad * a_k
+            else:
+                part = _hardtanh_backward(grad, x, 0.0, bound)  # grad on (0, alpha_k)
+                if ctx.needs_input_grad[3 + len(galphas)]:
+                    if bound <= 0:  # an empty (0, alpha): count x >= alpha directly
+                        below = _hardtanh_backward(grad, x, float("-inf"), bound).sum()
+                        at_or_above = grad.sum() - below
+                    else:
+                        if positive is None:
+                            positive = _threshold_backward(grad, x, 0.0).sum()
+                        at_or_above = positive - part.sum()
+                    galphas.append((at_or_above * a_k).reshape(1))
+                else:
+                    galphas.append(None)
+                part = part.mul_(a_k)
+            gx = part if gx is None else gx.add_(part)
+        ga = None
+        if ctx.needs_input_grad[1]:
+            flat = grad.reshape(-1)
+            ga = torch.stack([torch.dot(flat, q.reshape(-1)) for q in qs])
+        return (gx if ctx.needs_input_grad[0] else None), ga, None, *galphas
+
+
+def pact_mixture(x: Tensor, a: Tensor, members: Sequence[Quantizer]) -> Tensor:
+    """``sum_k a_k member_k(x)`` for PACT members (and float ones) in one autograd node."""
+    qmaxes = tuple(2**m.bits - 1 if isinstance(m, PACT) else None for m in members)
+    clips = [m.alpha for m in members if isinstance(m, PACT)]
+    return _PACTMix.apply(x, a, qmaxes, *clips)
 
 
 class PACT(Quantizer):
@@ -90,7 +216,7 @@ class InputQuant(Quantizer):
         if self.training:
             from qcompile.distributed import all_reduce_max
 
-            seen = all_reduce_max(x.detach().abs().amax().reshape(1))
+            seen = all_reduce_max(abs_max(x.detach()).reshape(1))
             self.max_abs = torch.maximum(self.max_abs, seen)
         lo, step = self.grid()
         return uniform_fake_quant(x, lo, step, 2**self.bits - 1, clip_grad=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -152,6 +153,61 @@ def clip_constants() -> Tensor:
     return torch.tensor([0.0] + [LAPLACE_CONSTANTS[b][0] for b in range(1, MAX_BITS + 1)])
 
 
+def _midpoints(unit: Tensor, bits: int) -> Tensor:
+    levels = unit[bits, : 2**bits]
+    return (levels[1:] + levels[:-1]) / 2
+
+
+# Nearest-level search by table: [-1, 1] is cut into CELLS cells and a code is the number of
+# decision midpoints below u. torch.bucketize does a scalar binary search per weight (80 ns
+# a weight here, most of a DMBQ step on lenet); this is a few vectorised passes.
+CELLS = 2048
+
+
+def _cell(u: Tensor) -> Tensor:
+    """Cell of every ``u`` in [-1, 1]: ``floor((u + 1) * CELLS / 2)`` in ``u``'s float
+    arithmetic, so it never decreases as ``u`` grows (all the search relies on)."""
+    return u.add(1.0).mul_(CELLS // 2).floor_().clamp_(0, CELLS - 1).long()
+
+
+def _search_tables(unit: Tensor) -> tuple[Tensor, Tensor]:
+    """``(below, inside)``, each ``[MAX_BITS + 1, CELLS]``: for width b and cell c, how many
+    of b's midpoints lie in cells before c, and the midpoint lying in c (+inf if none).
+
+    A midpoint in an earlier cell is below any ``u`` of cell c and one in a later cell above
+    it (the cell index never decreases with the value), so the code of ``u`` in cell c,
+    ``#{m < u}``, is ``below[c] + (u > inside[c])``: exactly ``torch.bucketize(u, mids)``,
+    ties included (they go to the lower level). That needs at most one midpoint per cell,
+    which is checked here."""
+    below = torch.zeros(MAX_BITS + 1, CELLS, dtype=torch.long)
+    inside = torch.full((MAX_BITS + 1, CELLS), float("inf"))
+    for b in range(1, MAX_BITS + 1):
+        mids = _midpoints(unit.cpu(), b)
+        cells = _cell(mids)
+        if cells.unique().numel() != cells.numel():
+            raise AssertionError(f"two {b}-bit midpoints share a search cell: raise CELLS")
+        below[b] = torch.searchsorted(cells, torch.arange(CELLS), right=False)
+        inside[b, cells] = mids
+    return below.reshape(-1).to(unit.device), inside.reshape(-1).to(unit.device)
+
+
+@dataclass(frozen=True)
+class _PerBits:
+    """What a DMBQ layer's ``channel_bits`` decides: ``c_b`` per channel, each channel's unit
+    levels padded to the widest (the LUT rows), and where each channel's width starts in the
+    flattened search tables (``[C, 1]``)."""
+
+    key: tuple[int, int, int]
+    constants: Tensor
+    unit_rows: Tensor
+    offsets: Tensor
+
+    @staticmethod
+    def build(key: tuple[int, int, int], bits: Tensor, unit: Tensor, constants: Tensor) -> _PerBits:
+        widest = int(bits.max())
+        return _PerBits(key, constants[bits], unit[bits, : 2**widest], (bits * CELLS)[:, None])
+
+
 class _ClippedSTE(torch.autograd.Function):
     """Exactly ``q`` forward; backward passes ``dL/dq`` to ``w`` inside the clip and hands
     ``dL/dq`` with the quantization error ``w - q`` to ``sink`` (the LBA sensitivity)."""
@@ -206,6 +262,8 @@ class DMBQ(Quantizer):
         # not a buffer: DDP broadcasts rank 0's buffers every forward pass and would overwrite
         # each rank's own sum. The stage collects it with take_step_sum() every step.
         self.step_sum: Tensor | None = None
+        self._tables: _PerBits | None = None
+        self._search: tuple[Tensor, Tensor] | None = None
 
     @property
     def bits(self) -> int:  # type: ignore[override]
@@ -223,7 +281,7 @@ class DMBQ(Quantizer):
         ``c_b mean|w_c|`` (training forward passes)."""
         if bool(self.initialized) and not update:
             return
-        target = self.constants[self.channel_bits] * w.reshape(self.channels, -1).abs().mean(1)
+        target = self._per_bits().constants * w.reshape(self.channels, -1).abs().mean(1)
         if not bool(self.initialized):
             self.clip.copy_(target)
             self.initialized.fill_(True)
@@ -241,6 +299,14 @@ class DMBQ(Quantizer):
         self.clip.mul_(self.constants[bits] / self.constants[self.channel_bits])
         self.channel_bits.copy_(bits)
 
+    def _per_bits(self) -> _PerBits:
+        """The tables that depend on ``channel_bits`` alone, built again only when it changes
+        (LBA changes it at most once an epoch; every training step reads them)."""
+        key = (self.channel_bits._version, self.channel_bits.data_ptr(), self.unit.data_ptr())
+        if self._tables is None or self._tables.key != key:
+            self._tables = _PerBits.build(key, self.channel_bits, self.unit, self.constants)
+        return self._tables
+
     def take_step_sum(self) -> Tensor | None:
         """The per-channel ``sum (w - q) dL/dq`` accumulated since the last call (then reset)."""
         s, self.step_sum = self.step_sum, None
@@ -254,38 +320,39 @@ class DMBQ(Quantizer):
 
     def levels(self) -> Tensor:
         """``[C, 2^bits]`` LUT: ``A_c`` times channel ``c``'s unit levels (zeros after them)."""
-        return self.clip.unsqueeze(1) * self.unit[self.channel_bits, : 2**self.bits]
+        return self.clip.unsqueeze(1) * self._per_bits().unit_rows
 
     def _ratio(self, w: Tensor) -> Tensor:
         """``w / A_c`` as ``[C, n]`` (a zero clip, a channel of zeros, divides by 1)."""
-        clip = torch.where(self.clip > 0, self.clip, torch.ones_like(self.clip))
+        clip = torch.where(self.clip > 0, self.clip, 1.0)
         return w.detach().reshape(self.channels, -1) / clip.unsqueeze(1)
 
     def _codes(self, ratio: Tensor) -> Tensor:
         """Nearest-level codes ``[C, n]`` of ``u = clamp(ratio, -1, 1)``."""
-        u = ratio.clamp(-1.0, 1.0)
-        lo, hi = (int(v) for v in torch.aminmax(self.channel_bits))
-        if lo == hi:  # one width for the whole layer: one search
-            return torch.bucketize(u, self._midpoints(lo))
-        codes = torch.empty_like(u, dtype=torch.long)
-        for b in range(lo, hi + 1):
-            rows = self.channel_bits == b
-            if bool(rows.any()):
-                codes[rows] = torch.bucketize(u[rows], self._midpoints(b))
-        return codes
+        return self._codes_of(ratio.clamp(-1.0, 1.0))
+
+    def _codes_of(self, u: Tensor) -> Tensor:
+        """Codes of ``u`` (``[C, n]``, in [-1, 1]): ``torch.bucketize(u[c], midpoints of
+        channel c's width)`` for every row, by :func:`_search_tables`."""
+        if self._search is None or self._search[0].device != u.device:
+            self._search = _search_tables(self.unit)
+        below, inside = self._search
+        cell = _cell(u).add_(self._per_bits().offsets).view(-1)  # index_select: 4x `[]`
+        codes = below.index_select(0, cell).add_(u.view(-1) > inside.index_select(0, cell))
+        return codes.view(u.shape)
 
     def _midpoints(self, bits: int) -> Tensor:
-        levels = self.unit[bits, : 2**bits]
-        return (levels[1:] + levels[:-1]) / 2
+        return _midpoints(self.unit, bits)
 
     def forward(self, w: Tensor) -> Tensor:
         self.observe(w, update=self.training)
         ratio = self._ratio(w)
-        codes = self._codes(ratio)
+        u = ratio.clamp(-1.0, 1.0)
+        codes = self._codes_of(u)
         q = torch.gather(self.levels(), 1, codes).reshape(w.shape)
         if not torch.is_grad_enabled() or not w.requires_grad:
             return q
-        inside = (ratio.abs() <= 1).reshape(w.shape).to(w.dtype)
+        inside = (u == ratio).reshape(w.shape)  # |ratio| <= 1: clamping left it as it was
         tracking = self.training and bool(self.track)
         err = (w.detach() - q) if tracking else None
         return _ClippedSTE.apply(w, q, inside, err, self._accumulate if tracking else None)

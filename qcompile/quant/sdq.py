@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer
+from qcompile.quant.minmax_stack import minmax_stack
 from qcompile.quant.ste import straight_through
 from qcompile.quant.uniform import SAWB, MinMax
 
@@ -87,9 +88,14 @@ class SDQQuantizer(Quantizer):
         if not self.searching:  # a pending gradient survives evaluation between steps
             return self.active(x)
         i = int(self.index)
-        hi, lo = self.members[i](x), self.members[i - 1](x)
+        upper, lower = self.members[i], self.members[i - 1]
         self.leaf = self.beta.detach().clone().requires_grad_(True)
         s = gumbel_weight(self.leaf, torch.rand((), device=x.device), self.tau)
+        pair = _minmax_pair(upper, lower)
+        if pair is not None:  # both straight-through: one node for the pick and its gradient
+            lo, hi = minmax_stack(x, (lower.bits, upper.bits), pair).unbind()
+            return _Pick.apply(x, s, hi, lo, bool(s > 0.5))
+        hi, lo = upper(x), lower(x)
         hard = hi if bool(s > 0.5) else lo
         # Exactly the hard choice forward; the relaxed mixture's gradient backward.
         return straight_through(s * hi + (1 - s) * lo, hard.detach())
@@ -132,6 +138,34 @@ class SDQQuantizer(Quantizer):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, candidates={list(self.candidates)}, beta={float(self.beta):.3f}"
+
+
+def _minmax_pair(upper: Quantizer, lower: Quantizer) -> bool | None:
+    """The shared ``per_channel`` when both candidates are min-max quantizers (identity STE,
+    so :class:`_Pick` applies); None otherwise."""
+    if type(upper) is MinMax and type(lower) is MinMax and upper.per_channel == lower.per_channel:
+        return upper.per_channel
+    return None
+
+
+class _Pick(torch.autograd.Function):
+    """``straight_through(s * hi + (1 - s) * lo, hard)`` for two identity-STE candidates
+    ``hi = Q_bi(x)``, ``lo = Q_b(i-1)(x)`` (values, no graph), in one node: forward, the hard
+    choice; backward, what autograd gives through the relaxed mixture and the candidates:
+    ``x`` gets ``g s + g (1 - s)``, ``s`` gets ``<g, hi> + (-<g, lo>)``, the same products
+    and the same two-term sums, so the same values bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: Tensor, hi: Tensor, lo: Tensor, take_hi: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(s, hi, lo)
+        return (hi if take_hi else lo).clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        s, hi, lo = ctx.saved_tensors
+        gx = grad * s + grad * (1 - s) if ctx.needs_input_grad[0] else None
+        gs = (grad * hi).sum() + (-(grad * lo).sum()) if ctx.needs_input_grad[1] else None
+        return gx, gs, None, None, None
 
 
 def bin_regularizer(w: Tensor, enc: Encoded) -> Tensor:

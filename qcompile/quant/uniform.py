@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, IntGrid, Quantizer, channel_rows, expand_rows
+from qcompile.quant.fused import row_extremes
 from qcompile.quant.ste import grad_scale, round_ste, safe_step, uniform_codes, uniform_fake_quant
 
 
@@ -91,7 +92,7 @@ class MinMax(GridQuantizer):
     """
 
     def grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
+        lo, hi = row_extremes(channel_rows(x.detach(), self.per_channel))
         return minmax_grid(lo, hi, self.bits)
 
     def int_grid(self, lo: Tensor, step: Tensor) -> IntGrid:

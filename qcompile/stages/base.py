@@ -6,7 +6,10 @@ a recipe) and implements ``weight_quantizer``; the base class walks the network,
 :class:`QuantAct`, and puts an input quantizer in front. Training hooks default to no-ops.
 
 First/last-layer policy: the first and last weight layers in definition order keep
-``first_last_wbits`` (default 8, as in the DQA, SDQ and DMBQ papers) unless it is ``"same"``;
+``first_last_wbits`` (default 8, as in the DQA, SDQ and DMBQ papers) unless it is ``"same"``.
+Those layers are *fixed*: the base class gives them :meth:`Stage.fixed_quantizer` (a plain
+``weight_quant`` quantizer) and never asks the stage, so no stage learns a width or levels
+there, whatever ``wbits`` is;
 with ``wbits = 32`` every layer stays float. Activations after every ``ReLU``/``ReLU6`` get
 ``abits``; the network input gets a signed ``input_bits`` quantizer whenever anything is
 quantized, because integer hardware needs integer inputs. Activations applied functionally
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from torch import Tensor, nn
 
@@ -34,6 +39,7 @@ from qcompile.quant import (
     WEIGHT_QUANTIZERS,
     Quantizer,
     make_act_quantizer,
+    make_weight_quantizer,
 )
 from qcompile.quant.uniform import SAWB_CLOSED_FORM
 from qcompile.stages.layers import (
@@ -60,6 +66,28 @@ class CheckpointLoader(Protocol):
     def recipe_wbits(self, path: str, what: str) -> int:
         """The weight bits checkpoint ``path``'s recipe trained with (32: a float run)."""
         ...
+
+
+S = TypeVar("S", bound="Stage")
+T = TypeVar("T")
+
+
+def per_model(build: Callable[[S, QuantModel], T]) -> Callable[[S, QuantModel], T]:
+    """Cache a stage method's result for the model it was last called with: training hooks
+    ask every step, and walking the module tree costs about a millisecond. The model is held
+    by a weak reference, so a stage never keeps a finished model alive."""
+    slot = f"_per_model_{build.__name__}"
+
+    @functools.wraps(build)
+    def cached(self: S, model: QuantModel) -> T:
+        held = self.__dict__.get(slot)
+        if held is not None and held[0]() is model:
+            return held[1]
+        value = build(self, model)
+        self.__dict__[slot] = (weakref.ref(model), value)
+        return value
+
+    return cached
 
 
 def _check_bits(name: str, bits: int) -> None:
@@ -134,16 +162,24 @@ class Stage(ABC):
 
     @abstractmethod
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
-        """The quantizer for layer ``name`` at ``bits`` (< 32)."""
+        """The quantizer for layer ``name`` at ``bits`` (< 32); only layers the stage trains
+        its own way are asked (the first and last are fixed: :meth:`fixed_quantizer`)."""
+
+    def fixed_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
+        """The quantizer of a layer pinned at ``first_last_wbits``: plain ``weight_quant``."""
+        c = self.config
+        return make_weight_quantizer(c.weight_quant, bits, layer.weight.shape[0], c.per_channel)
 
     def act_quantizer(self, name: str, bits: int) -> Quantizer:
         return make_act_quantizer(self.config.act_quant, bits, self.config.pact_init)
 
-    def layer_wbits(self, index: int, count: int) -> int:
+    def layer_wbits(self, index: int, count: int) -> tuple[int, bool]:
+        """Weight bits of the ``index``-th of ``count`` weight layers, and whether the layer
+        is fixed (the first or last one, pinned at ``first_last_wbits``)."""
         c = self.config
         if c.wbits == FLOAT_BITS or c.first_last_wbits == "same" or 0 < index < count - 1:
-            return c.wbits
-        return int(c.first_last_wbits)
+            return c.wbits, False
+        return int(c.first_last_wbits), True
 
     def wrap(self, model: nn.Module) -> QuantModel:
         """A quantized copy of ``model`` (the original is left untouched)."""
@@ -151,10 +187,11 @@ class Stage(ABC):
         weights = [(n, m) for n, m in net.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
         replace: dict[str, nn.Module] = {}
         for i, (name, layer) in enumerate(weights):
-            bits = self.layer_wbits(i, len(weights))
+            bits, fixed = self.layer_wbits(i, len(weights))
             if bits == FLOAT_BITS:
                 continue
-            q = self.weight_quantizer(name, layer, bits)
+            make = self.fixed_quantizer if fixed else self.weight_quantizer
+            q = make(name, layer, bits)
             replace[name] = (
                 QuantConv2d(layer, q) if isinstance(layer, nn.Conv2d) else QuantLinear(layer, q)
             )

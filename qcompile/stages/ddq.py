@@ -1,6 +1,6 @@
 """``ddq``: Differentiable Dynamic Quantization (papers/000, ICML 2021; no public code).
 
-Every learned layer gets a :class:`~qcompile.quant.learned.LearnedLevels` quantizer: ``2^bmax``
+Every learned layer gets a :class:`~qcompile.quant.ddq.LearnedLevels` quantizer: ``2^bmax``
 trainable levels per output channel (``bmax = wbits``) and descending gates that average them
 down to ``2^s`` levels. The first/last layers kept at ``first_last_wbits`` use the plain
 ``weight_quant`` quantizer (min-max by default) and count toward the budget at their width;
@@ -41,7 +41,6 @@ Choices where the sources are silent (METHODS.md, DDQ):
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +49,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qcompile.quant import Quantizer, make_weight_quantizer
-from qcompile.quant.learned import LearnedLevels
+from qcompile.quant import Quantizer
+from qcompile.quant.ddq import LearnedLevels
+from qcompile.stages.base import per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantConv2d, QuantLinear, QuantModel
 
@@ -119,38 +119,20 @@ class DDQStage(BudgetStage):
     name = "ddq"
     config_class = DDQConfig
 
-    def __init__(self, config: DDQConfig) -> None:
-        super().__init__(config)
-        self._kept: set[str] = set()  # names of the first/last layers of the model being wrapped
-
-    def wrap(self, model: nn.Module) -> QuantModel:
-        # The first/last layers keep first_last_wbits even when it equals wbits (e.g. both 8):
-        # Stage.wrap hands weight_quantizer only a width, so note their names beforehand.
-        names = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
-        keep = self.config.first_last_wbits != "same" and len(names) > 0
-        self._kept = {names[0], names[-1]} if keep else set()
-        return super().wrap(model)
-
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
-        if name in self._kept or bits != c.wbits:  # a first/last layer: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, layer.weight.shape[0], c.per_channel)
         return LearnedLevels(bits, layer.weight.shape[0], c.per_channel, c.gate_init)
 
     def learned(self, model: QuantModel, name: str) -> bool:
         return isinstance(model.weight_layers()[name].weight_quant, LearnedLevels)
 
+    @per_model
     def layout(self, model: QuantModel) -> Layout:
-        cached = getattr(self, "_layout", None)
-        if cached is not None and cached[0]() is model:
-            return cached[1]
         sizes = layer_sizes(model)
         layers = model.weight_layers()
         learned = {n: m for n, m in layers.items() if isinstance(m.weight_quant, LearnedLevels)}
         fixed = sum(sizes[n] * layers[n].weight_quant.bits for n in sizes if n not in learned)
-        found = Layout(learned, sizes, fixed, sum(sizes.values()))
-        self._layout = (weakref.ref(model), found)
-        return found
+        return Layout(learned, sizes, fixed, sum(sizes.values()))
 
     def all_fixed(self, model: QuantModel) -> bool:
         lay = self.layout(model)
@@ -179,8 +161,7 @@ class DDQStage(BudgetStage):
         """``sum_rows mean_i ((w_i - Q(w_i)) / range)^2``; a constant row has no error."""
         w, q = layer.weight.detach(), layer.weight_quant
         assert isinstance(q, LearnedLevels)
-        _, span = q.row_range(w)
-        per_row = q.squared_error(w)
+        span, per_row = q.training_error(w)
         return (per_row / (span[:, 0] ** 2 * (w.numel() // len(per_row))).clamp_min(1e-30)).sum()
 
     @staticmethod

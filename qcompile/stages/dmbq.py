@@ -48,7 +48,6 @@ Choices where the sources are silent, or where this differs from the authors' co
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +56,9 @@ import torch
 from torch import Tensor, nn
 
 from qcompile import distributed as D
-from qcompile.quant import Quantizer, make_weight_quantizer
+from qcompile.quant import Quantizer
 from qcompile.quant.dmbq import DMBQ, MAX_BITS
-from qcompile.stages.base import CheckpointLoader
+from qcompile.stages.base import CheckpointLoader, per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -209,20 +208,48 @@ class Groups:
         return sorted(moves, key=lambda m: (float(d[m.index]), m.index))
 
 
+@dataclass(frozen=True)
+class Budget:
+    """``bits -> g.average(bits) <= target`` (with 1e-9 of slack), which can also answer for
+    every single-group lowering at once (:meth:`each_lowered`)."""
+
+    groups: Groups
+    target: float
+
+    def __call__(self, bits: Tensor) -> bool:
+        return self.groups.average(bits) <= self.target + 1e-9
+
+    def each_lowered(self, bits: Tensor, candidates: Tensor) -> Tensor:
+        """Whether ``bits`` with group ``c`` lowered by one bit fits, for every ``c`` in
+        ``candidates`` (bool tensor). Every term of the weight-bit sum is an integer held
+        exactly in float64, so ``sum - size[c]`` is the sum :meth:`Groups.average` would
+        compute for the lowered bits, and the answers are the same."""
+        g = self.groups
+        learned = float((g.channel_size * bits[g.group]).sum())
+        return (g.fixed_bits + (learned - g.size[candidates])) / g.total <= self.target + 1e-9
+
+
 def force_fit(g: Groups, bits: Tensor, d: Tensor, fits: Callable[[Tensor], bool]) -> Tensor:
     """Lower ``bits`` until ``fits`` with :meth:`Groups.moves`. In passes (each group at most
     once per pass, to spread the loss): when one remaining move alone meets the budget, the
     cheapest such move ends it; otherwise the cheapest move per bit saved is made and the pass
-    goes on."""
+    goes on. A :class:`Budget` checks all remaining moves in one vectorised step (asking
+    ``fits`` move by move took seconds at the end of a lenet window with 220 channel groups)."""
+    each = fits.each_lowered if isinstance(fits, Budget) else None
     while not fits(bits):
         moves = g.moves(bits, d)
         if not moves:
             raise RuntimeError("the budget cannot be met with every layer at 1 bit")
-        while moves:  # disjoint: one group per move
-            enough = [m for m in moves if fits(m.apply(bits))]
+        candidates = torch.tensor([m.index for m in moves])
+        for first in range(len(moves)):  # disjoint: one group per move
+            if each is not None:
+                meets = each(bits, candidates[first:]).tolist()
+            else:
+                meets = [fits(m.apply(bits)) for m in moves[first:]]
+            enough = [m for m, ok in zip(moves[first:], meets, strict=True) if ok]
             if enough:
                 return min(enough, key=lambda m: (m.cost, m.index)).apply(bits)
-            bits = moves.pop(0).apply(bits)
+            bits = moves[first].apply(bits)
     return bits
 
 
@@ -240,15 +267,12 @@ class DMBQStage(BudgetStage):
 
     def __init__(self, config: DMBQConfig) -> None:
         super().__init__(config)
-        self._cache: tuple[weakref.ref, Groups] | None = None
         self._sens: Tensor | None = None
         self._last: dict[str, Any] = {}
 
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         channels = layer.weight.shape[0]
-        if bits != c.wbits:  # first/last layer kept at its own width: a plain quantizer
-            return make_weight_quantizer(c.weight_quant, bits, channels, c.per_channel)
         return DMBQ(channels, bits, c.momentum)
 
     def layer_bits(self, model: QuantModel) -> dict[str, float]:
@@ -262,12 +286,10 @@ class DMBQStage(BudgetStage):
 
     # -- groups and sensitivity ----------------------------------------------------------------
 
+    @per_model
     def groups(self, model: QuantModel) -> Groups:
-        """The model's LBA groups (built once per model: hooks ask every step)."""
-        if self._cache is not None and self._cache[0]() is model:
-            return self._cache[1]
+        """The model's LBA groups (a new model also starts its sensitivities afresh)."""
         found = self._build_groups(model)
-        self._cache = (weakref.ref(model), found)
         self._sens = torch.zeros(found.count, dtype=torch.float64)
         return found
 
@@ -356,9 +378,8 @@ class DMBQStage(BudgetStage):
         assert self._sens is not None
         self._sens.zero_()
 
-    def fits(self, g: Groups) -> Callable[[Tensor], bool]:
-        target = self.config.target_bits
-        return lambda bits: g.average(bits) <= target + 1e-9
+    def fits(self, g: Groups) -> Budget:
+        return Budget(g, self.config.target_bits)
 
     def finalize(self, model: QuantModel, evaluate: Callable[[], float]) -> dict[str, Any]:
         g = self.groups(model)

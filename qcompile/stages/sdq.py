@@ -68,7 +68,6 @@ Choices where the paper is silent (measured in the stage's tests and the run rep
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +85,7 @@ from qcompile.quant.sdq import (
     candidate,
     distillation,
 )
-from qcompile.stages.base import CheckpointLoader
+from qcompile.stages.base import CheckpointLoader, per_model
 from qcompile.stages.budget import BudgetConfig, BudgetStage, average_bits, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -159,7 +158,6 @@ class SDQStage(BudgetStage):
 
     def __init__(self, config: SDQConfig) -> None:
         super().__init__(config)
-        self._found: tuple[Any, dict[str, SDQQuantizer], dict[str, int]] | None = None
         self._beta_lr_step = 0.0
         self._teacher: QuantModel | None = None
 
@@ -169,8 +167,6 @@ class SDQStage(BudgetStage):
     def weight_quantizer(self, name: str, layer: nn.Conv2d | nn.Linear, bits: int) -> Quantizer:
         c = self.config
         rows = layer.weight.shape[0] if c.per_channel else 1
-        if bits != c.wbits:  # first/last layer at its own fixed width
-            return candidate(c.weight_quant, bits, rows, c.per_channel)
         members = [candidate(c.weight_quant, b, rows, c.per_channel) for b in c.bit_choices]
         return SDQQuantizer(members, c.tau)
 
@@ -178,21 +174,19 @@ class SDQStage(BudgetStage):
     def searchers(self, model: QuantModel) -> dict[str, SDQQuantizer]:
         """The learned layers' quantizers by layer name (found once per model: hooks ask every
         step and walking the module tree costs about a millisecond)."""
-        return self._lookup(model)[1]
+        return self._lookup(model)[0]
 
     def _sizes(self, model: QuantModel) -> dict[str, int]:
-        return self._lookup(model)[2]
+        return self._lookup(model)[1]
 
-    def _lookup(self, model: QuantModel) -> tuple[Any, dict[str, SDQQuantizer], dict[str, int]]:
-        if self._found is None or self._found[0]() is not model:
-            layers = model.weight_layers()
-            found = {
-                n: m.weight_quant
-                for n, m in layers.items()
-                if isinstance(m.weight_quant, SDQQuantizer)
-            }
-            self._found = (weakref.ref(model), found, layer_sizes(model))
-        return self._found
+    @per_model
+    def _lookup(
+        self, model: QuantModel
+    ) -> tuple[dict[str, SDQQuantizer], dict[str, int], dict[str, Quantizer]]:
+        """The learned layers' quantizers, every layer's size and every layer's quantizer."""
+        quants = {n: m.weight_quant for n, m in model.weight_layers().items()}
+        found = {n: q for n, q in quants.items() if isinstance(q, SDQQuantizer)}
+        return found, layer_sizes(model), quants
 
     def searching(self, model: QuantModel) -> bool:
         """Phase 1 (bit search) until ``end_search`` froze the widths."""
@@ -203,8 +197,11 @@ class SDQStage(BudgetStage):
         return min(total_epochs, max(1, int(self.config.search_fraction * total_epochs + 0.5)))
 
     def deployed_average(self, model: QuantModel) -> float:
-        """Average weight bits with every layer at its current width (inspect's figure)."""
-        return average_bits(self.layer_bits(model), self._sizes(model))
+        """Average weight bits with every layer at its current width (inspect's figure).
+        Read from the quantizers found once per model: walking the module tree for
+        ``layer_bits`` every step cost more than the rest of the size penalty."""
+        quants = self._lookup(model)[2]
+        return average_bits({n: float(q.bits) for n, q in quants.items()}, self._sizes(model))
 
     # -- hooks -------------------------------------------------------------------------------
     def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:
@@ -258,12 +255,16 @@ class SDQStage(BudgetStage):
         if c.lam_size == 0 or self.deployed_average(model) <= c.target_bits:
             return None
         qs, sizes = self.searchers(model), self._sizes(model)
-        fixed = self.layer_bits(model)
+        if not qs:  # nothing learns a width: the penalty would be a constant
+            return None
+        quants = self._lookup(model)[2]
         total = sum(sizes.values())
-        expected = sum(
-            sizes[n] * (qs[n].expected_bits() if n in qs else torch.tensor(fixed[n])) for n in sizes
-        )
-        return c.lam_size * (expected / total - c.target_bits)
+        # The fixed layers' bits are constants: a Python number, not a tensor per layer per
+        # step. The gradient reaching each beta is the same product lam / S * N_l * (b_i -
+        # b_(i-1)); only the loss value's rounding changes.
+        fixed = sum(sizes[n] * float(quants[n].bits) for n in sizes if n not in qs)
+        expected = sum(sizes[n] * qs[n].expected_bits() for n in qs)
+        return c.lam_size * ((expected + fixed) / total - c.target_bits)
 
     def ebr(self, model: QuantModel) -> Tensor:
         """``lam_ebr`` times the weight-count-weighted EBR of every quantized weight layer."""

@@ -14,7 +14,7 @@ from qcompile.backends.hls4ml.export import options
 from qcompile.backends.registry import BACKENDS, artifact_kind, backend, preview
 from qcompile.backends.targets import available, load_target
 from qcompile.passes import pipelines
-from tests.backends.test_fpga_estimate import one_layer
+from tests.backends.hls4ml.test_fpga_estimate import one_layer
 
 
 def test_every_profile_has_a_backend_with_a_declared_pipeline():

@@ -14,7 +14,7 @@ from qcompile.checkpoint import load_checkpoint
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_checkpoint
 from qcompile.quant import MinMax
-from qcompile.quant.learned import LearnedLevels
+from qcompile.quant.ddq import LearnedLevels
 from qcompile.recipe import load_recipe
 from qcompile.report import summary
 from qcompile.sim import quantize_input

@@ -26,6 +26,7 @@ from qcompile.sim import Simulator, quantize_input
 from qcompile.sim.reference import FrozenTorch
 from qcompile.stages import QuantModel, make_stage, quantize, stage_class
 from qcompile.stages.dmbq import (
+    Budget,
     DMBQConfig,
     DMBQStage,
     Groups,
@@ -252,6 +253,26 @@ def test_force_fit_takes_the_cheapest_move_that_meets_the_budget(d4: float, lowe
     assert torch.all(start - bits <= 1)
     assert g.average(bits) <= 4.2 < g.average(start)
     assert force_fit(g, bits, d, stage.fits(g)).tolist() == bits.tolist()  # fits: no-op
+
+
+@pytest.mark.parametrize("d4", [1.0, 10.0])
+def test_budget_answers_every_single_lowering_as_the_plain_check(d4: float) -> None:
+    """The vectorised check gives force_fit the answers moving group by group would."""
+    stage, g, start, d = widths_case(d4)
+    budget = stage.fits(g)
+    plain = lambda b: g.average(b) <= 4.2 + 1e-9  # noqa: E731
+    mid = start.clone()
+    mid[:18] -= 1  # 61 weight-bits short: one 64-weight channel more fits, an 8-weight one not
+    for bits in (start, mid):
+        moves = g.moves(bits, d)
+        each = budget.each_lowered(bits, torch.tensor([m.index for m in moves])).tolist()
+        assert each == [plain(m.apply(bits)) for m in moves]
+    assert any(each) and not all(each)
+    assert force_fit(g, start, d, budget).tolist() == force_fit(g, start, d, plain).tolist()
+    several_passes = Budget(g, 2.8)
+    plain_low = lambda b: g.average(b) <= 2.8 + 1e-9  # noqa: E731
+    expected = force_fit(g, start, d, plain_low).tolist()
+    assert force_fit(g, start, d, several_passes).tolist() == expected
 
 
 def test_force_fit_goes_on_in_passes_until_it_fits() -> None:

@@ -13,10 +13,17 @@ from torch import nn
 
 from qcompile.errors import QCompileError
 from qcompile.quant import PACT, Identity, MinMax
-from qcompile.quant.mixture import Mixture, dqa_init
+from qcompile.quant.dqa import Mixture, dqa_init
 from qcompile.recipe import load_recipe
 from qcompile.stages import make_stage, quantize
-from qcompile.stages.dqa import DQAStage, ladder, parse_member, temperature
+from qcompile.stages.dqa import (
+    DQAStage,
+    ladder,
+    parse_member,
+    scaled_omega_growth,
+    scaled_t0,
+    temperature,
+)
 from qcompile.train import train
 
 
@@ -101,6 +108,34 @@ def test_penalty_weights_layers_by_size() -> None:
     assert float(stage.regularizer(model)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_penalty_gradient_is_the_formula_s_bit_for_bit() -> None:
+    """The penalty is one dot product with precomputed coefficients; the attention logits get
+    exactly the gradient of lam * sum_l share_l * g^T a_l (activation mixtures included)."""
+    grads = []
+    for literal in (False, True):
+        model = quantize(net(), method="dqa", wbits=2, abits=2, act_mixture=True, lam=3.0)
+        stage: DQAStage = model.stage
+        stage.on_step(model, 5, 50)
+        if literal:
+            layers = model.weight_layers()
+            total = sum(m.weight.numel() for m in layers.values())
+            mixtures = stage.mixtures(model)
+            acts = [n for n in mixtures if n not in layers]
+            terms = [
+                (layers[n].weight.numel() / total if n in layers else 1.0 / len(acts))
+                * torch.dot(torch.tensor([1.0, 4.0, 16.0]), m.weights())
+                for n, m in mixtures.items()
+            ]
+            reg = 3.0 * torch.stack(terms).sum()
+        else:
+            reg = stage.regularizer(model)
+        reg.backward()
+        grads.append({n: m.alpha.grad for n, m in stage.mixtures(model).items()})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 3
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n
+
+
 def test_mixture_exports_and_snaps_to_its_first_member() -> None:
     w = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
     m = Mixture([MinMax(2), MinMax(4), Identity()])
@@ -113,7 +148,9 @@ def test_mixture_exports_and_snaps_to_its_first_member() -> None:
 
 
 def test_br_mixing_weight_per_epoch() -> None:
-    model = quantize(net(), method="br", wbits=2, mixture=["minmax:2", "minmax:4", "minmax:8"])
+    model = quantize(
+        net(), method="br", wbits=2, mixture=["minmax:2", "minmax:4", "minmax:8"], omega_growth=1.02
+    )
     stage = model.stage
     m = next(iter(stage.mixtures(model).values()))
     assert m.weights().tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
@@ -125,6 +162,32 @@ def test_br_mixing_weight_per_epoch() -> None:
     )
     two = quantize(net(), method="br", wbits=2).net[3].weight_quant
     assert two.member_bits == [2, 32]  # the original two-quantizer form [Q(w;2), FP]
+
+
+def test_schedules_scale_with_the_run_by_default() -> None:
+    """t0 = 0 and omega_growth = 0 (the defaults): the papers' constants at the papers'
+    length (300 epochs, 117,300 steps), T0 proportional to the steps within [1, 100], and
+    every Binary-Relax run ending at the paper's final omega."""
+    assert scaled_t0(117_300, 0.03) == 100.0 and scaled_t0(10 * 117_300, 0.03) == 100.0
+    assert scaled_t0(58_650, 0.03) == pytest.approx(50.0)
+    assert scaled_t0(945, 0.03) == 1.0 and scaled_t0(945, 2.0) == 2.0
+    assert scaled_omega_growth(300) == pytest.approx(1.02)
+    for epochs in (15, 40, 300):
+        assert scaled_omega_growth(epochs) ** epochs == pytest.approx(1.02**300)
+    dqa = quantize(net(), method="dqa", wbits=2)
+    dqa.stage.on_step(dqa, 0, 945)
+    m = next(iter(dqa.stage.mixtures(dqa).values()))
+    assert float(m.temperature) == pytest.approx(temperature(1.0, 0.03, 0, 945))
+    fixed = quantize(net(), method="dqa", wbits=2, t0=100.0)
+    fixed.stage.on_step(fixed, 0, 945)
+    m = next(iter(fixed.stage.mixtures(fixed).values()))
+    assert float(m.temperature) == pytest.approx(temperature(100.0, 0.03, 0, 945))
+    br = quantize(net(), method="br", wbits=2)
+    m = next(iter(br.stage.mixtures(br).values()))
+    for epoch in range(15):
+        br.stage.on_epoch_end(br, epoch, 15)
+    assert float(m.omega) == pytest.approx(1.02**300, rel=1e-5)
+    assert float(m.weights()[0]) > 0.99  # all but snapped at the end, as after 300 epochs
 
 
 def test_br_hard_switch() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qcompile.quant import Identity
-from qcompile.quant.mixture import Mixture
+from qcompile.quant.dqa import Mixture
 from qcompile.quant.uniform import SAWB, MinMax
 
 
@@ -20,7 +20,11 @@ def _run(m: Mixture, w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ..
 
 @pytest.mark.parametrize(
     "members",
-    [lambda: [MinMax(2), MinMax(4), MinMax(8)], lambda: [MinMax(2, per_channel=False), Identity()]],
+    [
+        lambda: [MinMax(2), MinMax(4), MinMax(8)],
+        lambda: [MinMax(1), MinMax(3), MinMax(5)],
+        lambda: [MinMax(2, per_channel=False), Identity()],
+    ],
 )
 def test_fused_minmax_mixture_matches_member_by_member(members) -> None:
     torch.manual_seed(0)

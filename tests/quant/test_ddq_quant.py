@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qcompile.quant.learned import (
+from qcompile.quant.ddq import (
     LearnedLevels,
     average_levels,
     descending_gates,

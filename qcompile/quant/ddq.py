@@ -28,10 +28,13 @@ Choices where the sources are silent:
   is resolved rather than averaged. The forward *value* is the block average computed by
   ``reshape().mean()`` exactly as ``encode`` computes it, so ``encode(x).decode()`` equals
   ``forward(x)`` bit for bit; the Kronecker product only defines the gradient (computed in
-  closed form by ``_GatedAverage``).
+  closed form by :func:`~qcompile.quant.ddq_fused.gated_average_grads`; autograd through
+  the factors took ~10 small ops per bit, half of a lenet training step at bmax 8).
 - Once ``fix(bits)`` is called (buffer ``fixed_bits`` > 0) the bitwidth no longer depends on
-  the logits; they stay in the graph with a zero gradient so DDP sees every parameter used
-  (adding ``0 * sum(logits)`` to a normalised level leaves its value as it is).
+  the logits; they stay in the graph with a zero gradient so DDP sees every parameter used.
+- A training step runs the layer as one autograd node,
+  :class:`~qcompile.quant.ddq_fused.LearnedStep`, which also returns the per-row squared
+  error the stage's gradient correction needs (:meth:`LearnedLevels.training_error`).
 
 Every tensor that decides bits or levels has a fixed shape (levels ``[C * K]``, logits
 ``[bmax - 1]``), so a checkpoint loads into a freshly wrapped model whatever bits it learned.
@@ -43,6 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from qcompile.quant.base import Encoded, Quantizer, channel_rows, expand_rows
+from qcompile.quant.ddq_fused import LearnedStep
+from qcompile.quant.fused import row_extremes
 from qcompile.quant.ste import safe_step, uniform_codes
 
 
@@ -83,76 +88,10 @@ def descending_gates(logits: Tensor) -> Tensor:
     return torch.cat([logits.new_ones(1), hard + (logits - logits.detach())])
 
 
-class _GatedAverage(torch.autograd.Function):
-    """Every grid index's averaged level, ``average_levels(q, bits)`` repeated over its block,
-    with the derivative of :func:`kron_average` at these hard, descending gates.
-
-    The factors are commuting projections (identity or a mean over one index bit), so at hard
-    gates with ``bits`` open the derivative is closed-form: ``q`` gets the block mean of the
-    gradient ``G``; an open gate ``i`` gets ``<G, T - M_i T>`` and a closed one
-    ``<G, T^(+i) - T>`` (``T``: the table, ``M_i``: mean over bit ``i``, ``T^(+i)``: the table
-    with bit ``i`` resolved). Autograd through the factors took ~10 small ops per bit (half
-    of a lenet training step at bmax 8); this takes about three (tests check the two agree).
-    """
-
-    @staticmethod
-    def forward(ctx, q: Tensor, gates: Tensor, bits: int) -> Tensor:  # type: ignore[override]
-        bmax = gates.numel()
-        ctx.save_for_backward(q)
-        ctx.bits, ctx.bmax = bits, bmax
-        return average_levels(q, bits, bmax).repeat_interleave(2 ** (bmax - bits), dim=1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (q,) = ctx.saved_tensors
-        bits, bmax = ctx.bits, ctx.bmax
-        shape = (q.shape[0], *([2] * bmax))
-        closed = tuple(range(bits + 1, bmax + 1))  # dims of the [R, 2, ..., 2] view
-        g = grad.reshape(shape)
-        gq = gg = None
-        if ctx.needs_input_grad[0]:
-            gq = _mean(g, closed).expand(shape).reshape(q.shape)
-        if ctx.needs_input_grad[1]:
-            v = q.reshape(shape)
-            table, g_closed = _mean(v, closed), _sum(g, closed)
-            terms = []
-            for i in range(1, bmax + 1):
-                if i <= bits:
-                    terms.append((g_closed * (table - table.mean(dim=i, keepdim=True))).sum())
-                else:
-                    rest = tuple(d for d in closed if d != i)
-                    terms.append((_sum(g, rest) * (_mean(v, rest) - table)).sum())
-            gg = torch.stack(terms)
-        return gq, gg, None
-
-
-def _mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    return x.mean(dim=dims, keepdim=True) if dims else x
-
-
-def _sum(x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    return x.sum(dim=dims, keepdim=True) if dims else x
-
-
-class _Lookup(torch.autograd.Function):
-    """``table[row, idx]`` in one node: the table gets the summed gradient of the entries it
-    produced, ``x`` the gradient straight through (the row's range covers every element, so
-    nothing is clipped)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, table: Tensor, idx: Tensor) -> Tensor:  # type: ignore[override]
-        flat = idx.reshape(table.shape[0], -1)
-        ctx.save_for_backward(flat)
-        ctx.table_shape = table.shape
-        return torch.gather(table, 1, flat).reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (flat,) = ctx.saved_tensors
-        gt = None
-        if ctx.needs_input_grad[1]:
-            gt = grad.new_zeros(ctx.table_shape).scatter_add_(1, flat, grad.reshape(flat.shape))
-        return grad if ctx.needs_input_grad[0] else None, gt, None
+def _weights_key(x: Tensor) -> tuple:
+    """Identifies ``x``'s values without reading them: the same storage, shape and version
+    (an in-place update, e.g. the optimizer's, bumps the version)."""
+    return x.data_ptr(), x.shape, x._version, x.dtype
 
 
 class LearnedLevels(Quantizer):
@@ -185,6 +124,11 @@ class LearnedLevels(Quantizer):
         self.levels_flat = nn.Parameter(grid.repeat(rows))
         self.logits = nn.Parameter(torch.full((bmax - 1,), float(gate_init)))
         self.register_buffer("fixed_bits", torch.tensor(0))
+        # What a training forward pass found, for the stage's terms in the same step (see
+        # forward): the gates it used, and the weights' row range and grid indices.
+        self._kept_gates: tuple[Tensor, tuple[int, int]] | None = None
+        self._kept_index: tuple[tuple, Tensor, Tensor, Tensor] | None = None
+        self._kept_error: tuple[Tensor, Tensor, tuple] | None = None
 
     @property
     def levels(self) -> Tensor:
@@ -211,18 +155,35 @@ class LearnedLevels(Quantizer):
 
     def gates(self) -> Tensor:
         """``[bmax]`` gate values (0/1); while not fixed they carry the logits' gradient."""
-        if self.fixed:
-            on = torch.arange(self.bmax, device=self.logits.device) < int(self.fixed_bits)
-            return on.to(self.logits.dtype)
-        return descending_gates(self.logits)
+        return self._gates_and_bits()[0]
+
+    def _gates_and_bits(self) -> tuple[Tensor, int]:
+        """:meth:`gates` and :attr:`bits` from one look at the logits."""
+        fixed = int(self.fixed_bits)
+        if fixed:
+            on = torch.arange(self.bmax, device=self.logits.device) < fixed
+            return on.to(self.logits.dtype), fixed
+        hard = torch.cumprod((self.logits.detach() > 0).to(self.logits.dtype), dim=0)
+        gates = torch.cat([self.logits.new_ones(1), hard + (self.logits - self.logits.detach())])
+        return gates, 1 + int(hard.sum())  # descending_gates(self.logits), and its sum
 
     def gate_sum(self) -> Tensor:
-        """``s = sum g_i`` as a tensor (value ``bits``) for the memory constraint."""
+        """``s = sum g_i`` as a tensor (value ``bits``) for the memory constraint.
+
+        Right after a training forward pass this sums the gates that pass used (once; the
+        logits unchanged since), so the gradient reaches the logits through one gate node
+        per step instead of two: the same values, and the same sum of two terms."""
+        kept, self._kept_gates = self._kept_gates, None
+        if kept is not None and kept[1] == self._gate_versions() and torch.is_grad_enabled():
+            return kept[0].sum()
         return self.gates().sum()
+
+    def _gate_versions(self) -> tuple[int, int]:
+        return self.logits._version, self.fixed_bits._version
 
     def row_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(lo, hi - lo)`` per row of ``x``, each ``[R, 1]``, without gradient."""
-        lo, hi = torch.aminmax(channel_rows(x.detach(), self.per_channel), dim=1)
+        lo, hi = row_extremes(channel_rows(x.detach(), self.per_channel))
         return lo[:, None], (hi - lo)[:, None]
 
     def index(self, x: Tensor) -> Tensor:
@@ -241,30 +202,60 @@ class LearnedLevels(Quantizer):
         return lo + span * average_levels(self.levels, self.bits, self.bmax)
 
     def forward(self, x: Tensor) -> Tensor:
-        bits = self.bits
+        gates, bits = self._gates_and_bits()
         lo, span = self.row_range(x)
+        index = self._index(x, lo, span)
         # Each table entry is lo + span * (its block's mean), the arithmetic of
         # deployed_levels element for element: encode(x).decode() is forward(x) bit for bit.
-        averaged = _GatedAverage.apply(self.levels, self.gates(), bits)
-        if self.fixed:  # a zero gradient, not none: DDP expects every parameter to take part
-            averaged = averaged + 0 * self.logits.sum()
-        table = lo + span * averaged
-        return _Lookup.apply(x, table, self._index(x, lo, span))
+        # Once fixed, the logits still get a (zero) gradient: DDP expects every parameter
+        # to take part.
+        unused = self.logits if self.fixed else None
+        rows = index.reshape(self.levels.shape[0], -1)
+        y, error = LearnedStep.apply(x, self.levels, gates, unused, bits, lo, span, rows)
+        if torch.is_grad_enabled():
+            key = _weights_key(x)
+            self._kept_gates = (gates, self._gate_versions())
+            self._kept_index = (key, lo, span, index)
+            self._kept_error = (error, span, (key, self.levels_flat._version, bits))
+        return y
 
     def encode(self, x: Tensor) -> Encoded:
         bits = self.bits
         codes = self.index(x) >> (self.bmax - bits)
         return Encoded(bits, codes, self.deployed_levels(x).detach())
 
+    def training_error(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`range_and_error` for the stage's correction term: right after a training
+        forward pass on ``x`` (unchanged since, and the levels too), the error that pass
+        computed in the same node (taken once); otherwise computed afresh."""
+        kept, self._kept_error = self._kept_error, None
+        if kept is not None and torch.is_grad_enabled():
+            error, span, key = kept
+            if key == (_weights_key(x), self.levels_flat._version, self.bits):
+                return span, error
+        return self.range_and_error(x)
+
     def squared_error(self, x: Tensor) -> Tensor:
         """``[R]``: ``||x_r - Q(x_r)||^2`` per row, with ``x`` and the gates held constant: its
         gradient pulls each deployed level toward the mean of the weights it represents."""
+        return self.range_and_error(x)[1]
+
+    def range_and_error(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(hi - lo, squared_error(x))``, both per row (``[R, 1]`` and ``[R]``).
+
+        The row range and grid indices depend on ``x`` alone: when ``x`` is the tensor the
+        last forward pass quantized, unchanged since, they are reused, not recomputed."""
         bits = self.bits
-        lo, span = self.row_range(x)
+        kept = self._kept_index
+        if kept is not None and kept[0] == _weights_key(x):
+            lo, span, index = kept[1:]
+        else:
+            lo, span = self.row_range(x)
+            index = self._index(x, lo, span)
         levels = lo + span * average_levels(self.levels, bits, self.bmax)
-        codes = self._index(x, lo, span) >> (self.bmax - bits)
+        codes = index >> (self.bmax - bits)
         q = torch.gather(levels, 1, codes.reshape(levels.shape[0], -1))
-        return (x.detach().reshape(levels.shape[0], -1) - q).pow(2).sum(dim=1)
+        return span, (x.detach().reshape(levels.shape[0], -1) - q).pow(2).sum(dim=1)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, bmax={self.bmax}, per_channel={self.per_channel}"

@@ -1,0 +1,126 @@
+"""Which tests run in which tier, decided in one place (applied by tests/conftest.py).
+
+`make test` runs everything; `make test-fast` (``-m "not slow"``) is the unit tier a
+developer runs between edits. Marks live here rather than in each file so the tiers can be
+read and changed together, and so branches adding test files never edit the same lines.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# Exhaustive sweeps (every zoo model, every width, every kernel variant, every rounding
+# mode): every case but the representatives named here is slow. The representatives reach
+# the same code paths on the smallest input. "file::test" -> parametrize ids kept fast.
+SWEEPS: dict[str, set[str]] = {
+    "tests/freeze/test_freeze.py::test_zoo_model_frozen_is_bit_exact": {"lenet-8"},
+    "tests/backends/hls4ml/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
+    "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
+    # affine levels here, int8 tables in the per-channel case: both kinds stay fast
+    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
+        "uniform"
+    },
+    "tests/backends/hls4ml/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
+        "nonuniform"
+    },
+    "tests/backends/tvm/test_tvm.py::test_zoo_model_is_bit_exact": {"lenet-cpu", "lenet-arm"},
+    # each level kind on each target once over the two tests
+    "tests/backends/tvm/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
+        "uniform-cpu",
+        "nonuniform-arm",
+    },
+    "tests/backends/tvm/test_tvm.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
+        "nonuniform-cpu",
+        "uniform-arm",
+    },
+    "tests/backends/tvm/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
+        "int8_inputs-4",
+        "int16_inputs-1",
+    },
+    "tests/test_cli.py::test_bad_input_is_one_line": {"args0-needles0"},
+    "tests/interop/test_qonnx_import.py::test_representable_rounding_imports_exactly": {
+        "mode=FLOOR",
+        "mode=HALF_UP",
+        "mode=ROUND-scale=0.015625",
+    },
+    "tests/interop/test_qonnx_export.py::test_export_executes_exactly_under_qonnx": {
+        "tables",
+        "cnn",
+    },
+    "tests/test_bad_input_artifacts.py::test_disagreement_exits_1_and_says_where": {
+        "fpga-fpga_csim"
+    },
+}
+
+# Whole tests in the slow tier: each starts several `qcompile` processes (a Python and torch
+# start-up apiece, seconds each), trains or builds artifacts, to prove end to end what the
+# fast tier proves in process (tests/bad_inputs.py runs main() itself) or on one
+# representative (tests/test_cli.py::test_train_json_contract runs the CLI as a user does).
+SLOW_TESTS: set[str] = {
+    "tests/test_cli.py::test_existing_run_is_not_overwritten",
+    "tests/test_cli.py::test_user_model_factory",
+    "tests/test_cli.py::test_recipe_file_with_flag_override",
+    "tests/test_compile_cli.py::test_user_mistakes_are_one_line",
+    "tests/test_compile_cli.py::test_freeze_default_output_beside_checkpoint",
+    "tests/test_compile_cli.py::test_freeze_refuses_a_float_model",
+    "tests/test_compile_cli.py::test_export_mistakes_are_one_line",
+    "tests/interop/test_qonnx_cli.py::test_import_export_simulate_round_trip",
+    "tests/test_bad_input_process.py::test_bad_input_in_a_shell",
+}
+
+# Tool-dependent tiers by where a test lives (tests mirror the package): -m "not tvm" skips
+# every test that compiles with TVM, and so on. The two GPU tests need nvcc (and a device to
+# run); they are named here since they sit with the other TVM tests.
+TOOL_DIRS: dict[str, str] = {
+    "tests/backends/hls4ml/": "hls",
+    "tests/interop/test_qonnx_hls4ml.py": "hls",
+    "tests/backends/tvm/": "tvm",
+    "tests/backends/rtl/": "rtl",
+}
+GPU_TESTS: set[str] = {
+    "tests/backends/tvm/test_tvm.py::test_gpu_artifact_holds_cuda_source_and_ptx",
+    "tests/backends/tvm/test_tvm.py::test_gpu_kernels_are_bit_exact_on_a_gpu",
+}
+
+# Files sharing one session fixture (tests/bad_inputs.py: a trained run and its artifacts):
+# one pytest-xdist worker runs them all, so the fixture is built once a session.
+SHARED_FIXTURE_FILES = ("tests/test_bad_input_",)
+
+
+def xdist_group(nodeid: str) -> str:
+    """The pytest-xdist group of a test (``--dist loadgroup``): its file, or the prefix of
+    the files it shares a session fixture with. A module's fixtures are then built once."""
+    path = nodeid.split("::")[0]
+    return next((p for p in SHARED_FIXTURE_FILES if path.startswith(p)), path)
+
+
+def apply_tiers(items: list[pytest.Item]) -> None:
+    """Mark the tests above ``slow`` and by the tool they need, and group every test for
+    pytest-xdist.
+
+    Where more cases of a sweep than representatives were collected (a whole file, not a
+    hand-picked case), a representative that is not among them is an error: a renamed case
+    cannot leave a sweep with no fast case.
+    """
+    seen: dict[str, set[str]] = {}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
+        test, _, case = item.nodeid.partition("[")
+        for prefix, tool in TOOL_DIRS.items():
+            if test.startswith(prefix):
+                item.add_marker(getattr(pytest.mark, tool))
+        if test in GPU_TESTS:
+            item.add_marker(pytest.mark.gpu)
+        if test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        keep = SWEEPS.get(test)
+        if keep is None or not case:
+            continue
+        case = case.removesuffix("]")
+        seen.setdefault(test, set()).add(case)
+        if case not in keep:
+            item.add_marker(pytest.mark.slow)
+    for test, cases in seen.items():
+        missing = SWEEPS[test] - cases
+        if missing and len(cases) > len(SWEEPS[test]):
+            raise pytest.UsageError(f"tests/tiers.py SWEEPS: {test} has no case {sorted(missing)}")

@@ -21,7 +21,7 @@ steeply with layer size (DESIGN.md: 256x128 at 4 bits took 100-540 s), lenet is 
 digits variant (about 36k multiplies), the CNN works on 8x8 inputs. Untrained models (random
 weights, calibrated activations): costs depend on the weight values, not on accuracy.
 
-    python -m bench.fpga_rtl [--bits 2 4 6] [--no-sim]
+    python -m bench.fpga_rtl [--models jet_mlp dscnn lenet] [--bits 2 4 6] [--no-sim]
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def dscnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
 
 
 FULL_BITS = (2, 4, 6)
-MODELS = {
+MODELS = {  # smallest first: a run stopped early has the most rows
     "jet_mlp": (lambda s, k: build_model("jet_mlp", s, k), (16, 1, 1), 5),
-    "lenet": (lambda s, k: build_model("lenet", s, k), (1, 8, 8), 10),
     "dscnn": (dscnn, (1, 8, 8), 10),
+    "lenet": (lambda s, k: build_model("lenet", s, k), (1, 8, 8), 10),
 }
 
 
@@ -145,16 +145,31 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out + (["", *errors] if errors else []))
 
 
-def not_run(models: list[str], bits: list[int], no_sim: bool) -> str:
+def not_run(done: list[tuple[str, int]], no_sim: bool) -> str:
     """A line naming what the full run (every model at 2, 4 and 6 bits, simulated) has and
-    this run had not, so a partial table says so."""
-    missing = [
-        f"{m} at {b} bits" for m in MODELS for b in FULL_BITS if m not in models or b not in bits
-    ]
+    this run has not (yet), so a partial table says so."""
+    missing = [f"{m} at {b} bits" for m in MODELS for b in FULL_BITS if (m, b) not in done]
     notes = [f"Not run: {', '.join(missing)}"] if missing else []
     if no_sim:
         notes.append("Verilator not run (--no-sim)")
     return "\n\n" + "; ".join(notes) + "." if notes else ""
+
+
+def section(rows: list[dict[str, Any]], total: float, no_sim: bool) -> tuple[str, str]:
+    """The BENCHMARKS.md section (ending with the figures as JSON) and the figures' line."""
+    done = [(r["model"], r["bits"]) for r in rows]
+    body = (
+        "## FPGA without a vendor tool: estimate, da4ml RTL, Verilator\n\n"
+        f"`python -m bench.fpga_rtl` ({machine()}; {total} s in all). Untrained models at "
+        "W=A=bits on every layer; `hls est`: the hls4ml project's estimate (zcu104, Latency, "
+        "unrolled); `rtl`: da4ml's cost of qcompile's Verilog; `DA`: da4ml's cost of the same "
+        "model with each channel's multiplier folded into its fixed-point weights, as "
+        "hls4ml's `distributed_arithmetic` strategy would take the layer (solved in the "
+        "same run); `exact`: Verilator output == simulator on 1000 inputs. Estimates, not "
+        "place-and-route results.\n\n" + table(rows) + not_run(done, no_sim)
+    )
+    figures = json.dumps({"rows": rows, "total_s": total})
+    return f"{body}\n\nFigures (the run's last line):\n\n```json\n{figures}\n```", figures
 
 
 def main() -> None:
@@ -164,25 +179,15 @@ def main() -> None:
     p.add_argument("--no-sim", action="store_true", help="skip the Verilator build and run")
     a = p.parse_args()
     t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
-        rows = [run_one(m, b, not a.no_sim, Path(d)) for m in a.models for b in a.bits]
-    total = round(time.perf_counter() - t0, 1)
-    body = (
-        "## FPGA without a vendor tool: estimate, da4ml RTL, Verilator\n\n"
-        f"`python -m bench.fpga_rtl` ({machine()}; {total} s in all). Untrained models at "
-        "W=A=bits on every layer; `hls est`: the hls4ml project's estimate (zcu104, Latency, "
-        "unrolled); `rtl`: da4ml's cost of qcompile's Verilog; `DA`: da4ml's cost of the same "
-        "model with each channel's multiplier folded into its fixed-point weights, as "
-        "hls4ml's `distributed_arithmetic` strategy would take the layer (solved in the "
-        "same run); `exact`: Verilator output == simulator on 1000 inputs. Estimates, not "
-        "place-and-route results.\n\n" + table(rows) + not_run(a.models, a.bits, a.no_sim)
-    )
-    figures = json.dumps({"rows": rows, "total_s": total})
-    # the section ends with the figures as the run printed them, for scripts to check
-    write_section(
-        "fpga_rtl", f"{body}\n\nFigures (the run's last line):\n\n```json\n{figures}\n```"
-    )
-    print(body)
+        for m in a.models:
+            for b in a.bits:
+                rows.append(run_one(m, b, not a.no_sim, Path(d)))
+                # after every row: a run stopped early still leaves a true, partial section
+                text, figures = section(rows, round(time.perf_counter() - t0, 1), a.no_sim)
+                write_section("fpga_rtl", text)
+    print(text.split("\n\nFigures")[0])
     print(figures)
 
 

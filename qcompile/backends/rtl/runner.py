@@ -54,6 +54,20 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
+def io_kifs(artifact: Path, info: Any) -> tuple[list[int], list[int]]:
+    """The manifest's ``io`` (da4ml's sign/integer/fraction bits of the input and output
+    ports), checked: an edited manifest is one error line, not a traceback."""
+    io = info.get("io") if hasattr(info, "get") else None
+    kifs = [io.get(k) if isinstance(io, dict) else None for k in ("in_kif", "out_kif")]
+    ok = all(isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v) for v in kifs)
+    if not ok or not 0 < sum(kifs[1]) <= 32 or kifs[1][0] not in (0, 1):
+        raise QCompileError(
+            f"{artifact}: manifest field 'io' is not the port widths the rtl export writes; "
+            "re-export it with `qcompile export --target rtl`"
+        )
+    return kifs[0], kifs[1]
+
+
 class RtlLibrary:
     """The Verilated model loaded into this process (the worker's side): int32 rows of
     ``n_in`` inputs in, the raw ``n_out`` output words out. Lookup tables, if any, are read
@@ -91,9 +105,9 @@ class RtlRunner:
     def __init__(self, artifact: Path, graph: Graph, info: dict[str, Any]) -> None:
         env = verilator_env()
         self.graph = graph
-        k, i, f = info["io"]["out_kif"]
+        (_, _, in_f), (k, i, f) = io_kifs(artifact, info)
         self._out_bits, self._out_signed, self._out_f = k + i + f, bool(k), f
-        if info["io"]["in_kif"][2] != 0 or f > 0:
+        if in_f != 0 or f > 0:
             raise QCompileError(f"{artifact}: its input or output has fraction bits; re-export it")
         out = graph.tensors()[graph.outputs[0]]
         self.out_shape = out.shape

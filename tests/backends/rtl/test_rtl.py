@@ -95,6 +95,18 @@ def test_artifact_holds_verilog_scripts_and_cost(tmp_path):
     assert not (out / "build_vivado_prj.tcl").exists()  # da4ml's own copy is replaced
 
 
+@needs_verilator
+@pytest.mark.parametrize(
+    "io",
+    [None, {"in_kif": [0, 4, 0]}, {"in_kif": [0, 4, 0], "out_kif": [0, 40, 0]},
+     {"in_kif": [0, 4, 0], "out_kif": ["1", 4, 0]}],
+)  # fmt: skip
+def test_an_edited_io_field_is_one_error_before_any_build(tmp_path, io):
+    graph = jet_graph(2, "uniform")
+    with pytest.raises(QCompileError, match="manifest field 'io' is not the port widths"):
+        RtlRunner(tmp_path, graph, {} if io is None else {"io": io})
+
+
 @pytest.mark.slow
 @needs_da4ml
 @needs_verilator

@@ -52,6 +52,7 @@ bench: install
 	$(PY) -m bench.mp_ablation
 	$(PY) -m bench.kernels
 	$(PY) -m bench.latency
+	$(PY) -m bench.qonnx_exact
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -223,6 +223,12 @@ def inspect(model: str, as_json: bool) -> None:
     help="With --checkpoint: the architecture to rebuild, needed when its recipe names a "
     "FILE.py:FACTORY (qcompile imports no code named inside a checkpoint).",
 )
+@click.option(
+    "--save-outputs",
+    type=click.Path(file_okay=False),
+    help="Directory to write each implementation's integer outputs to (IMPL.npy), and the "
+    "float inputs (inputs.npy), to compare with any other executor.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def simulate(
     model: str,
@@ -232,6 +238,7 @@ def simulate(
     n: int,
     checkpoint: str | None,
     model_spec: str | None,
+    save_outputs: str | None,
     as_json: bool,
 ) -> None:
     """Run MODEL (a .qir file or an exported artifact directory) through every
@@ -257,7 +264,7 @@ def simulate(
     graph, impls, extra = load_model(model)
     r = {
         **run(graph, data, inputs, n, impls, data_dir=data_dir, checkpoint=checkpoint,
-              model_spec=model_spec),
+              model_spec=model_spec, save_outputs=save_outputs),
         **extra,
     }  # fmt: skip
 
@@ -272,6 +279,9 @@ def simulate(
     )
     if "gpu" in r:
         human += f"\ngpu: {r['gpu']}"
+    if save_outputs:
+        saved = ", ".join(f"{k}.npy" for k in ["inputs", *r["compared"]])
+        human += f"\noutputs saved in {save_outputs}/ ({saved})"
     problem = disagreement(r)
     # On a disagreement stderr holds only the error line (under --json the JSON has it all).
     emit(r, as_json, "" if problem and as_json else human)
@@ -285,24 +295,31 @@ def simulate(
     "--target",
     required=True,
     help="fpga (pynq-z2), cpu (this host's CPU features), x86-64-v3 / x86-64-v4 (portable x86 "
-    "levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), a profile in targets/ (pynq-z2, "
-    "zcu104, alveo-u250, host, x86-64-v3, x86-64-v4, rpi4, rpi5, jetson-orin, "
-    "jetson-orin-gpu, h100) or a PATH.toml.",
+    "levels: AVX2 / AVX-512), arm (rpi4), gpu (h100), qonnx (a QONNX model file), a profile "
+    "in targets/ (pynq-z2, zcu104, alveo-u250, host, x86-64-v3, x86-64-v4, rpi4, rpi5, "
+    "jetson-orin, jetson-orin-gpu, h100) or a PATH.toml.",
 )
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Artifact directory to create.",
+    type=click.Path(),
+    help="Artifact directory to create (qonnx: the .onnx file).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="qonnx only: the batch size of the model's input (qonnx runs fixed shapes).",
 )
 @click.option(
     "--force",
     is_flag=True,
-    help="Replace the output directory if it exists and is an artifact (or empty).",
+    help="Replace the output if it exists and is an artifact (or empty; qonnx: a file).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def export(model: str, target: str, output: str, force: bool, as_json: bool) -> None:
+def export(model: str, target: str, output: str, force: bool, batch: int, as_json: bool) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
@@ -310,19 +327,85 @@ def export(model: str, target: str, output: str, force: bool, as_json: bool) -> 
     cpu / arm / gpu: the graph compiled by Apache TVM: a host library, an aarch64 object with a
     static runner (run under qemu-aarch64), or CUDA source and PTX. `qcompile simulate DIR`
     runs the artifact and checks it bit for bit against the integer simulator (gpu: where a
-    CUDA device is present).
+    CUDA device is present). qonnx: one QONNX .onnx file that qonnx's execute_onnx runs bit
+    for bit (its outputs are the integers times each output's unit, qcompile.output_units).
     """
     from qcompile.backends.artifact import check_output
     from qcompile.backends.registry import deploy, describe
     from qcompile.backends.targets import load_target
     from qcompile.ir import qir
 
+    if target == "qonnx":
+        _export_qonnx(model, output, force, batch, as_json)
+        return
     t = load_target(target)
     graph, qir_bytes = qir.read(model)
     check_output(Path(output), force)  # before compiling
     info = deploy(graph, t, Path(output), force, qir_bytes)
     human = f"exported {model} -> {output} ({describe(info)})"
     emit({**info, "out": output}, as_json, human)
+
+
+def _export_qonnx(model: str, output: str, force: bool, batch: int, as_json: bool) -> None:
+    from qcompile.interop.qonnx_export import save_qonnx
+    from qcompile.ir import qir
+
+    graph = qir.load(model)
+    save_qonnx(graph, output, batch, force)
+    info = {"target": "qonnx", "out": output, "batch": batch, "nodes": len(graph.nodes)}
+    human = (
+        f"exported {model} -> {output} (QONNX, batch {batch}): qonnx's execute_onnx gives "
+        "the simulator's integers times each output's unit (metadata qcompile.output_units)"
+    )
+    emit(info, as_json, human)
+
+
+@cli.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write MODEL.qir. [default: beside MODEL.onnx, with .qir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def import_(model: str, output: str | None, as_json: bool) -> None:
+    """Import a QONNX MODEL.onnx (as Brevitas's export_qonnx writes it) into MODEL.qir.
+
+    Exact or not at all: a scale, rounding mode or node the integer contract cannot represent
+    exactly is refused with one line naming the node. Notes (stderr) say where qonnx's own
+    float32 execution of the source could round.
+    """
+    try:
+        import qonnx  # noqa: F401
+
+        from qcompile.interop.qonnx_import import import_qonnx
+        from qcompile.ir import qir
+        from qcompile.report import summary
+    except ImportError as e:
+        raise QCompileError(
+            f"qcompile import needs qonnx ({e}): pip install 'qcompile[qonnx]'"
+        ) from None
+
+    out = Path(output) if output else Path(model).with_suffix(".qir")
+    graph, notes = import_qonnx(model)
+    qir.save(graph, out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    s = summary(graph)
+    result = {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+        "notes": notes,
+    }
+    human = (
+        f"imported {model} -> {out}: {len(graph.nodes)} nodes, "
+        f"{s['avg_weight_bits']:.2f} average weight bits, exact"
+    )
+    emit(result, as_json, human)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,13 +56,19 @@ def load_model(path: str) -> tuple[Graph, dict[str, Impl], dict[str, Any]]:
 
 
 def compare(
-    graph: Graph, impls: dict[str, Impl], x_int: np.ndarray, labels: np.ndarray | None
+    graph: Graph,
+    impls: dict[str, Impl],
+    x_int: np.ndarray,
+    labels: np.ndarray | None,
+    outs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Figures for ``x_int`` (already on the input grid) through every implementation."""
-    outs = {
-        k: np.concatenate([f(x_int[i : i + BATCH]) for i in range(0, len(x_int), BATCH)])
+    """Figures for ``x_int`` (already on the input grid) through every implementation; each
+    one's integer outputs are also put in ``outs`` when given."""
+    outs = {} if outs is None else outs
+    outs.update(
+        (k, np.concatenate([f(x_int[i : i + BATCH]) for i in range(0, len(x_int), BATCH)]))
         for k, f in impls.items()
-    }
+    )
     spec = outs["sim"]
     n = len(x_int)
     same = np.ones(n, dtype=bool)
@@ -158,8 +164,8 @@ def load_inputs(
 def trained_model(graph: Graph, checkpoint: str, model_spec: str | None = None) -> Any:
     """The fake-quant training model of ``checkpoint``, which must be the file ``graph`` was
     frozen from (the SHA-256 freeze recorded)."""
+    from qcompile.builder import from_checkpoint
     from qcompile.fileio import input_file, sha256_file
-    from qcompile.freeze import load_trained
 
     shown = clip(checkpoint)
     recorded = graph.meta().get("checkpoint_sha256")
@@ -174,7 +180,7 @@ def trained_model(graph: Graph, checkpoint: str, model_spec: str | None = None) 
             f"--checkpoint {shown} is not the checkpoint this model was frozen from (its "
             f"SHA-256 is {actual[:12]}..., the .qir records {recorded[:12]}...)"
         )
-    return load_trained(checkpoint, model_spec)[0]
+    return from_checkpoint(checkpoint, model_spec).model
 
 
 def fake_quant_accuracy(model: Any, x: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -199,15 +205,40 @@ def simulate(
     data_dir: str | None = None,
     checkpoint: str | Path | None = None,
     model_spec: str | None = None,
+    save_outputs: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``impls`` (default: simulator and frozen PyTorch) on ``n`` inputs; with
-    ``checkpoint`` also report the fake-quant training model's accuracy."""
+    ``checkpoint`` also report the fake-quant training model's accuracy; with
+    ``save_outputs`` write each one's integer outputs there (:func:`save_arrays`)."""
     trained = trained_model(graph, str(checkpoint), model_spec) if checkpoint else None
     x, labels, source = load_inputs(graph, data, inputs, n, data_dir)
     impls = impls if impls is not None else implementations(graph)
-    result = compare(graph, impls, quantize_input(graph, x), labels)
+    outs: dict[str, np.ndarray] = {}
+    result = compare(graph, impls, quantize_input(graph, x), labels, outs)
+    if save_outputs:
+        save_arrays(Path(save_outputs), {"inputs": x, **outs})
+        result["saved"] = save_outputs
     result["acc_fakequant"] = (
         fake_quant_accuracy(trained, x, labels) if trained is not None else None
     )
     result["inputs"] = source
     return result
+
+
+def save_arrays(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``out/NAME.npy`` for each array (``inputs``: the float inputs; every other name an
+    implementation's integer outputs), each file written whole or not at all."""
+    from qcompile.fileio import atomic_write
+
+    if out.exists() and not out.is_dir():
+        raise QCompileError(f"--save-outputs {out}: exists and is not a directory")
+
+    def writer(a: np.ndarray) -> Callable[[Path], None]:
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a path would get ".npy" appended
+                np.save(f, a, allow_pickle=False)
+
+        return write
+
+    for name, a in arrays.items():
+        atomic_write(out / f"{name}.npy", writer(a))

@@ -34,28 +34,18 @@ from tqdm import tqdm
 
 from qcompile import distributed as D
 from qcompile.batches import batches, epoch_generator, num_batches
+from qcompile.builder import RunCheckpoints, build
 from qcompile.checkpoint import load_checkpoint, save_checkpoint
 from qcompile.data import Dataset, load_dataset
 from qcompile.errors import QCompileError
 from qcompile.fileio import atomic_write, check_writable, writing
 from qcompile.optim import learning_rate, make_optimizer, set_learning_rate
 from qcompile.recipe import Recipe
-from qcompile.stages import QuantModel, stage_class
-from qcompile.zoo import build_model
+from qcompile.stages import QuantModel
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-
-
-def build_quant_model(
-    recipe: Recipe, in_shape: tuple[int, int, int], num_classes: int
-) -> QuantModel:
-    """The recipe's architecture for inputs of ``in_shape`` and ``num_classes`` classes,
-    wrapped by the recipe's stage."""
-    net = build_model(recipe.model.name, in_shape, num_classes, **recipe.model.options)
-    # The recipe's stage config is already validated: build the stage from it directly.
-    return stage_class(recipe.method)(recipe.stage).wrap(net)
 
 
 def default_out(recipe: Recipe) -> Path:
@@ -172,10 +162,11 @@ def train(
     spec = recipe.train
     seed_everything(spec.seed)
     data = load_dataset(recipe.data.name, recipe.data.dir, recipe.data.image_size)
-    model = build_quant_model(recipe, data.in_shape, data.num_classes)
+    model = build(recipe, data.in_shape, data.num_classes)
     stage = model.stage
     opt = make_optimizer(model, spec)
     state = _restore(out, recipe, model, opt, resume)
+    stage.prepare(model, RunCheckpoints(data.in_shape, data.num_classes), state.start_epoch == 0)
     runner: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     try:
         steps = num_batches(len(data.train_x), spec.batch_size, world)

@@ -131,6 +131,7 @@ def build_fixtures(root: Path) -> Fixtures:
     import shutil
 
     import numpy as np
+    import pytest
     import torch
 
     from qcompile.backends.registry import deploy
@@ -143,6 +144,8 @@ def build_fixtures(root: Path) -> Fixtures:
     from qcompile.train import train
     from qcompile.zoo import build_model
 
+    if not any(shutil.which(cc) for cc in ("g++", "gcc", "c++", "cc", "clang")):
+        pytest.skip("needs g++ to link the cpu artifact (apt-get install g++; `make test` does)")
     recipe = load_recipe(None, {"model.name": "lenet", "data.name": "digits", "train.epochs": 1})
     train(recipe, root / "run", progress=False, log=lambda m: None)
     ckpt = root / "run" / "checkpoint.pt"

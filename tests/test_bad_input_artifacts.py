@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.bad_inputs import Fixtures, assert_refused, resign_artifact, run_main
+from tests.conftest import NEEDS_GXX
 
 Edit = Callable[[Path, Fixtures], None]
 
@@ -134,7 +135,7 @@ def test_intact_artifact_agrees(bad: Fixtures) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "impl"),
-    [("cpu", "tvm_cpu"), pytest.param("fpga", "fpga_csim", marks=pytest.mark.slow)],  # g++ build
+    [("cpu", "tvm_cpu"), pytest.param("fpga", "fpga_csim", marks=[pytest.mark.slow, NEEDS_GXX])],
 )
 def test_disagreement_exits_1_and_says_where(
     kind: str, impl: str, tmp_path: Path, bad: Fixtures

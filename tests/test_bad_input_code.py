@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from qcompile.builder import build
 from qcompile.checkpoint import save_checkpoint
 from qcompile.fileio import sha256_file
 from qcompile.freeze import freeze_model
 from qcompile.ir import qir
 from qcompile.recipe import load_recipe
 from qcompile.stages import quantize
-from qcompile.train import build_quant_model
 from qcompile.zoo import build_model
 from tests.bad_inputs import Fixtures, Planted, assert_refused, run_main
 
@@ -35,7 +35,7 @@ def planted(bad: Fixtures, tmp_path_factory) -> dict[str, Path]:
     # a cifar10-shaped run whose recipe points at the planted batches
     recipe = load_recipe(None, {"data.name": "cifar10", "data.dir": str(bad.evil / "cifar")})
     torch.manual_seed(0)
-    model = build_quant_model(recipe, (3, 32, 32), 10)
+    model = build(recipe, (3, 32, 32), 10)
     model.train()
     model(torch.randn(4, 3, 32, 32))
     save_checkpoint(root / "cifar.pt", {"recipe": recipe.to_dict(), "epoch": 1,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from qcompile.errors import QCompileError, clip
+from qcompile.errors import QCompileError
 from qcompile.freeze.lower import Lowering, trace
 from qcompile.freeze.values import Int
 from qcompile.ir.graph import Graph, InputQuant
@@ -48,55 +47,15 @@ def freeze_model(
     return run_pipeline(verify(graph))
 
 
-def load_trained(
-    path: str | Path, model_spec: str | None = None
-) -> tuple[QuantModel, Any, tuple[int, int, int]]:
-    """The trained model of checkpoint ``path`` (eval mode), its recipe and its input shape.
-
-    Nothing the checkpoint names is run or read as data: a recipe whose model is a user's
-    ``FILE.py:FACTORY`` is refused unless the caller names the factory again (``model_spec``,
-    the ``--model`` flag: the user's own choice of code to import), and the dataset is known
-    by its shape only (no example is loaded, so no data file the recipe names is opened).
-    """
-    import dataclasses
-
-    from qcompile.checkpoint import load_checkpoint
-    from qcompile.data import dataset_shape
-    from qcompile.recipe import ModelSpec, from_dict
-    from qcompile.train import build_quant_model
-    from qcompile.zoo import is_user_factory
-
-    shown = clip(str(path))
-    ckpt = load_checkpoint(path)
-    recipe = from_dict(ckpt["recipe"], f"checkpoint {shown}")
-    named = recipe.model.name
-    if model_spec is not None:
-        recipe = dataclasses.replace(recipe, model=ModelSpec(model_spec, recipe.model.options))
-    elif is_user_factory(named):
-        raise QCompileError(
-            f"checkpoint {shown} was trained with the model factory {clip(named)!r}; qcompile "
-            "imports no code named inside a checkpoint: pass --model FILE.py:FACTORY to name "
-            "the factory yourself"
-        )
-    in_shape, num_classes = dataset_shape(recipe.data.name, recipe.data.dir, recipe.data.image_size)
-    model = build_quant_model(recipe, in_shape, num_classes)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise QCompileError(
-            f"checkpoint {shown} does not fit the model {clip(recipe.model.name)!r}: "
-            f"{clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
-        ) from None
-    return model.eval(), recipe, in_shape
-
-
 def freeze_checkpoint(path: str | Path, model_spec: str | None = None) -> Graph:
     """Rebuild the trained model from checkpoint ``path`` and freeze it. The graph's metadata
     records the checkpoint's path and SHA-256 (``simulate --checkpoint`` compares with the
     training model only for that file), the recipe, and the dataset's name and directory."""
+    from qcompile.builder import from_checkpoint
     from qcompile.fileio import sha256_file
 
-    model, recipe, in_shape = load_trained(path, model_spec)  # checks the file first
+    trained = from_checkpoint(path, model_spec)  # checks the file first
+    model, recipe, in_shape = trained.model, trained.recipe, trained.in_shape
     digest = sha256_file(path)
     meta = {
         "checkpoint": str(Path(path).resolve()),
@@ -110,4 +69,4 @@ def freeze_checkpoint(path: str | Path, model_spec: str | None = None) -> Graph:
     return freeze_model(model, in_shape, name, meta)
 
 
-__all__ = ["freeze_checkpoint", "freeze_model", "load_trained"]
+__all__ = ["freeze_checkpoint", "freeze_model"]

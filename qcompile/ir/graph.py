@@ -136,12 +136,15 @@ class Node:
 @dataclass(frozen=True)
 class InputQuant:
     """How float inputs become the graph's integer input: ``q = clip(round((x - lo) / step),
-    0, 2^bits - 1) + zero`` in float32, as the trained model's input quantizer does."""
+    0, 2^bits - 1) + zero`` in float32, as the trained model's input quantizer does.
+    ``signed`` codes clip to ``[-2^(bits-1), 2^(bits-1) - 1]`` instead (a signed QONNX/Brevitas
+    input quantizer: ``lo`` 0, ``round(x / step)``)."""
 
     bits: int
     lo: float
     step: float
     zero: int
+    signed: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
@@ -150,6 +153,14 @@ class InputQuant:
             raise ValueError("input quantizer needs a finite lo and a finite step > 0")
         if not isinstance(self.zero, int):
             raise ValueError("input quantizer zero must be an integer")
+        if not isinstance(self.signed, bool) or (self.signed and self.bits < 2):
+            raise ValueError("a signed input quantizer needs a bool signed and 2+ bits")
+
+    @property
+    def codes(self) -> tuple[int, int]:
+        """Range of the codes before ``zero`` is added."""
+        lo = -(1 << (self.bits - 1)) if self.signed else 0
+        return lo, lo + (1 << self.bits) - 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -104,6 +104,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                 "lo": iq.lo,
                 "step": iq.step,
                 "zero": iq.zero,
+                **({"quant_signed": True} if iq.signed else {}),
             }
         ),
         KEY_META: json.dumps(dict(graph.metadata)),
@@ -228,8 +229,15 @@ def _from_onnx(model: onnx.ModelProto, props: dict[str, str]) -> Graph:
         QType(_int(field("bits")), bool(field("signed")), _int(field("frac"))),
         float(field("scale")),
     )
+    signed = spec.get("quant_signed", False)
+    if not isinstance(signed, bool):
+        raise Malformed(f"quant_signed must be true or false, got {clip(repr(signed), 40)}")
     iq = InputQuant(
-        _int(field("quant_bits")), float(field("lo")), float(field("step")), _int(field("zero"))
+        _int(field("quant_bits")),
+        float(field("lo")),
+        float(field("step")),
+        _int(field("zero")),
+        signed,
     )
     shapes = {v.name: _shape(v) for v in (*g.value_info, *g.output)}
     nodes = tuple(_node(n, inits, shapes) for n in g.node)

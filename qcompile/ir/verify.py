@@ -31,7 +31,7 @@ def verify(graph: Graph) -> Graph:
     names: set[str] = set()
     iq = graph.input_quant
     if graph.input.qtype.bits != iq.bits or not graph.input.qtype.contains(
-        iq.zero, iq.zero + (1 << iq.bits) - 1
+        iq.zero + iq.codes[0], iq.zero + iq.codes[1]
     ):
         raise VerifyError(
             f"graph input: type {graph.input.qtype} does not hold the "

@@ -23,7 +23,7 @@ def quantize_input(graph: Graph | InputQuant, x: np.ndarray) -> np.ndarray:
     iq = graph.input_quant if isinstance(graph, Graph) else graph
     xf = np.asarray(x, dtype=np.float32)
     lo, step = np.float32(iq.lo), np.float32(iq.step)
-    codes = np.clip(np.round((xf - lo) / step), 0, (1 << iq.bits) - 1)
+    codes = np.clip(np.round((xf - lo) / step), *iq.codes)
     return codes.astype(np.int64) + iq.zero
 
 

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -43,6 +43,23 @@ from qcompile.stages.layers import (
     QuantModel,
     make_input_quant,
 )
+
+
+class CheckpointLoader(Protocol):
+    """How a stage reads other runs (:class:`qcompile.builder.RunCheckpoints`)."""
+
+    def trained(self, path: str, what: str) -> QuantModel:
+        """The model of checkpoint ``path`` rebuilt for this run's inputs and classes, eval
+        mode, without gradients; ``what`` names it in messages."""
+        ...
+
+    def copy_weights(self, model: QuantModel, path: str, what: str) -> None:
+        """Copy a finished run's weights into ``model`` (weight quantizers start afresh)."""
+        ...
+
+    def recipe_wbits(self, path: str, what: str) -> int:
+        """The weight bits checkpoint ``path``'s recipe trained with (32: a float run)."""
+        ...
 
 
 def _check_bits(name: str, bits: int) -> None:
@@ -152,6 +169,11 @@ class Stage(ABC):
         return QuantModel(net, input_quant, self)
 
     # Training hooks. ``step`` counts optimizer steps from 0 over the whole run.
+    def prepare(self, model: QuantModel, checkpoints: CheckpointLoader, fresh: bool) -> None:  # noqa: B027
+        """Called by the training loop before its first step (``fresh``: a new run, not a
+        resumed one). A stage that needs another run's model (a distillation teacher, initial
+        weights) gets it through ``checkpoints``, so stages build no models themselves."""
+
     def regularizer(self, model: QuantModel) -> Tensor | None:
         """Extra loss term added to the task loss (None: nothing to add)."""
         return None

@@ -57,9 +57,9 @@ import torch
 from torch import Tensor, nn
 
 from qcompile import distributed as D
-from qcompile.errors import QCompileError
 from qcompile.quant import Quantizer, make_weight_quantizer
 from qcompile.quant.dmbq import DMBQ, MAX_BITS
+from qcompile.stages.base import CheckpointLoader
 from qcompile.stages.budget import BudgetConfig, BudgetStage, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -325,9 +325,12 @@ class DMBQStage(BudgetStage):
 
     # -- training hooks ------------------------------------------------------------------------
 
+    def prepare(self, model: QuantModel, checkpoints: CheckpointLoader, fresh: bool) -> None:
+        """A new run starts from ``init_from``'s weights (a resumed one has its own)."""
+        if fresh and self.config.init_from:
+            checkpoints.copy_weights(model, self.config.init_from, "init_from")
+
     def on_step(self, model: QuantModel, step: int, total_steps: int) -> None:
-        if step == 0 and self.config.init_from:
-            load_weights(model, self.config.init_from)
         self.collect(model)
 
     def on_epoch_end(self, model: QuantModel, epoch: int, total_epochs: int) -> None:
@@ -371,28 +374,3 @@ class DMBQStage(BudgetStage):
         if self._last:
             out["lba"] = self._last
         return out
-
-
-def load_weights(model: QuantModel, path: str) -> None:
-    """Copy a trained run's network state from checkpoint ``path`` into ``model``: every
-    weight, bias and BatchNorm entry must be there with the same shape; activation and input
-    quantizer state is taken where the shapes agree; weight quantizers start afresh."""
-    from qcompile.checkpoint import load_checkpoint
-
-    source = load_checkpoint(path)["model"]
-    quantizers = [n + "." for n, m in model.named_modules() if isinstance(m, Quantizer)]
-    take: dict[str, Tensor] = {}
-    for key, value in model.state_dict().items():
-        if ".weight_quant." in key:
-            continue
-        found = source.get(key)
-        fits = isinstance(found, Tensor) and found.shape == value.shape
-        if fits:
-            take[key] = found
-        elif not any(key.startswith(p) for p in quantizers):
-            have = "missing" if found is None else f"shape {tuple(found.shape)}"
-            raise QCompileError(
-                f"init_from {path}: '{key}' is {have}, this model needs {tuple(value.shape)} "
-                "(a run of another architecture or dataset?)"
-            )
-    model.load_state_dict(take, strict=False)

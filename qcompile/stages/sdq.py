@@ -86,6 +86,7 @@ from qcompile.quant.sdq import (
     candidate,
     distillation,
 )
+from qcompile.stages.base import CheckpointLoader
 from qcompile.stages.budget import BudgetConfig, BudgetStage, average_bits, layer_sizes
 from qcompile.stages.layers import QuantModel
 
@@ -160,7 +161,6 @@ class SDQStage(BudgetStage):
         super().__init__(config)
         self._found: tuple[Any, dict[str, SDQQuantizer], dict[str, int]] | None = None
         self._beta_lr_step = 0.0
-        self._teacher_ckpt: dict[str, Any] | None = None
         self._teacher: QuantModel | None = None
 
     def min_bits(self) -> int:
@@ -211,8 +211,6 @@ class SDQStage(BudgetStage):
         self._beta_lr_step = self.config.beta_lr / max(
             1.0, self.config.search_fraction * total_steps
         )
-        if self.config.teacher and self._teacher_ckpt is None:
-            self._teacher_ckpt = load_teacher_checkpoint(self.config.teacher)  # fail early
         self.apply_beta_updates(model)
 
     def on_epoch_end(self, model: QuantModel, epoch: int, total_epochs: int) -> None:
@@ -283,19 +281,29 @@ class SDQStage(BudgetStage):
         c = self.config
         if not c.teacher or c.kd_weight == 0 or self.searching(model):
             return None
-        teacher = self.teacher_model(tuple(x.shape[1:]), logits.shape[1]).to(x.device)
+        if self._teacher is None:
+            raise QCompileError(
+                "sdq: the distillation teacher is not loaded: the training loop calls "
+                "stage.prepare(model, qcompile.builder.RunCheckpoints(in_shape, classes), "
+                "fresh); a custom loop must too"
+            )
+        teacher = self._teacher.to(x.device)
         with torch.no_grad():
             target = teacher(x)
         return c.kd_weight * distillation(logits, target, c.kd_temperature)
 
-    def teacher_model(self, in_shape: tuple[int, ...], num_classes: int) -> QuantModel:
-        if self._teacher is None:
-            if self._teacher_ckpt is None:
-                self._teacher_ckpt = load_teacher_checkpoint(self.config.teacher)
-            self._teacher = build_teacher(
-                self._teacher_ckpt, self.config.teacher, in_shape, num_classes
+    def prepare(self, model: QuantModel, checkpoints: CheckpointLoader, fresh: bool) -> None:
+        """Load the distillation teacher (a float run's checkpoint), resumed runs too."""
+        path = self.config.teacher
+        if not path:
+            return
+        bits = checkpoints.recipe_wbits(path, "teacher")
+        if bits != FLOAT_BITS:
+            raise QCompileError(
+                f"teacher {path} has {bits}-bit weights: distill from a float run "
+                "(trained with --wbits 32)"
             )
-        return self._teacher
+        self._teacher = checkpoints.trained(path, "teacher")
 
     def finalize(self, model: QuantModel, evaluate: Callable[[], float]) -> dict[str, Any]:
         """A loop that stopped before the search ended still deploys within budget."""
@@ -311,41 +319,3 @@ class SDQStage(BudgetStage):
             "beta": {n: round(float(q.beta), 4) for n, q in qs.items()},
             "forced_steps": sum(int(q.forced) for q in qs.values()),
         }
-
-
-def load_teacher_checkpoint(path: str) -> dict[str, Any]:
-    """Read a teacher checkpoint (``weights_only=True``) and check it is a float run."""
-    from qcompile.checkpoint import load_checkpoint
-    from qcompile.recipe import from_dict
-
-    ckpt = load_checkpoint(path)
-    recipe = from_dict(ckpt["recipe"], f"teacher {path}")
-    if recipe.stage.wbits != FLOAT_BITS:
-        raise QCompileError(
-            f"teacher {path} has {recipe.stage.wbits}-bit weights: distill from a float run "
-            "(trained with --wbits 32)"
-        )
-    return ckpt
-
-
-def build_teacher(
-    ckpt: dict[str, Any], path: str, in_shape: tuple[int, ...], num_classes: int
-) -> QuantModel:
-    """The teacher network rebuilt from its recipe for the student's input and classes, as
-    freeze rebuilds a trained model, in eval mode and without gradients."""
-    from qcompile.recipe import from_dict
-    from qcompile.stages import stage_class
-    from qcompile.zoo import build_model
-
-    recipe = from_dict(ckpt["recipe"], f"teacher {path}")
-    net = build_model(recipe.model.name, in_shape, num_classes, **recipe.model.options)
-    model = stage_class(recipe.method)(recipe.stage).wrap(net)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise QCompileError(
-            f"teacher {path} does not fit a {recipe.model.name} for inputs {list(in_shape)} and "
-            f"{num_classes} classes: {str(e).splitlines()[0]}"
-        ) from None
-    model.requires_grad_(False)
-    return model.eval()

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qcompile.builder import RunCheckpoints
 from qcompile.checkpoint import load_checkpoint, save_checkpoint
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_checkpoint, freeze_model
@@ -443,7 +444,8 @@ def test_init_from_copies_a_trained_run(tmp_path: Path) -> None:
     save_checkpoint(path, {"recipe": {}, "epoch": 1, "model": source.state_dict()})
     model = dmbq(target_bits=2.6, init_from=str(path))
     assert not torch.equal(model.state_dict()["net.4.weight"], source.state_dict()["net.4.weight"])
-    model.stage.on_step(model, 0, 10)  # step 0 loads
+    runs = RunCheckpoints((1, 4, 4), 10)
+    model.stage.prepare(model, runs, fresh=True)  # a new run loads
     for key, value in source.state_dict().items():
         if ".weight_quant." not in key:
             assert torch.equal(model.state_dict()[key], value), key
@@ -452,14 +454,15 @@ def test_init_from_copies_a_trained_run(tmp_path: Path) -> None:
     assert torch.allclose(learned(model)["4"].clip, 5.686 * w.abs().mean(1))
     with torch.no_grad():
         model.net[4].weight.zero_()
-    model.stage.on_step(model, 1, 10)  # later steps (and resumed runs) never reload
+    model.stage.prepare(model, runs, fresh=False)  # a resumed run keeps its own weights
+    model.stage.on_step(model, 1, 10)
     assert float(model.net[4].weight.detach().abs().sum()) == 0.0
     other = tmp_path / "other.pt"
     small = quantize(nn.Sequential(nn.Flatten(), nn.Linear(16, 4)), method="uniform", wbits=4)
     save_checkpoint(other, {"recipe": {}, "epoch": 1, "model": small.state_dict()})
     bad = dmbq(target_bits=2.6, init_from=str(other))
     with pytest.raises(QCompileError, match=r"init_from .*another architecture"):
-        bad.stage.on_step(bad, 0, 10)
+        bad.stage.prepare(bad, runs, fresh=True)
 
 
 # ---- end to end ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from qcompile.builder import RunCheckpoints
 from qcompile.checkpoint import load_checkpoint
 from qcompile.data import load_dataset
 from qcompile.errors import QCompileError
@@ -349,7 +350,8 @@ def teacher(tmp_path_factory) -> Path:
 def test_distillation_only_in_phase_two_with_a_float_teacher(teacher: Path, tmp_path) -> None:
     model = lenet(teacher=str(teacher)).train()
     stage: SDQStage = model.stage
-    stage.on_step(model, 0, 100)  # loads and checks the teacher
+    runs = RunCheckpoints(SHAPE, 10)
+    stage.prepare(model, runs, fresh=True)  # loads and checks the teacher
     x = torch.randn(8, *SHAPE)
     assert stage.extra_loss(model, x, model(x)) is None  # phase 1: search only
     stage.end_search(model)
@@ -368,7 +370,11 @@ def test_distillation_only_in_phase_two_with_a_float_teacher(teacher: Path, tmp_
     ]:
         m = lenet(teacher=str(path))
         with pytest.raises(QCompileError, match=message):
-            m.stage.on_step(m, 0, 100)
+            m.stage.prepare(m, runs, fresh=True)
+    unprepared = lenet(teacher=str(teacher))
+    unprepared.stage.end_search(unprepared)
+    with pytest.raises(QCompileError, match="teacher is not loaded"):
+        unprepared.stage.extra_loss(unprepared, x, unprepared(x))
 
 
 # -- training runs ---------------------------------------------------------------------------

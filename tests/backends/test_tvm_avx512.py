@@ -102,19 +102,23 @@ def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
     assert np.array_equal(got, Simulator(graph).run(x)["y"])
 
 
-def test_arm_and_plain_x86_targets_keep_the_select_tree():
+def test_arm_and_plain_x86_targets_take_the_vector_gemv():
+    """No AVX-512 kernel where the target lacks AVX-512 BW: the dense layer runs the vector
+    GEMV of issue 16 instead (tbl/sdot on a dotprod ARM core, vpshufb on AVX2)."""
     graph = dense_graph(2)
     arm = load_target("arm")
     assert target_features(arm.tvm_target()) is None
     assert target_features(CpuTarget("hsw", mcpu="haswell").tvm_target()) is None
     assert target_features({"kind": "cuda", "arch": "sm_90"}) is None
     text, kinds = asm(graph, arm)
-    assert kinds == ["codes", "entries", "bias"] and "vperm" not in text
+    assert kinds == ["rows", "levels", "bias"] and "vperm" not in text
+    assert "tbl\t" in text or "tbl " in text
 
 
 def test_portable_levels_and_a_host_without_avx512(monkeypatch):
     """x86-64-v3 and a host whose CPU lacks AVX-512 (simulated: an AVX2 cloud VM) never get
-    AVX-512 code; x86-64-v4 gets the vpermw kernel without VNNI or VBMI."""
+    AVX-512 code (their dense layers take the AVX2 vector GEMV); x86-64-v4 gets the vpermw
+    kernel without VNNI or VBMI."""
     graph = dense_graph(2)
     v3, v4 = load_target("x86-64-v3"), load_target("x86-64-v4")
     assert target_features(v3.tvm_target()) is None
@@ -126,7 +130,8 @@ def test_portable_levels_and_a_host_without_avx512(monkeypatch):
     assert host["mcpu"] == "x86-64-v3" and target_features(host) is None
     for target in (v3, HOST):
         text, kinds = asm(graph, target)
-        assert kinds == ["codes", "entries", "bias"] and "zmm" not in text
+        assert kinds == ["rows", "levels", "comp", "bias"] and "zmm" not in text
+        assert "vpshufb" in text and "vpmaddubsw" in text
 
 
 def test_plan_refuses_layers_outside_the_kernel():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qcompile.backends.tvm import vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
 from qcompile.backends.tvm.decode import (
     I32,
@@ -28,6 +29,8 @@ from qcompile.backends.tvm.decode import (
     weight_args,
     weight_at,
 )
+from qcompile.backends.tvm.gemv_lut import GemvPlan
+from qcompile.backends.tvm.isa import Isa
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node
 from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Pool
@@ -96,8 +99,9 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
     return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), t.out)
 
 
-def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
-    """``avx512``: the target's features where dense layers may use the AVX-512 kernel."""
+def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = None) -> Program:
+    """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
+    ``isa``: its vector unit, where the other dense layers may use the vector GEMV."""
     from tvm import te, tirx
 
     prog = Program()
@@ -111,11 +115,17 @@ def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
         ranges = [tensors[t].qtype.range for t in node.inputs]
         acc = acc_dtype(node)
         p = plan(node, ranges[0], acc, avx512) if avx512 else None
-        a = (
-            weight_args(te, prog, node, acc, table(p, node) if p else None)
-            if node.weights
-            else None
-        )
+        if p is None and isa is not None:
+            p = vector_dense.plan(node, ranges[0], acc, isa) or vector_conv.plan(
+                node, ranges[0], acc, isa
+            )
+        if isinstance(p, GemvPlan | vector_conv.ConvPlan):
+            mod = vector_dense if isinstance(p, GemvPlan) else vector_conv
+            a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))
+        elif node.weights:
+            a = weight_args(te, prog, node, acc, table(p, node) if p else None)
+        else:
+            a = None
         t = Types(
             acc, product_dtype(node, ranges), storage_dtype(node), requant_args(te, prog, node)
         )
@@ -186,20 +196,22 @@ def _pool(te, tirx, prog, node: Node, ins: list, name: str, t: Types, p, a):
 
 def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     x, dt = ins[0], t.acc
-    w = a.w
-    o, k = w.shape
+    o, k = node.weights.shape
 
-    def finish(acc):
+    def finish(at):
         return te.compute(
             (x.shape[0], o),
-            lambda n, j: _requant(tirx, acc[n, j], node, t, j),
+            lambda n, j: _requant(tirx, at(n, j), node, t, j),
             name=name,
         )
 
+    if isinstance(p, GemvPlan):
+        return finish(vector_dense.lower(te, tirx, prog, node, x, p, a))
+    w = a.w
     if p is not None:
         acc = stub_acc(te, x, a.codes, a.table, o, name)
         prog.kernels[acc.op.name] = macro(p, node)
-        return finish(acc)
+        return finish(lambda n, j: acc[n, j])
     if a.aligned:
         # Rows start on word boundaries and no code straddles: a word axis and a slot axis,
         # so the schedule can vectorise over the codes of one word (the word is loaded once,
@@ -221,7 +233,8 @@ def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, 
             level = weight_at(tirx, a, j, code_at(tirx, a, j, rk), dt)
             return te.sum(_cast(x[n, rk], dt) * level, axis=rk)
 
-    return finish(te.compute((x.shape[0], o), body, name=f"{name}_acc"))
+    acc = te.compute((x.shape[0], o), body, name=f"{name}_acc")
+    return finish(lambda n, j: acc[n, j])
 
 
 def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
@@ -241,6 +254,13 @@ def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
 
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     op, x, dt = node.op, ins[0], t.acc
+    if isinstance(p, vector_conv.ConvPlan):
+        at = vector_conv.lower(te, tirx, prog, node, x, p, a)
+        return te.compute(
+            (x.shape[0], *node.output.shape),
+            lambda n, f, i, j: _requant(tirx, at(n, f, i, j), node, t, f),
+            name=name,
+        )
     w = a.w
     o, cg, kh, kw = w.shape
     og = o // op.groups

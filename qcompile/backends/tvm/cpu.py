@@ -24,6 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from qcompile.backends.tvm.avx512_dense import attach
+from qcompile.backends.tvm.gemm_dot import GemmPlan
+from qcompile.backends.tvm.gemv_lut import GemvPlan
+from qcompile.backends.tvm.vector_dense import attach as attach_vector
 
 PIXELS = 4  # output pixels sharing one vector of levels in a channels-last conv
 MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoriser
@@ -57,7 +60,10 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None) -> Any:
             _conv(sch, block)
         else:
             _outer_parallel(sch, block, kinds.count(0))
-    attach(sch, kernels or {})
+    kernels = kernels or {}
+    vec = {k: v for k, v in kernels.items() if isinstance(v, GemvPlan | GemmPlan)}
+    attach(sch, {k: v for k, v in kernels.items() if k not in vec})
+    attach_vector(sch, vec)
     return sch.mod["main"]
 
 

@@ -25,9 +25,10 @@ def _target(mcpu: str) -> dict:
     return {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}
 
 
-def _runnable(mcpu: str):
+def _runnable(mcpu: str) -> object:
     ok = target_isa(_target(mcpu)) <= running_features()
-    return pytest.param(mcpu, marks=pytest.mark.skipif(not ok, reason=f"this CPU cannot run {mcpu}"))
+    why = f"this CPU cannot run {mcpu} code"
+    return pytest.param(mcpu, marks=pytest.mark.skipif(not ok, reason=why))
 
 
 def _weights(rng: np.random.Generator, bits: int, kind: str, rows: int, k: int) -> Weights:
@@ -88,7 +89,7 @@ def test_gemv_is_exact(mcpu, bits, kind):
     widths = w.row_bits() if bits < 5 else tuple(bits - (r % 3 == 1) for r in range(rows))
     layout = RowLayout.plan(k, widths, decode_width(isa))
     if bits >= 5:  # rows of two widths (DMBQ): each row's codes below its own width
-        codes = w.data % (1 << np.array(widths, dtype=np.uint8)[:, None])
+        codes = w.data % (1 << np.array(widths))[:, None]
         w = Weights(bits, w.shape, codes.astype(np.uint8), False, w.levels, widths)
     W = w.decoded()
     mac = choose(isa, x_range, w.level_range(), layout.max_kr)

@@ -153,6 +153,7 @@ def attach_gemm(sch: Any, name: str, p: GemmPlan) -> Any:
         add_to_parent(gemm_stmt(p, bufs, 1, tirx.Cast("int32", acc.shape[1]), True))
     return ib.get()
 
+
 def arrays(p: ConvPlan, node: Node) -> dict[str, np.ndarray]:
     """The GEMM's arrays for ``node``, plus ``order`` (each channel's accumulator row)
     where some channel's row is not its own index."""

@@ -129,7 +129,7 @@ def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
     k4 = -(-k // 4) * 4
     codes = np.zeros((rows, k4), np.uint8)
     codes[:, :k] = w.codes()
-    layout = RowLayout.plan(k4, w.row_bits(), decode_width(isa))
+    layout = RowLayout.plan(k4, w.row_bits(), 16)
     mac = choose(isa, x_range, w.level_range(), k4)
     levels_plan, levels = _levels(w, list(range(rows)))
     R, Q = tile_shape(isa, mac)

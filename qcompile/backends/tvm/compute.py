@@ -29,7 +29,6 @@ from qcompile.backends.tvm.decode import (
     weight_args,
     weight_at,
 )
-from qcompile.backends.tvm.gemv_lut import GemvPlan
 from qcompile.backends.tvm.isa import Isa
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node
@@ -119,8 +118,8 @@ def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = 
             p = vector_dense.plan(node, ranges[0], acc, isa) or vector_conv.plan(
                 node, ranges[0], acc, isa
             )
-        if isinstance(p, GemvPlan | vector_conv.ConvPlan):
-            mod = vector_dense if isinstance(p, GemvPlan) else vector_conv
+        if isinstance(p, vector_dense.DensePlan | vector_conv.ConvPlan):
+            mod = vector_dense if isinstance(p, vector_dense.DensePlan) else vector_conv
             a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))
         elif node.weights:
             a = weight_args(te, prog, node, acc, table(p, node) if p else None)
@@ -205,7 +204,7 @@ def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, 
             name=name,
         )
 
-    if isinstance(p, GemvPlan):
+    if isinstance(p, vector_dense.DensePlan):
         return finish(vector_dense.lower(te, tirx, prog, node, x, p, a))
     w = a.w
     if p is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from qcompile.backends.tvm.avx512_dense import attach
 from qcompile.backends.tvm.gemm_dot import GemmPlan
-from qcompile.backends.tvm.gemv_lut import GemvPlan
+from qcompile.backends.tvm.vector_dense import DensePlan
 from qcompile.backends.tvm.vector_dense import attach as attach_vector
 
 PIXELS = 4  # output pixels sharing one vector of levels in a channels-last conv
@@ -61,7 +61,7 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None) -> Any:
         else:
             _outer_parallel(sch, block, kinds.count(0))
     kernels = kernels or {}
-    vec = {k: v for k, v in kernels.items() if isinstance(v, GemvPlan | GemmPlan)}
+    vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | GemmPlan)}
     attach(sch, {k: v for k, v in kernels.items() if k not in vec})
     attach_vector(sch, vec)
     return sch.mod["main"]

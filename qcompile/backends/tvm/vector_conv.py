@@ -21,13 +21,13 @@ import numpy as np
 
 from qcompile.backends.tvm.decode import c_name
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, tile_shape
-from qcompile.backends.tvm.gemv_lut import decode_width
 from qcompile.backends.tvm.isa import Isa
 from qcompile.backends.tvm.mac import choose
 from qcompile.backends.tvm.row_layout import RowLayout
 from qcompile.backends.tvm.vector_dense import (
     INT8,
     PARALLEL_MACS,
+    SCRATCH,
     VecArgs,
     kernel_arrays,
     levels_plan,
@@ -36,7 +36,7 @@ from qcompile.ir.graph import Node
 from qcompile.ir.ops import Conv2d
 
 SUFFIX = "_acc_gemm"
-SCRATCH = 1 << 14  # bytes of decoded weights per block of rows (stays in L1 beside a tile)
+DECODE_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Conv
         return None
     o, cg, kh, kw = w.shape
     k = cg * kh * kw
-    layout = RowLayout.plan(-(-k // 4) * 4, w.row_bits(), decode_width(isa))
+    # Decoding runs once per call, so 16-byte steps cost nothing and keep a small layer's
+    # padding (at most one chunk per row: 128 positions of a 1-bit plane) small.
+    layout = RowLayout.plan(-(-k // 4) * 4, w.row_bits(), DECODE_BYTES)
     mac = choose(isa, x_range, (lo, hi), layout.max_kr)
     if mac is None:
         return None
@@ -85,27 +87,32 @@ def acc_rows_of(p: GemmPlan) -> np.ndarray:
 def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: VecArgs) -> Any:
     """``acc(n, f, i, j)``: an accessor of the int32 accumulator of image ``n``, channel
     ``f``, output pixel ``(i, j)`` (the kernel writes ``acc[row, pixel]``)."""
-    from qcompile.backends.tvm.compute import _pad
-
     op, g, name = node.op, p.gemm, c_name(node)
     _, cg, kh, kw = node.weights.shape
-    (sh, sw), (dh, dw) = op.stride, op.dilation
+    (sh, sw), (dh, dw), (ph, pw) = op.stride, op.dilation, op.padding
+    h, wd = (int(v) for v in x.shape[2:])
     oh, ow = node.output.shape[1:]
-    padded = _pad(te, tirx, x, op.padding[0], op.padding[1], 0, name)
     batch = x.shape[0]
     tp = g.tile_pixels
     pixels = batch * (oh * ow)
     tiles = (pixels + (tp - 1)) // tp
     off, split = g.mac.offset, g.mac.planes == 2
 
+    def clamp(v: Any, hi: int) -> Any:
+        return tirx.Max(tirx.Min(v, tirx.const(hi, "int32")), tirx.const(0, "int32"))
+
     def byte(_: Any, q: Any, pt: Any, c4: Any, pix: Any, lane: Any) -> Any:
-        # int32 indices throughout: the inlined padding compares them with its int32 axes
+        # Every index clamped into x (the region analysis then needs no padded copy). The
+        # zero padding is the integer 0 (its byte is the offset, which ``comp`` removes);
+        # positions past the batch or past c * kh * kw are byte 0 (they add nothing).
         px = (pt * tp + pix).astype("int32")
         kk = (c4 * 4 + lane).astype("int32")
-        img = tirx.min(px // (oh * ow), (batch - 1).astype("int32"))
-        i, j = (px % (oh * ow)) // ow, px % ow
-        c, t = tirx.min(kk // (kh * kw), cg - 1), kk % (kh * kw)
-        v = padded[img, c, i * sh + (t // kw) * dh, j * sw + (t % kw) * dw].astype("int32")
+        img = tirx.Min((px // (oh * ow)).astype("int64"), batch - 1)  # n is int64
+        c, t = clamp(kk // (kh * kw), cg - 1), kk % (kh * kw)
+        row = (px % (oh * ow)) // ow * sh + (t // kw) * dh - ph
+        col = px % ow * sw + (t % kw) * dw - pw
+        v = x[img, c, clamp(row, h - 1), clamp(col, wd - 1)].astype("int32")
+        v = tirx.if_then_else(tirx.all(row >= 0, row < h, col >= 0, col < wd), v, 0)
         v = v + tirx.const(off, "int32")
         v = (v >> (q * 4)) & 15 if split else v & 255
         inside = tirx.all(px < pixels.astype("int32"), kk < p.k)
@@ -129,28 +136,21 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
     return at
 
 
-def attach_gemm(sch: Any, name: str, p: GemmPlan) -> Any:
-    """The kernel statement for the placeholder block ``name`` on its own buffers (the
-    activations viewed flat, as the kernel addresses them)."""
-    from tvm import tirx
+def gemm_on(p: GemmPlan, bufs: dict[str, Any], pixels: Any) -> Any:
+    """The GEMM statement on a placeholder's buffers (``act`` viewed flat, as the kernel
+    addresses it) for ``pixels`` accumulator columns."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as T
     from tvm.tirx.script.builder.ir import add_to_parent
 
     from qcompile.backends.tvm.gemm_dot import gemm_stmt
 
-    stub = sch.get(sch.get_sblock(name))
-    bufs: dict[str, Any] = {}
-    for r in stub.reads:
-        kind = r.source.name.rsplit("_", 1)[-1]
-        bufs["stored" if kind == "rows" else kind] = r.source
-    act, acc = bufs["act"], stub.writes[0].source
-    bufs["acc"] = acc
+    act = bufs["act"]
     flat = act.shape[2] * act.shape[3] * act.shape[4] * act.shape[5]
     with IRBuilder() as ib, T.serial(0, 1):
-        # a declared flat view of the activations (the kernel's addressing), then the kernel
-        bufs["act"] = T.decl_buffer((1, act.shape[1], flat), "uint8", data=act.data)
-        add_to_parent(gemm_stmt(p, bufs, 1, tirx.Cast("int32", acc.shape[1]), True))
+        # a declared flat view of the activations, then the kernel
+        view = T.decl_buffer((1, act.shape[1], flat), "uint8", data=act.data)
+        add_to_parent(gemm_stmt(p, {**bufs, "act": view}, 1, pixels, True))
     return ib.get()
 
 

@@ -93,9 +93,12 @@ def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
     if per_acc is None:  # maddubs / split: int16 accumulators per plane (+ int32 if flushed)
         per_acc = mac.planes + 1
+    # smull reads each activation vector as two halves (ext): two registers per vector.
+    # Past the budget LLVM spills the accumulators lane by lane (4.6x the instructions).
+    per_vec = mac.planes * (2 if mac.mode == "smull" else 1)
     budget = isa.regs - 4
     for rows, vecs in ((4, 4), (4, 3), (4, 2), (2, 2), (2, 1), (1, 1)):
-        if rows * vecs * per_acc + vecs * mac.planes <= budget:
+        if rows * vecs * per_acc + vecs * per_vec <= budget:
             return rows, vecs
     return 1, 1
 

@@ -143,13 +143,25 @@ def _row_block(
         with T.serial(0, chunks) as c:
             steps_of(c)
     for r in range(nrows):
-        total = acc[r * L]
-        for lane in range(1, L):
-            total = total + acc[r * L + lane]
+        total = _hsum(acc[_ramp(r * L, L)], L)
         row = first + i0 + r
         if "comp" in bufs:
             total = total + bufs["comp"][row]
         T.buffer_store(acc_out, total, [row, m])
+
+
+def _hsum(v: Any, lanes: int) -> Any:
+    """The sum of ``v``'s lanes by halving shuffles: the accumulators are read only as whole
+    vectors, so LLVM keeps them in registers (a scalar read of one lane made it keep them in
+    memory and store every lane back on every step)."""
+    from tvm.tirx.script.builder import ir as T
+
+    while lanes > 1:
+        lanes //= 2
+        lo = T.Shuffle([v], list(range(lanes)))
+        hi = T.Shuffle([v], list(range(lanes, 2 * lanes)))
+        v = lo + hi
+    return v
 
 
 def gemv_stmt(p: GemvPlan, bufs: dict[str, Any], n: Any) -> Any:

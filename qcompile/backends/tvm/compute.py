@@ -180,13 +180,13 @@ def _pool(te, tirx, prog, node: Node, ins: list, name: str, t: Types, p, a):
     if is_max:
         return te.compute(
             (batch, c, oh, ow),
-            lambda n, ch, i, j: te.max(padded[n, ch, i * sh + ri, j * sw + rj], axis=[ri, rj]),
+            lambda n, ch, i, j: te.max(padded(n, ch, i * sh + ri, j * sw + rj), axis=[ri, rj]),
             name=name,
         )
     acc = te.compute(
         (batch, c, oh, ow),
         lambda n, ch, i, j: te.sum(
-            _cast(padded[n, ch, i * sh + ri, j * sw + rj], t.acc), axis=[ri, rj]
+            _cast(padded(n, ch, i * sh + ri, j * sw + rj), t.acc), axis=[ri, rj]
         ),
         name=f"{name}_acc",
     )
@@ -237,18 +237,19 @@ def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, 
 
 
 def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
+    """``x`` zero-padded (``fill`` outside) as an accessor ``padded(n, c, i, j)``, inlined
+    into its consumer: no padded copy, and no separate block whose inlining the vector
+    kernels' placeholders could block."""
     if not (ph or pw):
-        return x
-    c, h, w = (int(v) for v in x.shape[1:])
-    return te.compute(
-        (x.shape[0], c, h + 2 * ph, w + 2 * pw),
-        lambda n, ch, i, j: tirx.if_then_else(
-            tirx.all(i >= ph, i < h + ph, j >= pw, j < w + pw),
-            x[n, ch, i - ph, j - pw],
-            tirx.const(fill, x.dtype),
-        ),
-        name=f"{name}_pad",
-    )
+        return lambda *i: x(*i)
+    h, w = (int(v) for v in x.shape[2:])
+    del te, name
+
+    def padded(n, ch, i, j):
+        inside = tirx.all(i >= ph, i < h + ph, j >= pw, j < w + pw)
+        return tirx.if_then_else(inside, x[n, ch, i - ph, j - pw], tirx.const(fill, x.dtype))
+
+    return padded
 
 
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
@@ -284,7 +285,7 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
         acc = te.compute(
             (batch, oh, ow, o),
             lambda n, i, j, f: te.sum(
-                _cast(padded[n, rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                _cast(padded(n, rc, i * sh + ri * dh, j * sw + rj * dw), dt)
                 * levels[rc, ri, rj, f],
                 axis=[rc, ri, rj],
             ),
@@ -296,7 +297,7 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
         acc = te.compute(
             (batch, o, oh, ow),
             lambda n, f, i, j: te.sum(
-                _cast(padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                _cast(padded(n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw), dt)
                 * levels[f, rc, ri, rj],
                 axis=[rc, ri, rj],
             ),

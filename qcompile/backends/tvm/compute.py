@@ -8,9 +8,12 @@ runner and harness sees one calling convention. Weights arrive as arguments
 (:mod:`qcompile.backends.tvm.decode`: packed codes, zero points or int8 tables, biases,
 per-channel multipliers).
 
-Given a target's AVX-512 features (``avx512_dense``; None for every other target), a dense
-node that qualifies accumulates with the vpermw/vpermb kernel instead, and its levels
-argument is the kernel's replicated table (weight kind ``table``).
+Given a target's vector unit (``isa``), dense and dense-conv nodes that qualify run the
+vector kernels (``vector_dense``: GEMV, and GEMM from a few input rows; ``vector_conv``:
+GEMM), with their own weight arrays (``rows``, ``levels``, ``comp``, ``order``). Given its
+AVX-512 features (``avx512_dense``), a dense node they decline (int16-range inputs) that
+qualifies accumulates with the vpermw/vpermb kernel, whose levels argument is the kernel's
+replicated table (weight kind ``table``).
 """
 
 from __future__ import annotations
@@ -113,11 +116,14 @@ def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = 
         ins = [env[t] for t in node.inputs]
         ranges = [tensors[t].qtype.range for t in node.inputs]
         acc = acc_dtype(node)
-        p = plan(node, ranges[0], acc, avx512) if avx512 else None
-        if p is None and isa is not None:
-            p = vector_dense.plan(node, ranges[0], acc, isa) or vector_conv.plan(
-                node, ranges[0], acc, isa
-            )
+        # The vector kernels first (as fast as the AVX-512 LUT kernel on one input row, and
+        # they decode once for batches); the LUT kernel still takes int16-range inputs.
+        p = None
+        if isa is not None:
+            p = vector_dense.plan(node, ranges[0], acc, isa)
+            p = p or vector_conv.plan(node, ranges[0], acc, isa)
+        if p is None and avx512:
+            p = plan(node, ranges[0], acc, avx512)
         if isinstance(p, vector_dense.DensePlan | vector_conv.ConvPlan):
             mod = vector_dense if isinstance(p, vector_dense.DensePlan) else vector_conv
             a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))

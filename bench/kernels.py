@@ -222,6 +222,8 @@ def main() -> None:
         "| kernel | library | bits | ms | vs torch | vs numpy | weight GB/s |",
         "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        *goals(figures, stream),
     ]
     write_section(section_name("kernels"), "\n".join(table))
     print("\n".join(table))
@@ -229,6 +231,21 @@ def main() -> None:
 
 
 FP32 = ("torch", "numpy", "onnxruntime")
+
+
+def goals(f: dict[str, dict[str, float]], stream: float) -> list[str]:
+    """Issue 16's goals, each with the figure this run measured and whether it is met."""
+    gemv, gemm = f["gemv_ms"], f["gemm64_ms"]
+    share2 = N * N * 2 / 8 / (gemv["2"] / 1e3) / 1e9 / stream
+    x4, x8 = gemv["numpy"] / gemv["4"], gemv["numpy"] / gemv["8"]
+    worst = min(gemm["torch"] / gemm[str(b)] for b in BITS)
+    checks = [
+        ("2-bit GEMV >= 50% of streaming bandwidth", f"{100 * share2:.0f}%", share2 >= 0.5),
+        ("4-bit GEMV >= 2x numpy fp32", f"{x4:.2f}x", x4 >= 2),
+        ("8-bit GEMV >= 1x numpy fp32", f"{x8:.2f}x", x8 >= 1),
+        ("GEMM M=64 >= torch fp32 at every width", f"worst {worst:.2f}x", worst >= 1),
+    ]
+    return [f"- Goal: {what}: {got}, {'met' if ok else 'not met'}." for what, got, ok in checks]
 
 
 if __name__ == "__main__":

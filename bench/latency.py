@@ -119,6 +119,22 @@ def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
 LIBS = {"tvm": "qcompile", "torch": "torch", "onnxruntime": "onnxruntime"}
 
 
+def goals(f: dict[str, dict]) -> list[str]:
+    """Issue 16's goals, each with this run's figure and whether it is met."""
+    out = []
+    for key, what in (("models", "batch-1 latency"), ("batch64", f"batch-{BATCH} time")):
+        for name, ms in f[key].items():
+            ratio = ms["onnxruntime_ms"] / ms["qcompile_ms"]
+            verdict = "met" if ratio > 1 else "not met"
+            out.append(f"- Goal: {name} {what} below onnxruntime fp32's: {ratio:.2f}x, {verdict}.")
+    cpu = (f["build_s"].get("resnet20") or {}).get("cpu")
+    if cpu is not None:
+        out.append(
+            f"- Goal: resnet20 cpu build under 30 s: {cpu} s, {'met' if cpu < 30 else 'not met'}."
+        )
+    return out
+
+
 def main() -> None:
     from bench.kernels import isa_label, section_name, simulated
     from bench.report import machine, write_section
@@ -180,6 +196,8 @@ def main() -> None:
             "| model | cpu | arm |",
             "|---|---|---|",
             *build_rows,
+            "",
+            *goals(figures),
         ]
     )
     write_section(section_name("latency"), text)

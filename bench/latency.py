@@ -1,12 +1,13 @@
-"""End-to-end batch-1 latency on the host and build time per model, same run.
+"""End-to-end batch-1 latency and batch-64 time on the host, and build time per model.
 
-lenet (1x28x28) and resnet20 (3x32x32), W2A4 uniform with data-calibrated state: the TVM cpu
-artifact (int32 where proven, vectorised packed-LUT kernels) against the float model in
-torch fp32 and in onnxruntime fp32 (exported with torch.onnx). Each library runs in its own
-process with the same thread count (TVM_NUM_THREADS, torch.set_num_threads, onnxruntime's
-intra-op threads); figures are medians of repeated single-image calls, checked bit-exact
-against the simulator. Build times: `qcompile export` for cpu, arm (TVM compile plus
-the static aarch64 link) and gpu (TVM CUDA codegen plus nvcc PTX, where nvcc is present).
+lenet (1x28x28), resnet20 and mobilenetv2 (3x32x32), W2A4 uniform with data-calibrated
+state: the TVM cpu artifact (the host profile; ``$QCOMPILE_CPU_FEATURES=x86-64-v3`` builds
+the AVX2 code) against the float model in torch fp32 and in onnxruntime fp32 (exported with
+torch.onnx). Each library runs in its own process with the same thread count
+(TVM_NUM_THREADS, torch.set_num_threads, onnxruntime's intra-op threads); figures are
+medians of repeated calls, the artifact checked bit-exact against the simulator. Build
+times: `qcompile export` for cpu and arm (TVM compile plus the static aarch64 link). Prints a
+Markdown table and, last, one JSON object.
 
     python -m bench.latency [--threads 2] [--repeats 200]
 """
@@ -29,7 +30,8 @@ import torch
 
 from bench.kernels import median_time
 
-CASES = [("lenet", (1, 28, 28)), ("resnet20", (3, 32, 32))]
+CASES = [("lenet", (1, 28, 28)), ("resnet20", (3, 32, 32)), ("mobilenetv2", (3, 32, 32))]
+BATCH = 64
 
 
 def models(name: str, shape: tuple[int, ...]):
@@ -46,10 +48,10 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1e3 * median_time(fn, repeats)
 
 
-def child(kind: str, name: str, artifact: str, repeats: int) -> float:
+def child(kind: str, name: str, artifact: str, repeats: int, batch: int = 1) -> float:
     shape = dict(CASES)[name]
     net, graph = models(name, shape)
-    x = torch.randn(1, *shape)
+    x = torch.randn(batch, *shape)
     if kind == "torch":
         with torch.no_grad():
             return median_ms(lambda: net(x), repeats)
@@ -57,7 +59,10 @@ def child(kind: str, name: str, artifact: str, repeats: int) -> float:
         import onnxruntime as ort
 
         path = Path(artifact) / "float.onnx"
-        torch.onnx.export(net, (x,), str(path), dynamo=False)
+        axes = {"input": {0: "n"}}
+        torch.onnx.export(
+            net, (x,), str(path), dynamo=False, input_names=["input"], dynamic_axes=axes
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(os.environ["OMP_NUM_THREADS"])
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -68,8 +73,8 @@ def child(kind: str, name: str, artifact: str, repeats: int) -> float:
 
     # In this process (already a child of the bench's own): a worker's pipes would be timed.
     runner = TvmLibrary(artifact, graph.tensors()[graph.outputs[0]].shape)
-    xi = quantize_input(graph, torch.randn(64, *shape).numpy())
-    one = xi[:1]
+    xi = quantize_input(graph, torch.randn(BATCH, *shape).numpy())
+    one = xi[:batch]
     ms = median_ms(lambda: runner(one), repeats)
     # Checked after timing: the simulator's BLAS threads spin for a while after a call.
     if not np.array_equal(runner(xi), Simulator(graph).run(xi)[graph.outputs[0]]):
@@ -77,11 +82,13 @@ def child(kind: str, name: str, artifact: str, repeats: int) -> float:
     return ms
 
 
-def run_child(kind: str, name: str, artifact: Path, threads: int, repeats: int) -> float:
+def run_child(
+    kind: str, name: str, artifact: Path, threads: int, repeats: int, batch: int = 1
+) -> float:
     env = {**os.environ, **{k: str(threads) for k in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}}
     code = (
         f"import torch; torch.set_num_threads({threads}); from bench.latency import child; "
-        f"print(child({kind!r}, {name!r}, {str(artifact)!r}, {repeats}))"
+        f"print(child({kind!r}, {name!r}, {str(artifact)!r}, {repeats}, {batch}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
@@ -96,7 +103,7 @@ def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
     from qcompile.backends.targets import load_target
 
     times: dict[str, float | None] = {}
-    for target in ("cpu", "arm", "gpu"):
+    for target in ("cpu", "arm"):
         if target == "arm" and not shutil.which("aarch64-linux-gnu-gcc"):
             times[target] = None
             continue
@@ -109,54 +116,93 @@ def build_times(name: str, graph, root: Path) -> dict[str, float | None]:
     return times
 
 
+LIBS = {"tvm": "qcompile", "torch": "torch", "onnxruntime": "onnxruntime"}
+
+
+def goals(f: dict[str, dict]) -> list[str]:
+    """Issue 16's goals, each with this run's figure and whether it is met."""
+    out = []
+    for key, what in (("models", "batch-1 latency"), ("batch64", f"batch-{BATCH} time")):
+        for name, ms in f[key].items():
+            ratio = ms["onnxruntime_ms"] / ms["qcompile_ms"]
+            verdict = "met" if ratio > 1 else "not met"
+            out.append(f"- Goal: {name} {what} below onnxruntime fp32's: {ratio:.2f}x, {verdict}.")
+    cpu = (f["build_s"].get("resnet20") or {}).get("cpu")
+    if cpu is not None:
+        out.append(
+            f"- Goal: resnet20 cpu build under 30 s: {cpu} s, {'met' if cpu < 30 else 'not met'}."
+        )
+    return out
+
+
 def main() -> None:
+    from bench.kernels import isa_label, section_name, simulated
     from bench.report import machine, write_section
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=200)
     a = ap.parse_args()
-    lat_rows, build_rows = [], []
+    isa = isa_label()
+    lat_rows, batch_rows, build_rows = [], [], []
+    figures: dict[str, dict] = {"models": {}, "batch64": {}, "build_s": {}}
     with tempfile.TemporaryDirectory(prefix="qcompile-latency-") as tmp:
         for name, shape in CASES:
             _, graph = models(name, shape)
             root = Path(tmp) / name
             builds = build_times(name, graph, root)
-            ms = {k: run_child(k, name, root / "cpu", a.threads, a.repeats) for k in
-                  ("tvm", "torch", "onnxruntime")}  # fmt: skip
-            print(name, json.dumps(ms), json.dumps(builds), flush=True)
-            lat_rows.append(
-                f"| {name} {'x'.join(map(str, shape))} | {ms['tvm']:.3f} | {ms['torch']:.3f} | "
-                f"{ms['onnxruntime']:.3f} | {ms['torch'] / ms['tvm']:.2f}x | "
-                f"{ms['onnxruntime'] / ms['tvm']:.2f}x |"
-            )
+            for batch, rows, key in ((1, lat_rows, "models"), (BATCH, batch_rows, "batch64")):
+                reps = a.repeats if batch == 1 else max(10, a.repeats // 10)
+                ms = {k: run_child(k, name, root / "cpu", a.threads, reps, batch) for k in LIBS}
+                figures[key][name] = {f"{LIBS[k]}_ms": round(v, 4) for k, v in ms.items()}
+                print(name, batch, json.dumps(ms), flush=True)
+                rows.append(
+                    f"| {name} {'x'.join(map(str, shape))} | {ms['tvm']:.3f} | "
+                    f"{ms['torch']:.3f} | {ms['onnxruntime']:.3f} | "
+                    f"{ms['torch'] / ms['tvm']:.2f}x | {ms['onnxruntime'] / ms['tvm']:.2f}x |"
+                )
+            figures["build_s"][name] = {k: None if v is None else round(v, 1) for k, v in
+                                        builds.items()}  # fmt: skip
             cell = {k: "-" if v is None else f"{v:.1f}" for k, v in builds.items()}
-            build_rows.append(f"| {name} | {cell['cpu']} | {cell['arm']} | {cell['gpu']} |")
-    write_section(
-        "latency",
-        "\n".join(
-            [
-                "## End-to-end batch-1 latency and build time (`python -m bench.latency`)",
-                "",
-                f"W2A4 uniform, random weights with calibrated state; {a.threads} threads per "
-                f"library, each in its own process; median of {a.repeats} single-image calls; "
-                f"{machine()}. The TVM artifact is checked bit-exact against the simulator "
-                "(after timing). torch and onnxruntime run the float model (fp32).",
-                "",
-                "| model | TVM cpu ms | torch fp32 ms | onnxruntime fp32 ms | vs torch | "
-                "vs onnxruntime |",
-                "|---|---|---|---|---|---|",
-                *lat_rows,
-                "",
-                "Build time of `qcompile export` per target, seconds (arm includes the static "
-                "aarch64 link; gpu includes nvcc's PTX; '-' where the toolchain is absent):",
-                "",
-                "| model | cpu | arm | gpu |",
-                "|---|---|---|---|",
-                *build_rows,
-            ]
-        ),
+            build_rows.append(f"| {name} | {cell['cpu']} | {cell['arm']} |")
+    head = (
+        "| model | qcompile TVM ms | torch fp32 ms | onnxruntime fp32 ms | vs torch | "
+        "vs onnxruntime |\n|---|---|---|---|---|---|"
     )
+    text = "\n".join(
+        [
+            f"## End-to-end latency and build time (`python -m bench.latency`, {isa})",
+            "",
+            f"W2A4 uniform, random weights with calibrated state; {a.threads} threads per "
+            f"library, each in its own process; {machine()}; host profile's vector unit: "
+            f"{isa}{simulated()}. The TVM artifact is checked bit-exact against the simulator "
+            "(after timing). torch and onnxruntime run the float model (fp32). 'vs' columns: "
+            "their time / qcompile's (above 1: qcompile is faster).",
+            "",
+            f"Batch 1, median of {a.repeats} calls:",
+            "",
+            head,
+            *lat_rows,
+            "",
+            f"Batch {BATCH} (one call on {BATCH} images), median of "
+            f"{max(10, a.repeats // 10)} calls:",
+            "",
+            head,
+            *batch_rows,
+            "",
+            "Build time of `qcompile export` per target, seconds (arm includes the static "
+            "aarch64 link; '-' where the toolchain is absent):",
+            "",
+            "| model | cpu | arm |",
+            "|---|---|---|",
+            *build_rows,
+            "",
+            *goals(figures),
+        ]
+    )
+    write_section(section_name("latency"), text)
+    print(text)
+    print(json.dumps({"isa": isa, **figures}))
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ from torch.profiler import ProfilerActivity, profile
 from bench.report import machine, write_section
 from bench.train_overhead import MODELS, configurations, synthetic_cifar
 from qcompile.batches import batches, epoch_generator
+from qcompile.builder import RunCheckpoints, build
 from qcompile.data import load_dataset
 from qcompile.optim import make_optimizer
 from qcompile.recipe import load_recipe
-from qcompile.train import build_quant_model, seed_everything
+from qcompile.train import seed_everything
 
 
 class Stepper:
@@ -39,8 +40,9 @@ class Stepper:
         recipe = load_recipe(None, overrides)
         seed_everything(0)
         data = load_dataset(recipe.data.name, recipe.data.dir, recipe.data.image_size)
-        self.model = build_quant_model(recipe, data)
+        self.model = build(recipe, data.in_shape, data.num_classes)
         self.opt = make_optimizer(self.model, recipe.train)
+        self.model.stage.prepare(self.model, RunCheckpoints(data.in_shape, data.num_classes), True)
         gen = epoch_generator(0, 0)
         self.batches = list(
             batches(data.train_x, data.train_y, recipe.train.batch_size, gen, augment=data.augment)

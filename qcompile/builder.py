@@ -9,7 +9,7 @@ import), and a dataset is known by its shape only (no file of it is opened).
 
 >>> from qcompile.recipe import load_recipe
 >>> build(load_recipe(None, {"model.name": "mlp"}), (1, 8, 8), 10).weight_bits()
-{'net.1': 8, 'net.4': 8}
+{'1': 8, '4': 4, '7': 8}
 """
 
 from __future__ import annotations

@@ -15,24 +15,17 @@ import pytest
 SWEEPS: dict[str, set[str]] = {
     "tests/freeze/test_freeze.py::test_zoo_model_frozen_is_bit_exact": {"lenet-8"},
     "tests/backends/hls4ml/test_fpga.py::test_zoo_model_csim_is_bit_exact": {"lenet"},
-    "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact": {"lenet"},
-    # affine levels here, int8 tables in the per-channel case: both kinds stay fast
-    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
-        "uniform"
-    },
+    # lenet's min-max levels are affine; the per-channel case has int8 tables and rows at
+    # 1..8 bits: both level kinds and every width stay fast on each backend
     "tests/backends/hls4ml/test_fpga.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
         "nonuniform"
     },
     "tests/backends/tvm/test_tvm.py::test_zoo_model_is_bit_exact": {"lenet-cpu", "lenet-arm"},
-    # each level kind on each target once over the two tests
-    "tests/backends/tvm/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact": {
-        "uniform-cpu",
-        "nonuniform-arm",
-    },
     "tests/backends/tvm/test_tvm.py::test_per_channel_widths_are_exact_and_stored_at_their_own_widths": {  # noqa: E501
         "nonuniform-cpu",
         "uniform-arm",
     },
+    "tests/backends/tvm/test_tvm.py::test_parallel_schedule_is_exact_on_two_threads": {"cpu"},
     "tests/backends/tvm/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
         "int8_inputs-4",
         "int16_inputs-1",
@@ -57,6 +50,14 @@ SWEEPS: dict[str, set[str]] = {
 # fast tier proves in process (tests/bad_inputs.py runs main() itself) or on one
 # representative (tests/test_cli.py::test_train_json_contract runs the CLI as a user does).
 SLOW_TESTS: set[str] = {
+    # every width of every level kind in one chain, and the io_stream variant: the sweeps
+    # above keep both kinds and widths 1..8 fast
+    "tests/backends/hls4ml/test_fpga.py::test_every_weight_bitwidth_and_lut_kind_is_exact",
+    "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact",
+    "tests/backends/tvm/test_tvm.py::test_every_weight_bitwidth_and_lut_kind_is_exact",
+    # the in-process tests beside these check the same fields and crashes
+    "tests/backends/tvm/test_llvm_check.py::test_bad_fields_are_one_line_errors",
+    "tests/backends/test_worker.py::test_simulate_reports_a_crash_in_one_line",
     "tests/test_cli.py::test_existing_run_is_not_overwritten",
     "tests/test_cli.py::test_user_model_factory",
     "tests/test_cli.py::test_recipe_file_with_flag_override",

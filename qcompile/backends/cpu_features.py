@@ -157,6 +157,17 @@ def target_isa(tvm_target: dict) -> frozenset[str]:
     return frozenset(codegen.llvm_get_cpu_features(tvm.target.Target(tvm_target))) & KNOWN
 
 
+def aarch64_features(tvm_target: dict) -> frozenset[str]:
+    """The features LLVM enables for an aarch64 target: its mcpu's (``cortex-a76`` brings
+    ``dotprod``) plus its mattr. ``target_isa`` reports only the mattr of non-x86 targets,
+    which is what a manifest records; the kernels ask this."""
+    import tvm
+    from tvm.target import codegen
+
+    found = codegen.llvm_get_cpu_features(tvm.target.Target(tvm_target))
+    return frozenset(str(k) for k in found)
+
+
 def check_runnable(artifact: Path | str, needs: Iterable[str]) -> None:
     """Refuse, in one line, to run an artifact that needs features this CPU lacks."""
     have = running_features()

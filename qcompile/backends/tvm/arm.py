@@ -24,7 +24,10 @@ QEMU = "qemu-aarch64"
 TEMPLATES = Path(__file__).parent / "templates"
 HEADERS = ("dlpack/dlpack.h", "tvm/ffi/c_api.h", "tvm/ffi/endian.h")
 # DLPack type codes: kDLInt 0, kDLUInt 1
-DTYPES = {np.dtype("int64"): 0, np.dtype("int32"): 0, np.dtype("uint32"): 1}
+DTYPES = {
+    np.dtype(t): code
+    for t, code in (("int64", 0), ("int32", 0), ("int8", 0), ("uint32", 1), ("uint8", 1))
+}
 
 
 def need(tool: str, package: str) -> str:

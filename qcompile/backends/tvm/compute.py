@@ -8,15 +8,19 @@ runner and harness sees one calling convention. Weights arrive as arguments
 (:mod:`qcompile.backends.tvm.decode`: packed codes, zero points or int8 tables, biases,
 per-channel multipliers).
 
-Given a target's AVX-512 features (``avx512_dense``; None for every other target), a dense
-node that qualifies accumulates with the vpermw/vpermb kernel instead, and its levels
-argument is the kernel's replicated table (weight kind ``table``).
+Given a target's vector unit (``isa``), dense and dense-conv nodes that qualify run the
+vector kernels (``vector_dense``: GEMV, and GEMM from a few input rows; ``vector_conv``:
+GEMM), with their own weight arrays (``rows``, ``levels``, ``comp``, ``order``). Given its
+AVX-512 features (``avx512_dense``), a dense node they decline (int16-range inputs) that
+qualifies accumulates with the vpermw/vpermb kernel, whose levels argument is the kernel's
+replicated table (weight kind ``table``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qcompile.backends.tvm import vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
 from qcompile.backends.tvm.decode import (
     I32,
@@ -28,6 +32,7 @@ from qcompile.backends.tvm.decode import (
     weight_args,
     weight_at,
 )
+from qcompile.backends.tvm.isa import Isa
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node
 from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Pool
@@ -96,8 +101,9 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
     return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), t.out)
 
 
-def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
-    """``avx512``: the target's features where dense layers may use the AVX-512 kernel."""
+def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = None) -> Program:
+    """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
+    ``isa``: its vector unit, where the other dense layers may use the vector GEMV."""
     from tvm import te, tirx
 
     prog = Program()
@@ -110,12 +116,21 @@ def build_program(graph: Graph, avx512: Avx512 | None = None) -> Program:
         ins = [env[t] for t in node.inputs]
         ranges = [tensors[t].qtype.range for t in node.inputs]
         acc = acc_dtype(node)
-        p = plan(node, ranges[0], acc, avx512) if avx512 else None
-        a = (
-            weight_args(te, prog, node, acc, table(p, node) if p else None)
-            if node.weights
-            else None
-        )
+        # The vector kernels first (as fast as the AVX-512 LUT kernel on one input row, and
+        # they decode once for batches); the LUT kernel still takes int16-range inputs.
+        p = None
+        if isa is not None:
+            p = vector_dense.plan(node, ranges[0], acc, isa)
+            p = p or vector_conv.plan(node, ranges[0], acc, isa)
+        if p is None and avx512:
+            p = plan(node, ranges[0], acc, avx512)
+        if isinstance(p, vector_dense.DensePlan | vector_conv.ConvPlan):
+            mod = vector_dense if isinstance(p, vector_dense.DensePlan) else vector_conv
+            a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))
+        elif node.weights:
+            a = weight_args(te, prog, node, acc, table(p, node) if p else None)
+        else:
+            a = None
         t = Types(
             acc, product_dtype(node, ranges), storage_dtype(node), requant_args(te, prog, node)
         )
@@ -171,13 +186,13 @@ def _pool(te, tirx, prog, node: Node, ins: list, name: str, t: Types, p, a):
     if is_max:
         return te.compute(
             (batch, c, oh, ow),
-            lambda n, ch, i, j: te.max(padded[n, ch, i * sh + ri, j * sw + rj], axis=[ri, rj]),
+            lambda n, ch, i, j: te.max(padded(n, ch, i * sh + ri, j * sw + rj), axis=[ri, rj]),
             name=name,
         )
     acc = te.compute(
         (batch, c, oh, ow),
         lambda n, ch, i, j: te.sum(
-            _cast(padded[n, ch, i * sh + ri, j * sw + rj], t.acc), axis=[ri, rj]
+            _cast(padded(n, ch, i * sh + ri, j * sw + rj), t.acc), axis=[ri, rj]
         ),
         name=f"{name}_acc",
     )
@@ -186,20 +201,22 @@ def _pool(te, tirx, prog, node: Node, ins: list, name: str, t: Types, p, a):
 
 def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     x, dt = ins[0], t.acc
-    w = a.w
-    o, k = w.shape
+    o, k = node.weights.shape
 
-    def finish(acc):
+    def finish(at):
         return te.compute(
             (x.shape[0], o),
-            lambda n, j: _requant(tirx, acc[n, j], node, t, j),
+            lambda n, j: _requant(tirx, at(n, j), node, t, j),
             name=name,
         )
 
+    if isinstance(p, vector_dense.DensePlan):
+        return finish(vector_dense.lower(te, tirx, prog, node, x, p, a))
+    w = a.w
     if p is not None:
         acc = stub_acc(te, x, a.codes, a.table, o, name)
         prog.kernels[acc.op.name] = macro(p, node)
-        return finish(acc)
+        return finish(lambda n, j: acc[n, j])
     if a.aligned:
         # Rows start on word boundaries and no code straddles: a word axis and a slot axis,
         # so the schedule can vectorise over the codes of one word (the word is loaded once,
@@ -221,26 +238,35 @@ def _dense(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, 
             level = weight_at(tirx, a, j, code_at(tirx, a, j, rk), dt)
             return te.sum(_cast(x[n, rk], dt) * level, axis=rk)
 
-    return finish(te.compute((x.shape[0], o), body, name=f"{name}_acc"))
+    acc = te.compute((x.shape[0], o), body, name=f"{name}_acc")
+    return finish(lambda n, j: acc[n, j])
 
 
 def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
+    """``x`` zero-padded (``fill`` outside) as an accessor ``padded(n, c, i, j)``, inlined
+    into its consumer: no padded copy, and no separate block whose inlining the vector
+    kernels' placeholders could block."""
     if not (ph or pw):
-        return x
-    c, h, w = (int(v) for v in x.shape[1:])
-    return te.compute(
-        (x.shape[0], c, h + 2 * ph, w + 2 * pw),
-        lambda n, ch, i, j: tirx.if_then_else(
-            tirx.all(i >= ph, i < h + ph, j >= pw, j < w + pw),
-            x[n, ch, i - ph, j - pw],
-            tirx.const(fill, x.dtype),
-        ),
-        name=f"{name}_pad",
-    )
+        return lambda *i: x(*i)
+    h, w = (int(v) for v in x.shape[2:])
+    del te, name
+
+    def padded(n, ch, i, j):
+        inside = tirx.all(i >= ph, i < h + ph, j >= pw, j < w + pw)
+        return tirx.if_then_else(inside, x[n, ch, i - ph, j - pw], tirx.const(fill, x.dtype))
+
+    return padded
 
 
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     op, x, dt = node.op, ins[0], t.acc
+    if isinstance(p, vector_conv.ConvPlan):
+        at = vector_conv.lower(te, tirx, prog, node, x, p, a)
+        return te.compute(
+            (x.shape[0], *node.output.shape),
+            lambda n, f, i, j: _requant(tirx, at(n, f, i, j), node, t, f),
+            name=name,
+        )
     w = a.w
     o, cg, kh, kw = w.shape
     og = o // op.groups
@@ -265,7 +291,7 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
         acc = te.compute(
             (batch, oh, ow, o),
             lambda n, i, j, f: te.sum(
-                _cast(padded[n, rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                _cast(padded(n, rc, i * sh + ri * dh, j * sw + rj * dw), dt)
                 * levels[rc, ri, rj, f],
                 axis=[rc, ri, rj],
             ),
@@ -277,7 +303,7 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
         acc = te.compute(
             (batch, o, oh, ow),
             lambda n, f, i, j: te.sum(
-                _cast(padded[n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw], dt)
+                _cast(padded(n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw), dt)
                 * levels[f, rc, ri, rj],
                 axis=[rc, ri, rj],
             ),

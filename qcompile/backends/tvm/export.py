@@ -31,11 +31,12 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     from qcompile.backends.tvm.avx512_dense import target_features
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
+    from qcompile.backends.tvm.isa import isa_of
     from qcompile.backends.tvm.llvm_check import check_llvm_target
 
     check_llvm_target(target)
     tvm_target = target.tvm_target()
-    prog = build_program(graph, target_features(tvm_target))
+    prog = build_program(graph, target_features(tvm_target), isa_of(tvm_target))
     func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
     ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights

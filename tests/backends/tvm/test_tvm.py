@@ -14,6 +14,8 @@ from qcompile.backends.targets import load_target
 from qcompile.backends.tvm import TvmRunner, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
+from qcompile.backends.tvm.row_layout import RowLayout
+from qcompile.backends.tvm.vector_conv import DECODE_BYTES
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
 from qcompile.ir.graph import Clip, Dense, Graph, InputQuant, Node, Requant, Table, Weights
@@ -69,8 +71,15 @@ def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, l
     info = read_manifest(tmp_path / "mixed")
     weights = dict(zip(info["params"][1:-1], load_weights(tmp_path / "mixed", info), strict=True))
     conv = next(n for n in graph.nodes if n.name == "conv").weights
-    assert np.array_equal(weights["conv.codes"], conv.data)  # the row-wise words, as stored
     assert conv.words < packed_words(4 * 27, 4)  # fewer than every row at the widest 4 bits
+    if "conv.rows" in weights:  # the vector GEMM's layout: rows grouped by their own width
+        own = RowLayout.plan(28, conv.row_bits(), DECODE_BYTES)
+        assert weights["conv.rows"].size == own.nbytes
+        # each row at its own width (padded to whole 16-byte chunks of its finest plane)
+        stored_bits = [g.row_bytes * 8 // g.kr for g in own.groups for _ in g.rows]
+        assert sorted(stored_bits) == sorted(conv.row_bits())
+    else:
+        assert np.array_equal(weights["conv.codes"], conv.data)  # the row-wise words
     assert info["weight_mem_bits"] == summary(graph)["weight_mem_bits"]
 
 

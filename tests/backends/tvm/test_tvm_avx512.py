@@ -1,5 +1,6 @@
-"""The cpu backend's dense layers on the AVX-512 LUT kernel (vpermw / vpermb): chosen from the
-target's features, bit-exact against the simulator; other targets keep the Select tree."""
+"""The cpu backend's dense layers on AVX-512 targets: byte-range inputs on the vector GEMV of
+issue 16, int16-range inputs on the AVX-512 LUT kernel (vpermw); chosen from the target's
+features, bit-exact against the simulator."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ needs_bw = pytest.mark.skipif(
     FEATS is None, reason="this CPU lacks AVX512BW (as /proc/cpuinfo or $QCOMPILE_CPU_FEATURES say)"
 )
 SKX = CpuTarget("skx", mtriple="x86_64-linux-gnu", mcpu="skylake-avx512")
-BYTE = FEATS is not None and FEATS.vbmi and FEATS.vnni
 ROWS, K = 64, 512
 INT8, INT16 = QType(8, True), QType(16, True)
 
@@ -68,14 +68,19 @@ def asm(graph: Graph, target: CpuTarget) -> tuple[str, list[str]]:
 @NEEDS_GXX
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("x_type", [INT8, INT16], ids=["int8_inputs", "int16_inputs"])
-def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
+def test_dense_takes_a_vector_kernel_and_is_exact(tmp_path, bits, x_type):
+    """Byte-range inputs take the vector GEMV (issue 16: as fast on one row, and it decodes
+    once for batches); int16 inputs the AVX-512 vpermw LUT kernel."""
     graph = dense_graph(bits, x_type, per_channel=bits != 4)
     assert acc_dtype(graph.nodes[0]) == "int32"
     text, kinds = asm(graph, HOST)
-    assert kinds == ["codes", "table", "bias"]
-    assert ("vpermb" if x_type == INT8 and BYTE else "vpermw") in text
+    if x_type == INT8:
+        assert kinds == ["rows", "levels", "comp", "bias"]
+        assert ("vpdpbusd" if FEATS.vnni else "vpmaddubsw") in text
+    else:
+        assert kinds == ["codes", "table", "bias"] and "vpermw" in text
     info = deploy(graph, HOST, tmp_path / "a")
-    assert info["params"] == ["input", "y.codes", "y.table", "y.bias", "output"]
+    assert info["params"] == ["input", *[f"y.{k}" for k in kinds], "output"]
     x = inputs(x_type)
     got = TvmRunner(tmp_path / "a", graph, read_manifest(tmp_path / "a"))(x)
     want = Simulator(graph).run(x)["y"]
@@ -91,42 +96,47 @@ def test_dense_takes_the_avx512_kernel_and_is_exact(tmp_path, bits, x_type):
 def test_avx512bw_without_vnni_uses_vpmaddwd(tmp_path):
     # skylake-avx512: BW but neither VNNI nor VBMI; runs on any CPU that has AVX-512 BW.
     assert target_features(SKX.tvm_target()) == Avx512(vnni=False, vbmi=False)
-    graph = dense_graph(2)
+    graph = dense_graph(2, INT16)  # int16 inputs: the LUT kernel (byte inputs: the GEMV)
     text, kinds = asm(graph, SKX)
     assert "table" in kinds and "vpermw" in text and "vpmaddwd" in text and "vpermb" not in text
     info = deploy(graph, SKX, tmp_path / "skx")
     assert {"avx512bw", "avx512f"} <= set(info["isa_features"])
     assert "avx512vnni" not in info["isa_features"]
-    x = inputs()
+    x = inputs(INT16)
     got = TvmRunner(tmp_path / "skx", graph, info)(x)
     assert np.array_equal(got, Simulator(graph).run(x)["y"])
 
 
-def test_arm_and_plain_x86_targets_keep_the_select_tree():
+def test_arm_and_plain_x86_targets_take_the_vector_gemv():
+    """No AVX-512 kernel where the target lacks AVX-512 BW: the dense layer runs the vector
+    GEMV of issue 16 instead (tbl/sdot on a dotprod ARM core, vpshufb on AVX2)."""
     graph = dense_graph(2)
     arm = load_target("arm")
     assert target_features(arm.tvm_target()) is None
     assert target_features(CpuTarget("hsw", mcpu="haswell").tvm_target()) is None
     assert target_features({"kind": "cuda", "arch": "sm_90"}) is None
     text, kinds = asm(graph, arm)
-    assert kinds == ["codes", "entries", "bias"] and "vperm" not in text
+    assert kinds == ["rows", "levels", "bias"] and "vperm" not in text
+    assert "tbl\t" in text or "tbl " in text
 
 
 def test_portable_levels_and_a_host_without_avx512(monkeypatch):
     """x86-64-v3 and a host whose CPU lacks AVX-512 (simulated: an AVX2 cloud VM) never get
-    AVX-512 code; x86-64-v4 gets the vpermw kernel without VNNI or VBMI."""
+    AVX-512 code (their dense layers take the AVX2 vector GEMV); x86-64-v4 gets the vpermw
+    kernel without VNNI or VBMI."""
     graph = dense_graph(2)
     v3, v4 = load_target("x86-64-v3"), load_target("x86-64-v4")
     assert target_features(v3.tvm_target()) is None
     assert target_features(v4.tvm_target()) == Avx512(vnni=False, vbmi=False)
-    text, _ = asm(graph, v4)
+    text, _ = asm(dense_graph(2, INT16), v4)
     assert "vpermw" in text and "vpermb" not in text and "vpdpwssd" not in text
     monkeypatch.setenv("QCOMPILE_CPU_FEATURES", "x86-64-v3,aes,pclmul,vaes,vpclmulqdq,gfni")
     host = HOST.tvm_target()
     assert host["mcpu"] == "x86-64-v3" and target_features(host) is None
     for target in (v3, HOST):
         text, kinds = asm(graph, target)
-        assert kinds == ["codes", "entries", "bias"] and "zmm" not in text
+        assert kinds == ["rows", "levels", "comp", "bias"] and "zmm" not in text
+        assert "vpshufb" in text and "vpmaddubsw" in text
 
 
 def test_plan_refuses_layers_outside_the_kernel():

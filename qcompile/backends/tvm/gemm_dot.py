@@ -1,0 +1,266 @@
+"""Byte dot-product GEMM for convolutions and batched dense layers: weights decoded once per
+tile, pixels in vector lanes, register-blocked.
+
+A convolution reuses every weight at each output pixel and a batched dense layer at each
+input row, so decoding once is cheap and the multiply-accumulates are what count. For each
+tile of ``rows`` output channels the kernel decodes their codes (:mod:`lut_decode`, one
+vector per step) into a small int8 scratch, row-major, then sweeps every image and pixel
+tile of ``vecs`` vectors: per channel group of four and kernel tap, one load of
+``vecs`` activation vectors (four channels of ``lanes`` consecutive pixels each), one
+broadcast of each row's four weights, ``rows * vecs`` dot-product instructions (:mod:`mac`)
+into int32 (or int16, widened as the proven bounds allow) accumulators held in registers.
+
+Activations arrive packed by the graph (``compute``): bytes ``x + offset``, four channels
+interleaved, each stride phase of the zero-padded image a plane of ``plane`` pixels,
+``[images, planes, groups of 4 channels, pixels * 4]``; a dense layer's batch rows are the
+pixels of one image. Output pixel ``p`` of a convolution is ``oh * width + ow`` over the
+phase plane's width (the columns past the output's are computed and never read), so every
+tap is a constant offset and every load contiguous. Output: int32 ``acc[image, row, pixel]``
+(``-offset * sum(w)`` added per row: ``comp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qcompile.backends.tvm import isa as V
+from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp
+from qcompile.backends.tvm.isa import Isa
+from qcompile.backends.tvm.lut_decode import LevelsPlan, code_vec, weight_vec
+from qcompile.backends.tvm.mac import Mac
+from qcompile.backends.tvm.row_layout import RowLayout
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where each tap reads: ``taps`` pixel offsets into a group's packed pixels (static),
+    ``group_pixels`` pixels per channel group (per image and activation plane). A dense
+    layer's activations are ``tile_major``: each pixel tile's groups contiguous, so a tile
+    streams through them."""
+
+    groups: int  # channel groups of four (the reduction's outer loop)
+    taps: tuple[int, ...]
+    group_pixels: Any  # int, or an expression (a dense layer's padded batch)
+    tile_major: bool = False
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    isa: Isa
+    mac: Mac
+    layout: RowLayout
+    levels: LevelsPlan
+    geometry: Geometry
+    rows: int  # output channels per register tile
+    vecs: int  # pixel vectors per register tile
+    parallel: bool
+    block: int = 1  # register tiles of rows decoded together (sharing each activation pass)
+    split: int = 1  # parallel slices of the pixel tiles (each decodes its rows again)
+
+    @property
+    def tile_pixels(self) -> int:
+        return self.vecs * self.isa.lanes
+
+    @property
+    def kd(self) -> int:
+        """Bytes of a decoded weight row the micro-kernel reads."""
+        return self.geometry.groups * len(self.geometry.taps) * 4
+
+    @property
+    def block_rows(self) -> int:
+        return self.rows * self.block
+
+    def slots(self) -> list[tuple[int, int]]:
+        """(first stored row, first accumulator row) of each width group: groups start on
+        a whole block of rows, so a block never mixes widths."""
+        out, stored, slot = [], 0, 0
+        for g in self.layout.groups:
+            out.append((stored, slot))
+            stored += len(g.rows)
+            slot += -(-len(g.rows) // self.block_rows) * self.block_rows
+        return out
+
+    @property
+    def acc_rows(self) -> int:
+        last = self.layout.groups[-1]
+        return self.slots()[-1][1] + -(-len(last.rows) // self.block_rows) * self.block_rows
+
+
+def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
+    """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
+    weight within the register file."""
+    per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
+    if per_acc is None:  # maddubs / split: int16 accumulators per plane (+ int32 if flushed)
+        per_acc = mac.planes + 1
+    # smull reads each activation vector as two halves (ext): two registers per vector.
+    # Past the budget LLVM spills the accumulators lane by lane (4.6x the instructions).
+    per_vec = mac.planes * (2 if mac.mode == "smull" else 1)
+    budget = isa.regs - 4
+    for rows, vecs in ((4, 4), (4, 3), (4, 2), (2, 2), (2, 1), (1, 1)):
+        if rows * vecs * per_acc + vecs * per_vec <= budget:
+            return rows, vecs
+    return 1, 1
+
+
+def _bcast_w(isa: Isa, w32: Any, row: int, at: Any) -> Any:
+    """The four int8 weights of ``row`` at byte ``4 * at`` in every int32 lane."""
+    from tvm.tirx.script.builder import ir as T
+
+    return T.reinterpret(V.vec(isa, "int8"), T.Broadcast(w32[row, at], isa.lanes))
+
+
+def _dot(p: GemmPlan, acc: Any, acc16: Any, i: int, a: list, w: Any) -> None:
+    """Accumulator ``i``: add the products of activation vectors ``a`` (planes) and ``w``."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, mode, L = p.isa, p.mac.mode, p.isa.lanes
+    if mode == "smull":  # two pair-sum accumulators per tile, combined at the end
+        a8 = T.reinterpret("int8x16", a[0])
+        for h in range(2):
+            at = _ramp((2 * i + h) * L, L)
+            T.buffer_store(acc, acc[at] + V.smull_pairs(a8, w, h == 1), [at])
+        return
+    at = _ramp(i * L, L)
+    if mode == "vnni":
+        T.buffer_store(acc, V.dpbusd(isa, acc[at], a[0], w), [at])
+    elif mode == "sdot":
+        T.buffer_store(acc, V.sdot(acc[at], T.reinterpret("int8x16", a[0]), w), [at])
+    elif acc16 is None:
+        s = V.widen16(isa, V.maddubs(isa, a[0], w))
+        if mode == "split":
+            s = s + V.widen16(isa, V.maddubs(isa, a[1], w), 16)
+        T.buffer_store(acc, acc[at] + s, [at])
+    else:
+        H = 2 * L
+        for q, av in enumerate(a):
+            at16 = _ramp((i * len(a) + q) * H, H)
+            T.buffer_store(acc16, acc16[at16] + V.maddubs(isa, av, w), [at16])
+
+
+def _widen_all(p: GemmPlan, acc: Any, acc16: Any, n: int) -> None:
+    from tvm.tirx.script.builder import ir as T
+
+    L, H, planes = p.isa.lanes, 2 * p.isa.lanes, p.mac.planes
+    for i in range(n):
+        total = acc[_ramp(i * L, L)]
+        for q in range(planes):
+            total = total + V.widen16(p.isa, acc16[_ramp((i * planes + q) * H, H)], 16 * q or 1)
+        T.buffer_store(acc, total, [_ramp(i * L, L)])
+
+
+def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, Any]) -> None:
+    """Decode rows ``i0 .. i0 + block_rows`` of width group ``gi`` into ``scratch``
+    (a row past the group repeats its last row: defined values for accumulators nobody
+    reads)."""
+    from tvm.tirx.script.builder import ir as T
+
+    g, dw = p.layout.groups[gi], p.layout.dw
+    first = p.slots()[gi][0]
+    steps = 8 // min(g.planes)
+    with T.serial(0, p.block_rows) as r:
+        i = T.min(i0 + r, len(g.rows) - 1)
+        with T.serial(0, g.kr // (dw * steps)) as c:
+            for s in range(steps):
+                code = code_vec(bufs["stored"], g, g.offset + i * g.row_bytes, c, s, dw)
+                w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
+                T.buffer_store(scratch, w, [r, _ramp((c * steps + s) * dw, dw)])
+
+
+def _tile(
+    p: GemmPlan, w32: Any, sub: Any, img: Any, pt: Any, row0: Any, comp: list, bufs: dict
+) -> None:
+    """One register tile: ``rows`` accumulator rows from ``row0`` x ``vecs`` pixel vectors
+    of pixel tile ``pt`` of image ``img`` (None: a dense layer's one image, 2-D ``acc``);
+    weights from scratch rows ``sub ..`` (read as int32); ``comp``: each row's stored
+    index."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, mac, geo = p.isa, p.mac, p.geometry
+    L, R, Q, planes = isa.lanes, p.rows, p.vecs, mac.planes
+    act, out = bufs["act"], bufs["acc"]
+    image = 0 if img is None else img
+    TP = p.tile_pixels
+    p0 = pt * TP
+
+    def act_at(c4: Any, q: int, off: int) -> Any:
+        if geo.tile_major:
+            return ((pt * geo.groups + c4) * TP + q * L + off) * 4
+        return (c4 * geo.group_pixels + p0 + q * L + off) * 4
+
+    per = 2 if mac.mode == "smull" else 1
+    acc = T.alloc_buffer((R * Q * per * L,), "int32")
+    T.buffer_store(acc, T.Broadcast(T.int32(0), R * Q * per * L), [_ramp(0, R * Q * per * L)])
+    taps = len(geo.taps)
+    steps_total = geo.groups * taps
+    flush = mac.flush if mac.mode in ("maddubs", "split") else 0
+    per_flush = _flush_plan(taps, geo.groups, flush) if flush else 0
+    acc16 = T.alloc_buffer((R * Q * planes * 2 * L,), "int16") if per_flush else None
+
+    def group(c4: Any) -> None:
+        for t, off in enumerate(geo.taps):
+            a_by_q = [
+                [act[image, pl, _ramp(act_at(c4, q, off), 4 * L)] for pl in range(planes)]
+                for q in range(Q)
+            ]
+            for r in range(R):
+                w = _bcast_w(isa, w32, sub + r, c4 * taps + t)
+                for q in range(Q):
+                    _dot(p, acc, acc16, r * Q + q, a_by_q[q], w)
+
+    if per_flush:
+        n16 = R * Q * planes * 2 * L
+        with T.serial(0, geo.groups // per_flush) as co:
+            T.buffer_store(acc16, T.Broadcast(T.int16(0), n16), [_ramp(0, n16)])
+            with T.serial(0, per_flush) as ci:
+                group(co * per_flush + ci)
+            _widen_all(p, acc, acc16, R * Q)
+    else:
+        with T.serial(0, geo.groups) as c4:
+            group(c4)
+    assert steps_total > 0
+    for r in range(R):
+        for q in range(Q):
+            if mac.mode == "smull":
+                v = V.addp(
+                    acc[_ramp((2 * (r * Q + q)) * L, L)], acc[_ramp((2 * (r * Q + q) + 1) * L, L)]
+                )
+            else:
+                v = acc[_ramp((r * Q + q) * L, L)]
+            if "comp" in bufs:
+                v = v + T.Broadcast(bufs["comp"][comp[r]], L)
+            at = [row0 + r, _ramp(p0 + q * L, L)]
+            T.buffer_store(out, v, at if img is None else [img, *at])
+
+
+def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense: bool) -> Any:
+    """The kernel as one TIR statement. ``bufs``: act, stored, levels, acc and (offset not
+    0) comp; ``images`` (batch, int32 expression; 1 for a dense layer, whose ``acc`` is
+    [rows, pixels]) and ``pixels`` (output pixels per image, a multiple of the tile)."""
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.tirx.script.builder import ir as T
+
+    R, B = p.rows, p.block_rows
+    kr = p.layout.max_kr
+    tiles = pixels // p.tile_pixels
+    with IRBuilder() as ib, T.serial(0, 1):
+        for gi, g in enumerate(p.layout.groups):
+            first, slot = p.slots()[gi]
+            blocks = -(-len(g.rows) // B)
+            loop = T.parallel if p.parallel and blocks * p.split > 1 else T.serial
+            with loop(0, blocks * p.split) as it:
+                ob, part = it // p.split, it % p.split
+                scratch = T.alloc_buffer((B, kr), "int8")
+                w32 = T.decl_buffer((B, kr // 4), "int32", data=scratch.data)
+                _decode_rows(p, gi, ob * B, scratch, bufs)
+                lo = part * tiles // p.split
+                hi = (part + 1) * tiles // p.split
+                with T.serial(0, hi - lo) as pi, T.serial(0, p.block) as sb:
+                    i0 = ob * B + sb * R
+                    comp = [first + T.min(i0 + r, len(g.rows) - 1) for r in range(R)]
+                    if dense:
+                        _tile(p, w32, sb * R, None, lo + pi, slot + i0, comp, bufs)
+                    else:
+                        with T.serial(0, images) as img:
+                            _tile(p, w32, sb * R, img, lo + pi, slot + i0, comp, bufs)
+    return ib.get()

@@ -1,0 +1,160 @@
+"""The vector kernels of issue 16 (GEMV and GEMM), each compiled alone for an x86-64 ISA and
+run in process: bit-exact against the IR's own integer weights (``Weights.decoded``, what the
+simulator multiplies) for every width 1-8, affine and table levels, every multiply mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qcompile.backends.cpu_features import running_features, target_isa
+from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, gemm_stmt, tile_shape
+from qcompile.backends.tvm.gemv_lut import GemvPlan, decode_width, gemv_stmt, rows_per_step
+from qcompile.backends.tvm.isa import isa_of
+from qcompile.backends.tvm.lut_decode import LevelsPlan
+from qcompile.backends.tvm.mac import choose
+from qcompile.backends.tvm.row_layout import RowLayout
+from qcompile.ir.weights import Affine, Table, Weights
+
+# AVX2 without and with VNNI (AVX-VNNI), AVX-512 BW without and with VNNI
+CPUS = ["x86-64-v3", "alderlake", "x86-64-v4", "sapphirerapids"]
+X_RANGES = [(0, 15), (-128, 127), (0, 255), (-3, 12)]
+
+
+def _target(mcpu: str) -> dict:
+    return {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}
+
+
+def _runnable(mcpu: str) -> object:
+    ok = target_isa(_target(mcpu)) <= running_features()
+    why = f"this CPU cannot run {mcpu} code"
+    return pytest.param(mcpu, marks=pytest.mark.skipif(not ok, reason=why))
+
+
+def _weights(rng: np.random.Generator, bits: int, kind: str, rows: int, k: int) -> Weights:
+    codes = rng.integers(0, 1 << bits, (rows, k)).astype(np.uint8)
+    codes[0, :] = (1 << bits) - 1  # the top code everywhere in one row
+    if kind == "table":
+        entries = rng.integers(-128, 128, (rows, 1 << bits))
+        entries[0, -1], entries[1, 0] = -128, 127  # both int8 extremes
+        return Weights(bits, (rows, k), codes, False, Table(entries.astype(np.int64)))
+    step = 2 if bits < 7 and bits % 2 else 1
+    span = step * ((1 << bits) - 1)
+    zero = rng.integers(-128, 128 - span, rows)
+    return Weights(bits, (rows, k), codes, False, Affine(step, zero.astype(np.int64)))
+
+
+def _levels(w: Weights, order: list[int]) -> tuple[LevelsPlan, np.ndarray]:
+    if isinstance(w.levels, Affine):
+        return LevelsPlan(True, w.levels.step), (w.levels.zero[order] % 256).astype(np.uint8)
+    plan = LevelsPlan(False, 1, max(1, (1 << w.bits) // 16))
+    out = np.zeros((w.shape[0], 16 * plan.tables), np.int8)
+    out[:, : 1 << w.bits] = w.levels.entries[order]
+    return plan, out
+
+
+def _x(rng: np.random.Generator, x_range: tuple[int, int], n: int, k: int) -> np.ndarray:
+    x = rng.integers(x_range[0], x_range[1] + 1, (n, k))
+    x[0, ::2], x[-1, 1::2] = x_range[0], x_range[1]  # where int16 pair sums would saturate
+    return x
+
+
+def _compile(mcpu: str, args: dict[str, np.ndarray], stmt_of) -> object:
+    import tvm
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.tirx.script.builder import ir as T
+    from tvm.tirx.script.builder.ir import add_to_parent
+
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        T.func_attr({"tirx.noalias": True})
+        bufs = {k: T.arg(k, T.buffer(a.shape, str(a.dtype))) for k, a in args.items()}
+        add_to_parent(stmt_of(bufs))
+    func = ib.get().with_attr("global_symbol", "main")
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(_target(mcpu)))
+    tensors = [tvm.runtime.tensor(a) for a in args.values()]
+    ex["main"](*tensors)
+    return tensors[list(args).index("acc")].numpy()
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("kind", ["affine", "table"])
+def test_gemv_is_exact(mcpu, bits, kind):
+    rng = np.random.default_rng(bits)
+    x_range = X_RANGES[bits % len(X_RANGES)]
+    rows, k, n = 37, 300, 3  # rows and k off every tile and chunk size
+    isa = isa_of(_target(mcpu))
+    w = _weights(rng, bits, kind, rows, k)
+    widths = w.row_bits() if bits < 5 else tuple(bits - (r % 3 == 1) for r in range(rows))
+    layout = RowLayout.plan(k, widths, decode_width(isa))
+    if bits >= 5:  # rows of two widths (DMBQ): each row's codes below its own width
+        codes = w.data % (1 << np.array(widths))[:, None]
+        w = Weights(bits, w.shape, codes.astype(np.uint8), False, w.levels, widths)
+    W = w.decoded()
+    mac = choose(isa, x_range, w.level_range(), layout.max_kr)
+    order = [r for g in layout.groups for r in g.rows]
+    levels_plan, levels = _levels(w, order)
+    plan = GemvPlan(isa, mac, layout, levels_plan, rows_per_step(isa, mac), True)
+    x = _x(rng, x_range, n, k)
+    xp = np.zeros((n, mac.planes, layout.max_kr), np.uint8)
+    a = x + mac.offset
+    if mac.planes == 2:
+        xp[:, 0, :k], xp[:, 1, :k] = a & 15, a >> 4
+    else:
+        xp[:, 0, :k] = a % 256
+    args = {"xp": xp, "stored": layout.pack(w.codes()), "levels": levels}
+    args["comp"] = (-mac.offset * W.sum(axis=1))[order].astype(np.int32)
+    args["acc"] = np.zeros((rows, n), np.int32)
+
+    def stmt(bufs):
+        if not mac.offset:
+            bufs = {k: v for k, v in bufs.items() if k != "comp"}
+        return gemv_stmt(plan, bufs, n)
+
+    got = _compile(mcpu, args, stmt)
+    assert np.array_equal(got, (x @ W.T).T[order])
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("kind", ["affine", "table"])
+def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
+    rng = np.random.default_rng(10 + bits)
+    x_range = X_RANGES[bits % len(X_RANGES)]
+    rows, k, n = 40, 300, 37
+    isa = isa_of(_target(mcpu))
+    w = _weights(rng, bits, kind, rows, k)
+    W = w.decoded()
+    k4 = -(-k // 4) * 4
+    codes = np.zeros((rows, k4), np.uint8)
+    codes[:, :k] = w.codes()
+    layout = RowLayout.plan(k4, w.row_bits(), 16)
+    mac = choose(isa, x_range, w.level_range(), k4)
+    levels_plan, levels = _levels(w, list(range(rows)))
+    R, Q = tile_shape(isa, mac)
+    tp = Q * isa.lanes
+    npad = -(-n // tp) * tp
+    geo = Geometry(k4 // 4, (0,), npad, True)
+    plan = GemmPlan(isa, mac, layout, levels_plan, geo, R, Q, True, 2, 1)
+    x = _x(rng, x_range, n, k)
+    a = np.zeros((npad, k4), np.int64)
+    a[:n, :k] = x + mac.offset
+    tiles = a.reshape(npad // tp, tp, k4 // 4, 4).transpose(0, 2, 1, 3)
+    act = np.zeros((1, mac.planes, *tiles.shape), np.uint8)
+    if mac.planes == 2:
+        act[0, 0], act[0, 1] = tiles & 15, tiles >> 4
+    else:
+        act[0, 0] = tiles % 256
+    args = {"act": act.reshape(1, mac.planes, -1), "stored": layout.pack(codes)}
+    args["levels"] = levels
+    args["comp"] = (-mac.offset * W.sum(axis=1)).astype(np.int32)
+    args["acc"] = np.zeros((plan.acc_rows, npad), np.int32)
+
+    def stmt(bufs):
+        if not mac.offset:
+            bufs = {k: v for k, v in bufs.items() if k != "comp"}
+        return gemm_stmt(plan, bufs, 1, npad, True)
+
+    got = _compile(mcpu, args, stmt)[:rows, :n]
+    assert np.array_equal(got, (x @ W.T).T)

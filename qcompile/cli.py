@@ -19,6 +19,21 @@ from qcompile.errors import Disagreement, QCompileError, one_line
 from qcompile.methods import METHODS
 
 
+def _written_qir(graph: Any, out: Path, **extra: Any) -> dict[str, Any]:
+    """What freeze and import report of the .qir they wrote (``--json``)."""
+    from qcompile.report import summary
+
+    s = summary(graph)
+    return {
+        "qir": str(out),
+        "nodes": len(graph.nodes),
+        "params": s["params"],
+        "avg_weight_bits": s["avg_weight_bits"],
+        "model_bytes": s["model_bytes"],
+        **extra,
+    }
+
+
 def emit(result: dict[str, Any], as_json: bool, human: str) -> None:
     """Print ``human`` (stdout, or stderr under --json) and, with --json, ``result`` as the
     last stdout line."""
@@ -158,25 +173,16 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
     from qcompile.fileio import check_writable, writing
     from qcompile.freeze import freeze_checkpoint
     from qcompile.ir import qir
-    from qcompile.report import summary
 
     out = Path(output) if output else Path(checkpoint).parent / "model.qir"
     check_writable(out, "model")  # before the work
     graph = freeze_checkpoint(checkpoint, model_spec)
     with writing(out):
         qir.save(graph, out)
-    s = summary(graph)
-    result = {
-        "qir": str(out),
-        "nodes": len(graph.nodes),
-        "params": s["params"],
-        "avg_weight_bits": s["avg_weight_bits"],
-        "model_bytes": s["model_bytes"],
-        "checkpoint_sha256": graph.meta()["checkpoint_sha256"],
-    }
+    result = _written_qir(graph, out, checkpoint_sha256=graph.meta()["checkpoint_sha256"])
     human = (
         f"froze {checkpoint} -> {out}: {len(graph.nodes)} nodes, "
-        f"{s['avg_weight_bits']:.2f} average weight bits, {s['model_bytes']} bytes"
+        f"{result['avg_weight_bits']:.2f} average weight bits, {result['model_bytes']} bytes"
     )
     emit(result, as_json, human)
 
@@ -419,7 +425,6 @@ def import_(model: str, output: str | None, as_json: bool) -> None:
 
         from qcompile.interop.qonnx_import import import_qonnx
         from qcompile.ir import qir
-        from qcompile.report import summary
     except ImportError as e:
         raise QCompileError(
             f"qcompile import needs qonnx ({e}): pip install 'qcompile[qonnx]'"
@@ -430,18 +435,10 @@ def import_(model: str, output: str | None, as_json: bool) -> None:
     qir.save(graph, out)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    s = summary(graph)
-    result = {
-        "qir": str(out),
-        "nodes": len(graph.nodes),
-        "params": s["params"],
-        "avg_weight_bits": s["avg_weight_bits"],
-        "model_bytes": s["model_bytes"],
-        "notes": notes,
-    }
+    result = _written_qir(graph, out, notes=notes)
     human = (
         f"imported {model} -> {out}: {len(graph.nodes)} nodes, "
-        f"{s['avg_weight_bits']:.2f} average weight bits, exact"
+        f"{result['avg_weight_bits']:.2f} average weight bits, exact"
     )
     emit(result, as_json, human)
 

@@ -20,6 +20,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -164,6 +166,24 @@ class Worker:
 
     def __del__(self) -> None:
         if hasattr(self, "proc"):
+            self.close()
+
+
+class BuiltRunner:
+    """A runner that builds a copy of its artifact in a temporary directory (``_dir``) and
+    runs the result in a :class:`Worker`, started at once so its start-up overlaps the build;
+    ``close`` stops the worker and removes the directory (the C simulation, Verilator)."""
+
+    def __init__(self, artifact: Path, prefix: str) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.worker = Worker(str(artifact))
+
+    def close(self) -> None:
+        self.worker.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __del__(self) -> None:
+        if hasattr(self, "worker"):
             self.close()
 
 

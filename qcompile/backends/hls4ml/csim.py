@@ -11,14 +11,13 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from qcompile.backends.hls4ml.project import check_inputs
-from qcompile.backends.worker import Worker
+from qcompile.backends.worker import BuiltRunner
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
@@ -44,15 +43,14 @@ class CSimLibrary:
         return y
 
 
-class CSim:
+class CSim(BuiltRunner):
     """``CSim(artifact_dir, graph)(x_int)`` -> integer outputs; ``build_s`` is the g++ time."""
 
     def __init__(self, artifact: Path, graph: Graph, project: str = "myproject") -> None:
         if shutil.which("g++") is None:
             raise QCompileError("the FPGA C simulation needs g++ (apt-get install g++)")
         self.graph = graph
-        self._dir = Path(tempfile.mkdtemp(prefix="qcompile-csim-"))
-        self.worker = Worker(str(artifact))  # starts now: its start-up overlaps the build
+        super().__init__(artifact, "qcompile-csim-")
         work = self._dir / "prj"
         shutil.copytree(artifact, work)
         for old in (work / "firmware").glob(f"{project}-*.so"):
@@ -76,11 +74,3 @@ class CSim:
         if not np.array_equal(y, np.rint(y)):
             raise QCompileError("the C simulation returned non-integer outputs")
         return y.astype(np.int64).reshape(len(flat), *self.out_shape)
-
-    def close(self) -> None:
-        self.worker.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __del__(self) -> None:
-        if hasattr(self, "worker"):
-            self.close()

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.rtl.build import TOP
-from qcompile.backends.worker import Worker
+from qcompile.backends.worker import BuiltRunner
 from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
@@ -98,7 +97,7 @@ class RtlLibrary:
         return raw
 
 
-class RtlRunner:
+class RtlRunner(BuiltRunner):
     """``RtlRunner(artifact_dir, graph, manifest)(x_int)`` -> integer outputs; ``build_s`` is
     the Verilator build time."""
 
@@ -113,8 +112,7 @@ class RtlRunner:
         self.out_shape = out.shape
         self._n_in = int(np.prod(graph.input.shape))
         n_out = int(np.prod(out.shape))
-        self._dir = Path(tempfile.mkdtemp(prefix="qcompile-rtl-"))
-        self.worker = Worker(str(artifact))  # starts now: its start-up overlaps the build
+        super().__init__(artifact, "qcompile-rtl-")
         work = self._dir / "prj"
         shutil.copytree(artifact, work)
         env.update(
@@ -153,11 +151,3 @@ class RtlRunner:
         if self._out_signed:
             v = np.where(v >= 1 << (self._out_bits - 1), v - (1 << self._out_bits), v)
         return v << -self._out_f  # f <= 0: always-zero low bits da4ml left off the port
-
-    def close(self) -> None:
-        self.worker.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __del__(self) -> None:
-        if hasattr(self, "worker"):
-            self.close()

@@ -179,7 +179,7 @@ def train(
         lr = learning_rate(spec, epoch)
         set_learning_rate(opt, lr)
         runner.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         bar = tqdm(
             total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False,
@@ -219,6 +219,9 @@ def train(
             raise _diverged(loss_value, epoch, steps - 1, spec.lr, out)
         stage.on_epoch_end(model, epoch, spec.epochs)
         epoch_time = time.perf_counter() - t0
+        # CPU time of this process (every thread): the work itself, which other jobs on a
+        # shared machine do not inflate as they do the wall time
+        epoch_cpu = time.process_time() - c0
         test_acc = evaluate(model, data.test_x, data.test_y)
         record = {
             "epoch": epoch + 1,
@@ -227,6 +230,7 @@ def train(
             "train_acc": float(sums[1] / sums[2]),
             "test_acc": test_acc,
             "epoch_time_s": round(epoch_time, 4),
+            "epoch_cpu_s": round(epoch_cpu, 4),
             **stage.report(model),
         }
         history.append(record)

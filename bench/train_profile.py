@@ -5,7 +5,9 @@ optimizer) for float and for each named configuration of ``bench.train_overhead`
 ``torch.profiler``, and reports per configuration the ops whose self CPU time per step grew
 most over float's, with their extra calls. Profiling slows small ops more than large ones,
 so the figures say where the time goes, not how much an epoch takes (that is
-``bench.train_overhead``'s).
+``bench.train_overhead``'s). Beside them: each step's CPU time without a profiler (its
+ratio to float's is what the epoch ratio is made of), and, since the op profile cannot see
+the Python that runs between ops, qcompile's own functions' time under cProfile.
 
     python -m bench.train_profile [--model lenet] [--configs ddq/wa dqa/wa] [--steps 10]
                                   [--rounds 5]
@@ -14,8 +16,11 @@ so the figures say where the time goes, not how much an epoch takes (that is
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +98,33 @@ def min_self_times(
     }
 
 
+def step_cpu_ms(stepper: Stepper, steps: int, rounds: int) -> float:
+    """CPU ms per step without any profiler: the least over ``rounds`` rounds (interference
+    from other processes only ever adds). Includes what the op profile cannot see: the
+    Python work between ops (module calls, autograd function bodies, argument handling)."""
+    stepper.steps(3)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.process_time()
+        stepper.steps(steps)
+        best = min(best, (time.process_time() - t) * 1000 / steps)
+    return best
+
+
+def python_times(stepper: Stepper, steps: int) -> dict[str, float]:
+    """qcompile function -> its own (not callees') Python ms per step, under cProfile."""
+    prof = cProfile.Profile()
+    prof.enable()
+    stepper.steps(steps)
+    prof.disable()
+    out: dict[str, float] = {}
+    for (path, line, fn), row in pstats.Stats(prof).stats.items():  # type: ignore[attr-defined]
+        if "/qcompile/" in path:
+            key = f"{path.split('/qcompile/')[-1]}:{line}({fn})"
+            out[key] = row[2] * 1000 / steps  # tottime
+    return out
+
+
 def difference(
     ops: dict[str, tuple[float, float]], base: dict[str, tuple[float, float]], top: int
 ) -> list[tuple[str, float, float]]:
@@ -123,19 +155,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if base["data.name"] == "cifar10":
             base = {**base, "data.dir": str(synthetic_cifar(Path(tmp), args.resnet_images))}
-        float_ms, float_ops = min_self_times(
-            Stepper({**base, **rows["float"]}), args.steps, args.rounds
-        )
-        report: dict[str, Any] = {"float_ms": round(float_ms, 3)}
+        float_step = Stepper({**base, **rows["float"]})
+        float_cpu = step_cpu_ms(float_step, args.steps, args.rounds)
+        float_ms, float_ops = min_self_times(float_step, args.steps, args.rounds)
+        report: dict[str, Any] = {
+            "float_ms": round(float_ms, 3),
+            "float_cpu_ms": round(float_cpu, 3),
+        }
         sections = []
         for name in args.configs:
-            total, ops = min_self_times(Stepper({**base, **rows[name]}), args.steps, args.rounds)
+            stepper = Stepper({**base, **rows[name]})
+            cpu = step_cpu_ms(stepper, args.steps, args.rounds)
+            total, ops = min_self_times(stepper, args.steps, args.rounds)
+            py = sorted(python_times(stepper, args.steps).items(), key=lambda kv: -kv[1])
             extra, top = total - float_ms, difference(ops, float_ops, args.top)
-            report[name] = {"extra_ms": round(extra, 3), "top": {n: round(d, 3) for n, d, _ in top}}
+            report[name] = {
+                "cpu_ms": round(cpu, 3),
+                "cpu_ratio": round(cpu / float_cpu, 3),
+                "extra_ms": round(extra, 3),
+                "top": {n: round(d, 3) for n, d, _ in top},
+                "python_top": {n: round(ms, 3) for n, ms in py[: args.top]},
+            }
             lines = [f"| `{n}` | {d:+.2f} | {c:+.0f} |" for n, d, c in top]
+            pylines = [f"| `{n}` | {ms:.2f} |" for n, ms in py[: min(5, args.top)]]
             sections.append(
-                f"**{name}**: +{extra:.2f} ms a step over float's {float_ms:.2f} ms (profiled)\n\n"
-                "| op | extra self ms/step | extra calls/step |\n|---|---|---|\n" + "\n".join(lines)
+                f"**{name}**: a step takes {cpu:.2f} ms of CPU against float's {float_cpu:.2f} ms "
+                f"({cpu / float_cpu:.2f}x, no profiler); the ops' self time under the profiler "
+                f"grows by {extra:+.2f} ms over float's {float_ms:.2f} ms, the rest of the extra "
+                f"({cpu - float_cpu - extra:+.2f} ms) is Python between the ops.\n\n"
+                "| op | extra self ms/step | extra calls/step |\n|---|---|---|\n"
+                + "\n".join(lines)
+                + "\n\nPython-side time of qcompile's own functions (cProfile, own time):\n\n"
+                "| function | ms/step |\n|---|---|\n" + "\n".join(pylines)
             )
             print(sections[-1] + "\n", flush=True)
     configs = " ".join(args.configs)
@@ -144,8 +195,10 @@ def main() -> None:
         f"## Where the training time goes: {label}\n\n"
         f"`python -m bench.train_profile --model {args.model} --configs {configs} "
         f"--steps {args.steps} --rounds {args.rounds} --threads {args.threads}` ({machine()}). "
-        "Self CPU time per step under torch.profiler (each op's least over the rounds), minus "
-        "float's, per op (profiling inflates small ops).\n\n" + "\n\n".join(sections),
+        "Step CPU time without a profiler (least over the rounds); self CPU time per step under "
+        "torch.profiler (each op's least over the rounds), minus float's, per op (profiling "
+        "inflates small ops); qcompile's Python functions' own time under cProfile.\n\n"
+        + "\n\n".join(sections),
     )
     print(json.dumps({"model": label, **report}))
 

@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 # One pytest worker per core (pytest-xdist); each test file stays on one worker (the groups
 # tests/conftest.py gives), so its fixtures are built once. PYTEST_XDIST= runs serially.
 PYTEST_XDIST ?= -n auto --dist loadgroup
+# The 25 slowest tests are listed after every run: where the suite's time goes, in CI too.
+PYTEST_DURATIONS ?= --durations=25
 
 .PHONY: tools install demo test test-fast lint bench clean
 
@@ -31,7 +33,8 @@ demo: tools install
 
 # pytest exits 5 when it collects nothing: that is a failure here, and says so.
 test: tools install
-	@$(PY) -m pytest $(PYTEST_XDIST) --doctest-modules qcompile tests $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_DURATIONS) --doctest-modules qcompile tests \
+		$(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The unit tier: everything not marked slow (each slow sweep keeps one fast representative).

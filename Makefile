@@ -7,8 +7,8 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-# One pytest worker per core (pytest-xdist); each test file stays on one worker (the groups
-# tests/conftest.py gives), so its fixtures are built once. PYTEST_XDIST= runs serially.
+# One pytest worker per core (pytest-xdist); tests sharing a longer-lived fixture stay on one
+# worker so it is built once, the rest spread (tests/tiers.py). PYTEST_XDIST= runs serially.
 PYTEST_XDIST ?= -n auto --dist loadgroup
 # The 25 slowest tests are listed after every run: where the suite's time goes, in CI too.
 PYTEST_DURATIONS ?= --durations=25

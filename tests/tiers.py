@@ -88,11 +88,30 @@ GPU_TESTS: set[str] = {
 SHARED_FIXTURE_FILES = ("tests/test_bad_input_",)
 
 
-def xdist_group(nodeid: str) -> str:
-    """The pytest-xdist group of a test (``--dist loadgroup``): its file, or the prefix of
-    the files it shares a session fixture with. A module's fixtures are then built once."""
-    path = nodeid.split("::")[0]
-    return next((p for p in SHARED_FIXTURE_FILES if path.startswith(p)), path)
+def shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses one of our fixtures that outlives a test (module, class,
+    package or session scope): the tests sharing it must stay on one worker to build it
+    once. pytest's own (tmp_path_factory and the like) do not count: they cost nothing."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        defs[-1].scope != "function" and defs[-1].func.__module__.startswith("tests")
+        for defs in info.name2fixturedefs.values()
+    )
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The pytest-xdist group of a test (``--dist loadgroup``): the prefix of the files it
+    shares a session fixture with, its file where it uses one of the file's longer-lived
+    fixtures (built once), else the test itself. Tests that build their own artifacts (a
+    Verilator model, an HLS C simulation) then spread over both workers instead of queueing
+    behind each other on one: a file of ten Verilator builds ran minutes after the rest."""
+    path = item.nodeid.split("::")[0]
+    shared = next((p for p in SHARED_FIXTURE_FILES if path.startswith(p)), None)
+    if shared:
+        return shared
+    return path if shares_a_fixture(item) else item.nodeid
 
 
 def apply_tiers(items: list[pytest.Item]) -> None:
@@ -105,7 +124,7 @@ def apply_tiers(items: list[pytest.Item]) -> None:
     """
     seen: dict[str, set[str]] = {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
         test, _, case = item.nodeid.partition("[")
         for prefix, tool in TOOL_DIRS.items():
             if test.startswith(prefix):

@@ -63,6 +63,9 @@ ADDER_NS = 1.6  # one 16-24 bit carry-chain add plus routing, 7-series/UltraScal
 DSP_STAGES = 3  # DSP48 multiply-add with MREG and PREG (and the input register)
 BRAM_MIN_DEPTH = 128  # shallower ROMs stay in LUTs (distributed ROM)
 DSP_SHAPE = (25, 18)  # DSP48E1, for parts not in the table
+# reuse_factor = "auto" raises reuse factors until every resource is at most this share of
+# the part (reuse.py): placement and routing need headroom, and the estimate is a model
+UTILISATION_BUDGET = 0.8
 
 
 @dataclass
@@ -139,7 +142,6 @@ class Estimator:
         self.graph = graph
         self.opts = opts
         self.unrolled = opts.io_type == "io_parallel" and opts.strategy == "Latency"
-        self.reuse = 1 if opts.strategy == "Latency" else opts.reuse_factor
         self.part = find_part(opts.part)
         self.dsp = (self.part.dsp_a, self.part.dsp_b) if self.part else DSP_SHAPE
         self.levels = max(1, math.floor(opts.clock_period / ADDER_NS))
@@ -161,14 +163,18 @@ class Estimator:
         c.ff = acc_bits + prod
         return c.times(lanes), DSP_STAGES + 1
 
-    def layer(self, node: Node) -> dict[str, Any]:
+    def layer(self, node: Node, reuse: int | None = None) -> dict[str, Any]:
+        """The estimate of ``node`` built for reuse factor ``reuse`` (default: what the
+        options give it)."""
+        rf = self.opts.reuse_of(node.name) if reuse is None else reuse
+        rf = 1 if self.unrolled else min(rf, parallel_units(node))  # as the kernels clamp it
         out = node.output
         n_out_elems = math.prod(out.shape)
         a = self.tensors[node.inputs[0]].qtype.bits
         if isinstance(node.op, Dense | Conv2d):
-            cost, shape = self.weighted(node, a)
+            cost, shape = self.weighted(node, a, rf)
         else:
-            cost, shape = self.elementwise(node, a)
+            cost, shape = self.elementwise(node, a, rf)
         cost.ff += n_out_elems * out.qtype.bits * (1 if self.unrolled else 2)
         cycles = shape.depth if self.unrolled else shape.iterations + shape.depth
         if self.opts.io_type == "io_stream":
@@ -177,13 +183,14 @@ class Estimator:
         return {
             "name": node.name,
             "op": node.kind,
+            "reuse": rf,
             "lanes": shape.lanes,
             "iterations": 1 if self.unrolled else shape.iterations,
             "cycles": cycles,
             **asdict(cost),
         }
 
-    def weighted(self, node: Node, a: int) -> tuple[Cost, Shape]:
+    def weighted(self, node: Node, a: int, reuse: int) -> tuple[Cost, Shape]:
         w, r = node.weights, node.requant
         assert w is not None and r is not None
         pixels = math.prod(node.output.shape[1:]) if isinstance(node.op, Conv2d) else 1
@@ -191,7 +198,6 @@ class Estimator:
         lo, hi = w.level_range()
         wb = ops.signed_bits(lo, hi)
         acc = r.acc_bits
-        reuse = 1 if self.unrolled else min(self.reuse, n_out)
         lanes = math.ceil(n_out / reuse)
         depth = 1 + self.tree_depth(n_in) + 1
         if reuse == 1:  # every row has its own datapath: weights are constants
@@ -228,9 +234,8 @@ class Estimator:
         lanes_all = shape.lanes * inst
         return c.times(inst), Shape(lanes_all, shape.iterations, depth + rq_depth, shape.constant)
 
-    def elementwise(self, node: Node, a: int) -> tuple[Cost, Shape]:
+    def elementwise(self, node: Node, a: int, reuse: int) -> tuple[Cost, Shape]:
         n = math.prod(node.output.shape)
-        reuse = 1 if self.unrolled else min(self.reuse, n)
         lanes = math.ceil(n / reuse)
         op = node.op
         c, depth = Cost(), 1
@@ -269,7 +274,8 @@ class Estimator:
             "note": "a model of the generated kernels (qcompile/backends/hls4ml/estimate.py), "
             "not a synthesis report",
             "schedule": "unrolled" if self.unrolled else "dataflow",
-            "reuse_factor": self.reuse,
+            "reuse_factor": self.reuse_label(),
+            "budget": UTILISATION_BUDGET if o.reuse_auto else None,
             "clock_period": o.clock_period,
             "layers": layers,
             "total": {
@@ -279,25 +285,47 @@ class Estimator:
                 "latency_ns": round(latency * o.clock_period, 3),
             },
         }
-        result.update(fit(total, self.part, o.part))
+        result.update(fit(total, self.part, o.part, auto=o.reuse_auto))
         return result
 
+    def reuse_label(self) -> int | str:
+        """The model's reuse factor as the profile gives it: 1 under Latency, ``auto``
+        when chosen per layer (each layer's is in its row)."""
+        if self.opts.strategy == "Latency":
+            return 1
+        return "auto" if self.opts.reuse_auto else self.opts.reuse_factor
 
-def fit(total: Cost, part: Any, name: str) -> dict[str, Any]:
-    """Utilisation of the part, ``fits`` and a warning line when it does not fit."""
+
+def parallel_units(node: Node) -> int:
+    """What a layer's reuse factor divides among its iterations: a weighted layer's output
+    rows (filters), an element-wise layer's elements. The kernels clamp R to it."""
+    if node.weights is not None:
+        return node.weights.shape[0]
+    return math.prod(node.output.shape)
+
+
+def fit(total: Cost, part: Any, name: str, auto: bool = False) -> dict[str, Any]:
+    """Utilisation of the part, ``fits`` and a warning line when it does not fit (``auto``:
+    the reuse factors were already chosen to fit, so only a larger part helps)."""
     if part is None:
         return {"part": None, "utilization": None, "fits": None,
                 "warning": f"part {name} is not in targets/parts/: fit not checked"}  # fmt: skip
     need = asdict(total)
     cap = {"lut": part.lut, "ff": part.ff, "dsp": part.dsp, "bram18": part.bram18}
     util = {k: round(need[k] / cap[k], 4) for k in cap}
-    over = [f"{k.upper()} {need[k]} > {cap[k]}" for k in cap if need[k] > cap[k]]
-    warning = (
-        f"estimated design does not fit {part.name} ({', '.join(over)}): raise the reuse "
-        "factor (Resource strategy) or use a larger part"
-        if over
-        else None
+    over = [
+        f"{k.upper()} {need[k]} > {cap[k]} ({100 * need[k] / cap[k]:.0f}%)"
+        for k in cap
+        if need[k] > cap[k]
+    ]
+    advice = (
+        "even at the reuse factors that save most (auto): use a larger part"
+        if auto
+        else 'raise the reuse factor (Resource strategy; reuse_factor = "auto" chooses one per '
+        "layer) or use a larger part"
     )
+    warning = f"estimated design does not fit {part.name} ({', '.join(over)}): {advice}"
+    warning = warning if over else None
     return {"part": {"name": part.name, "family": part.family, **cap}, "utilization": util,
             "fits": not over, "warning": warning}  # fmt: skip
 
@@ -311,14 +339,14 @@ def estimate(graph: Graph, opts: HlsOptions) -> dict[str, Any]:
 def estimate_table(e: dict[str, Any]) -> str:
     """The estimate as text: one row per layer, the total, the part's capacity and a
     warning line when the design does not fit."""
-    head = ("layer", "op", "lanes", "cycles", "LUT", "FF", "DSP", "BRAM18")
-    keys = ("name", "op", "lanes", "cycles", "lut", "ff", "dsp", "bram18")
+    head = ("layer", "op", "reuse", "lanes", "cycles", "LUT", "FF", "DSP", "BRAM18")
+    keys = ("name", "op", "reuse", "lanes", "cycles", "lut", "ff", "dsp", "bram18")
     t = e["total"]
     rows = [[str(r[k]) for k in keys] for r in e["layers"]]
-    rows.append(["total", "", "", f"II {t['ii_cycles']}", *(str(t[k]) for k in keys[4:])])
+    rows.append(["total", "", "", "", f"II {t['ii_cycles']}", *(str(t[k]) for k in keys[5:])])
     p = e["part"]
     if p is not None:
-        rows.append([p["name"], "capacity", "", "", *(str(p[k]) for k in keys[4:])])
+        rows.append([p["name"], "capacity", "", "", "", *(str(p[k]) for k in keys[5:])])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
@@ -326,8 +354,11 @@ def estimate_table(e: dict[str, Any]) -> str:
         return "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in pairs)
 
     out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    rf = e["reuse_factor"]
+    if rf == "auto":
+        rf = f"auto: chosen per layer to fit {e['budget']:.0%} of the part"
     out.append(
-        f"\nestimate ({e['schedule']}, reuse factor {e['reuse_factor']}): latency "
+        f"\nestimate ({e['schedule']}, reuse factor {rf}): latency "
         f"{t['latency_cycles']} cycles = {t['latency_ns']} ns at {e['clock_period']} ns, a new "
         f"input every {t['ii_cycles']} cycles; {e['note']}"
     )

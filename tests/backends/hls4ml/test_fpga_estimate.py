@@ -56,7 +56,7 @@ def test_csd_digits():
 def test_unrolled_estimate_matches_hand_computation():
     """Latency + io_parallel, 5 ns (zcu104): one pipeline, every weight a constant."""
     target = FpgaTarget("t", "xczu7ev-ffvc1156-2-e", clock_period=5.0, strategy="Latency")
-    e = estimate(one_layer(), options(target))
+    e = estimate(one_layer(), options(target, one_layer()))
     a, acc = 4, 8  # input bits, accumulator bits
     # constant multiplies: (csd - 1) * (a + bits(|w|)): only 3 and -3 (twice) and row 2's 3
     mult = 3 * (1 * (a + 2))  # = 18
@@ -80,7 +80,7 @@ def test_dataflow_estimate_matches_hand_computation():
     """Resource, reuse factor 2, 10 ns (pynq-z2): 2 iterations of ceil(3 / 2) = 2 lanes."""
     target = FpgaTarget("t", "xc7z020clg400-1", clock_period=10.0, strategy="Resource",
                         reuse_factor=2)  # fmt: skip
-    e = estimate(one_layer(), options(target))
+    e = estimate(one_layer(), options(target, one_layer()))
     lanes, n_in, wb, b, acc = 2, 4, 3, 3, 8
     mults = lanes * n_in * 6  # int4 x int3 below DSP_MIN_BITS: ceil(4 * 3 / 2) LUTs each
     adders = lanes * (n_in - 1) * acc
@@ -104,7 +104,7 @@ def test_every_fpga_manifest_holds_the_estimate(tmp_path):
         t = load_target(name)
         info = deploy(graph, t, tmp_path / name)
         on_disk = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert on_disk["estimate"] == info.estimate == estimate(graph, options(t))
+        assert on_disk["estimate"] == info.estimate == estimate(graph, options(t, graph))
         assert on_disk["estimate"]["part"]["name"] == find_part(t.part).name
         assert on_disk["estimate"]["total"]["latency_ns"] > 0
 
@@ -137,6 +137,6 @@ def test_inspect_target_prints_the_estimate(tmp_path):
     assert "LUT" in r.stdout and "BRAM18" in r.stdout and "latency" in r.stdout
     r = run_cli("inspect", str(path), "--target", target, "--json")
     est = last_json(r.stdout)["estimate"]
-    assert est == estimate(one_layer(), options(load_target(target)))
+    assert est == estimate(one_layer(), options(load_target(target), one_layer()))
     r = run_cli("inspect", str(path), "--target", "cpu")
     assert r.returncode == 2 and "estimates are for fpga profiles" in r.stderr

@@ -10,7 +10,7 @@ import math
 import re
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,28 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
     if cls is CpuTarget:
         kw["path"] = str(path)  # for LLVM's checks at export, which name the file
     return cls(name=path.stem, **kw)
+
+
+def with_reuse_factor(target: Any, value: str | None) -> Any:
+    """``target`` with the command line's ``--reuse-factor`` (``auto`` or an integer >= 1)
+    in place of its profile's; ``target`` itself when not given.
+
+    >>> with_reuse_factor(load_target("zcu104"), "8").reuse_factor
+    8
+    """
+    if value is None:
+        return target
+    if not isinstance(target, FpgaTarget):
+        raise QCompileError(
+            f"--reuse-factor is for fpga profiles (pynq-z2, zcu104, alveo-u250), not the "
+            f"{target.kind} profile {target.name}; leave it out"
+        )
+    ok = value.isascii() and value.isdigit() and int(value) >= 1
+    if value != "auto" and not ok:
+        raise QCompileError(
+            f'--reuse-factor must be an integer >= 1 or "auto", got {clip(repr(value), 40)}'
+        )
+    return replace(target, reuse_factor=value if value == "auto" else int(value))
 
 
 def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:

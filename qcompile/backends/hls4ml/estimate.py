@@ -6,7 +6,9 @@ Schedule (what the kernels and hls4ml's top function do):
 - ``unrolled``: io_parallel + Latency strategy. hls4ml pipelines the top function, which
   unrolls every loop: the model is one pipeline taking an input every cycle (II = 1), its
   latency the sum of the layers' depths. Each conv output pixel gets its own datapath.
-- ``dataflow``: Resource strategy or io_stream. Layers are dataflow tasks; a weighted layer
+- ``dataflow``: Resource strategy or io_stream. Layers are dataflow tasks, each with its own
+  reuse factor R (the profile's for every layer, or one per layer chosen by reuse.py for
+  ``reuse_factor = "auto"``; clamped to the layer's rows or elements); a weighted layer
   with reuse factor R runs ``R`` pipelined iterations (II 1) of ``P = ceil(n_out / R)``
   parallel output lanes, each a full dot product (hls4ml's Resource strategy: ``n_in * n_out
   / R`` multipliers); a conv repeats that for every output pixel. Element-wise layers run R

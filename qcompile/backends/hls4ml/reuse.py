@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
+import numpy as np
+
 from qcompile.backends.hls4ml.estimate import UTILISATION_BUDGET, Estimator, parallel_units
 from qcompile.backends.hls4ml.parts import Part
 from qcompile.backends.hls4ml.project import HlsOptions
@@ -39,33 +41,32 @@ def candidates(n: int) -> list[int]:
     return sorted({-(-n // p) for p in range(1, n + 1)})
 
 
-class _Layers:
-    """Each layer's estimate at each reuse factor, computed once."""
+class _Table:
+    """Every layer's estimate at each of its candidate reuse factors, one row per (layer,
+    candidate) pair in layer order, as arrays: the greedy step scores them all at once."""
 
     def __init__(self, graph: Graph, opts: HlsOptions) -> None:
         self.est = Estimator(graph, opts)
-        self.nodes = {n.name: n for n in graph.nodes}
-        self._rows: dict[tuple[str, int], dict] = {}
-
-    def row(self, name: str, r: int) -> dict:
-        key = (name, r)
-        if key not in self._rows:
-            self._rows[key] = self.est.layer(self.nodes[name], r)
-        return self._rows[key]
-
-    def total(self, choice: dict[str, int]) -> dict[str, int]:
-        rows = [self.row(name, r) for name, r in choice.items()]
-        return {k: sum(row[k] for row in rows) for k in RESOURCES}
-
-    def swapped(self, total: dict[str, int], name: str, old: int, new: int) -> dict[str, int]:
-        """``total`` with layer ``name`` at reuse ``new`` instead of ``old``."""
-        a, b = self.row(name, old), self.row(name, new)
-        return {k: total[k] - a[k] + b[k] for k in RESOURCES}
+        self.names = [n.name for n in graph.nodes]
+        layer, reuse, rows = [], [], []
+        for i, node in enumerate(graph.nodes):
+            for r in candidates(parallel_units(node)):
+                layer.append(i)
+                reuse.append(r)
+                rows.append(self.est.layer(node, r))
+        self.layer = np.array(layer)
+        self.reuse = np.array(reuse)
+        self.res = np.array([[row[k] for k in RESOURCES] for row in rows], dtype=np.float64)
+        self.cycles = np.array([row["cycles"] for row in rows])
+        # each layer's R = 1 row: its first candidate
+        self.first = np.searchsorted(self.layer, np.arange(len(self.names)))
 
 
-def _excess(total: dict[str, int], budget: dict[str, float]) -> float:
-    # a part without a resource (budget 0) counts each unit needed as a whole part over
-    return sum(max(0.0, total[k] - budget[k]) / max(budget[k], 1.0) for k in RESOURCES)
+def _excess(total: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """How far over the budget: the sum over resources of ``max(0, need - budget) / budget``
+    (a part without a resource, budget 0, counts each unit needed as a whole part over);
+    ``total`` is one row of needs or one per candidate."""
+    return (np.maximum(0.0, total - limit) / np.maximum(limit, 1.0)).sum(axis=-1)
 
 
 def choose_reuse(
@@ -78,42 +79,41 @@ def choose_reuse(
     Under the Latency strategy every layer is R = 1 (hls4ml pipelines it at II 1), and
     without a known part there is nothing to fit: R = 1 everywhere too.
     """
-    layers = _Layers(graph, opts)
-    part = part or layers.est.part
-    choice = {n.name: 1 for n in graph.nodes}
-    if part is not None and opts.strategy != "Latency" and not layers.est.unrolled:
-        cap = {"lut": part.lut, "ff": part.ff, "dsp": part.dsp, "bram18": part.bram18}
-        limit = {k: budget * v for k, v in cap.items()}
-        _raise_until_fit(layers, choice, limit)
-        if _excess(layers.total(choice), limit) == 0:
-            _lower_while_fit(layers, choice, limit)
-    return replace(opts, layer_reuse=tuple(choice.items()), reuse_auto=True)
+    est = Estimator(graph, opts)
+    part = part or est.part
+    choice = [1] * len(graph.nodes)
+    if part is not None and opts.strategy != "Latency" and not est.unrolled:
+        table = _Table(graph, opts)
+        cap = (part.lut, part.ff, part.dsp, part.bram18)
+        limit = budget * np.array(cap, dtype=np.float64)
+        cur = table.first.copy()  # each layer's chosen row in the table
+        _raise_until_fit(table, cur, limit)
+        if _excess(table.res[cur].sum(axis=0), limit) == 0:
+            _lower_while_fit(table, cur, limit)
+        choice = [int(r) for r in table.reuse[cur]]
+    names = [n.name for n in graph.nodes]
+    return replace(opts, layer_reuse=tuple(zip(names, choice, strict=True)), reuse_auto=True)
 
 
-def _raise_until_fit(layers: _Layers, choice: dict[str, int], limit: dict[str, float]) -> None:
+def _raise_until_fit(table: _Table, cur: np.ndarray, limit: np.ndarray) -> None:
     """Greedy: the step removing the most excess per cycle added, until none is left."""
-    while (excess := _excess(total := layers.total(choice), limit)) > 0:
-        best: tuple[float, str, int] | None = None
-        for name, r in choice.items():
-            now = layers.row(name, r)
-            for cand in candidates(parallel_units(layers.nodes[name])):
-                if cand <= r:
-                    continue
-                gain = excess - _excess(layers.swapped(total, name, r, cand), limit)
-                added = max(1, layers.row(name, cand)["cycles"] - now["cycles"])
-                if gain > 0 and (best is None or gain / added > best[0]):
-                    best = (gain / added, name, cand)
-        if best is None:  # no layer can give anything more: the part is too small
+    while (excess := _excess(total := table.res[cur].sum(axis=0), limit)) > 0:
+        now = cur[table.layer]  # each candidate's layer's current row
+        gain = excess - _excess(total + table.res - table.res[now], limit)
+        added = np.maximum(1, table.cycles - table.cycles[now])
+        ok = (table.reuse > table.reuse[now]) & (gain > 0)
+        if not ok.any():  # no layer can give anything more: the part is too small
             return
-        choice[best[1]] = best[2]
+        score = np.where(ok, gain / added, -1.0)
+        best = int(np.argmax(score))  # the first of equals: the earlier layer, smaller R
+        cur[table.layer[best]] = best
 
 
-def _lower_while_fit(layers: _Layers, choice: dict[str, int], limit: dict[str, float]) -> None:
+def _lower_while_fit(table: _Table, cur: np.ndarray, limit: np.ndarray) -> None:
     """Each layer (slowest first) back to the smallest reuse factor that still fits."""
-    for name in sorted(choice, key=lambda n: -layers.row(n, choice[n])["cycles"]):
-        for cand in candidates(parallel_units(layers.nodes[name])):
-            if cand >= choice[name]:
-                break
-            if _excess(layers.swapped(layers.total(choice), name, choice[name], cand), limit) == 0:
-                choice[name] = cand
+    for i in sorted(range(len(cur)), key=lambda i: -table.cycles[cur[i]]):
+        total = table.res[cur].sum(axis=0)
+        for row in range(table.first[i], cur[i]):
+            if _excess(total - table.res[cur[i]] + table.res[row], limit) == 0:
+                cur[i] = row
                 break

@@ -19,13 +19,24 @@ from qcompile.backends.hls4ml.reuse import candidates
 from qcompile.backends.registry import deploy, describe
 from qcompile.backends.targets import FpgaTarget, load_target
 from qcompile.freeze import freeze_model
-from qcompile.ir import Affine, Dense, Graph, InputQuant, Node, QType, Requant, TensorInfo, Weights
+from qcompile.ir import (
+    Affine,
+    Dense,
+    Graph,
+    InputQuant,
+    Node,
+    QType,
+    Requant,
+    TensorInfo,
+    Weights,
+    qir,
+)
 from qcompile.passes import pipelines, run_pipeline
 from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
 from tests.backends.helpers import random_inputs
-from tests.conftest import NEEDS_GXX
+from tests.conftest import NEEDS_GXX, last_json, run_cli
 
 # The one-layer model of test_fpga_estimate.py (hand-computed there at R = 1 and R = 2): int4
 # x[4] -> 3 rows of 3-bit affine codes, acc_bits 8, requantized products of 19 bits.
@@ -185,3 +196,25 @@ def test_demo_lenet_fits_the_pynq_z2_and_stays_exact(tmp_path):
         assert np.array_equal(csim(x), Simulator(graph).run(x)[graph.outputs[0]])
     finally:
         csim.close()
+
+
+def test_reuse_factor_option_overrides_the_profile(tmp_path):
+    path = tmp_path / "one.qir"
+    qir.save(model(3), path)
+    base = ("inspect", str(path), "--target", "pynq-z2")
+    r = run_cli(*base, "--reuse-factor", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    e = last_json(r.stdout)["estimate"]
+    assert e["reuse_factor"] == 2 and per_layer(e) == {"d0": 2} and e["total"]["lut"] == 386
+    r = run_cli(*base)  # the profile's auto: the model is tiny, every layer at R = 1
+    assert "reuse factor auto: chosen per layer to fit 80% of the part" in r.stdout
+    for args, needle in [
+        (("--reuse-factor", "0"), "--reuse-factor must be an integer >= 1 or \"auto\", got '0'"),
+        (("--reuse-factor", "x4"), "--reuse-factor must be an integer >= 1"),
+    ]:
+        r = run_cli(*base, *args)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_cli("inspect", str(path), "--target", "cpu", "--reuse-factor", "2")
+    assert r.returncode == 2 and "--reuse-factor is for fpga profiles" in r.stderr
+    r = run_cli("inspect", str(path), "--reuse-factor", "2")
+    assert r.returncode == 2 and "needs --target" in r.stderr

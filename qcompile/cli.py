@@ -228,7 +228,8 @@ def inspect(model: str, target: str | None, reuse_factor: str | None, as_json: b
     if t is not None:
         from qcompile.backends.registry import preview
 
-        s["estimate"], text = preview(graph, t)
+        est, text = preview(graph, t)
+        s["estimate"] = est.as_dict()
         human += f"\n\n{text}"
     emit(s, as_json, human)
 

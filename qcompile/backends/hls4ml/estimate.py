@@ -51,9 +51,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
-from qcompile.backends.hls4ml.parts import find_part
+from qcompile.backends.estimates import (
+    FpgaEstimate,
+    LayerEstimate,
+    PartCapacity,
+    TotalEstimate,
+    Utilization,
+)
+from qcompile.backends.hls4ml.parts import Part, find_part
 from qcompile.backends.hls4ml.project import HlsOptions
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node, Table
@@ -165,7 +171,7 @@ class Estimator:
         c.ff = acc_bits + prod
         return c.times(lanes), DSP_STAGES + 1
 
-    def layer(self, node: Node, reuse: int | None = None) -> dict[str, Any]:
+    def layer(self, node: Node, reuse: int | None = None) -> LayerEstimate:
         """The estimate of ``node`` built for reuse factor ``reuse`` (default: what the
         options give it)."""
         rf = self.opts.reuse_of(node.name) if reuse is None else reuse
@@ -182,15 +188,15 @@ class Estimator:
         if self.opts.io_type == "io_stream":
             ins = [self.tensors[t].shape for t in node.inputs]
             cycles += sum(math.prod(s) // s[-1] for s in ins) + n_out_elems // out.shape[-1]
-        return {
-            "name": node.name,
-            "op": node.kind,
-            "reuse": rf,
-            "lanes": shape.lanes,
-            "iterations": 1 if self.unrolled else shape.iterations,
-            "cycles": cycles,
+        return LayerEstimate(
+            name=node.name,
+            op=node.kind,
+            reuse=rf,
+            lanes=shape.lanes,
+            iterations=1 if self.unrolled else shape.iterations,
+            cycles=cycles,
             **asdict(cost),
-        }
+        )
 
     def weighted(self, node: Node, a: int, reuse: int) -> tuple[Cost, Shape]:
         w, r = node.weights, node.requant
@@ -263,32 +269,34 @@ class Estimator:
         c += rq
         return c, Shape(lanes, reuse, depth + rq_depth, True)
 
-    def run(self) -> dict[str, Any]:
-        layers = [self.layer(n) for n in self.graph.nodes]
+    def run(self) -> FpgaEstimate:
+        layers = tuple(self.layer(n) for n in self.graph.nodes)
         total = Cost()
         for row in layers:
-            total += Cost(row["lut"], row["ff"], row["dsp"], row["bram18"])
-        cycles = [row["cycles"] for row in layers]
+            total += Cost(row.lut, row.ff, row.dsp, row.bram18)
+        cycles = [row.cycles for row in layers]
         latency = sum(cycles)
-        ii = 1 if self.unrolled else max(cycles)
         o = self.opts
-        result: dict[str, Any] = {
-            "note": "a model of the generated kernels (qcompile/backends/hls4ml/estimate.py), "
+        checked = fit(total, self.part, o.part, auto=o.reuse_auto)
+        return FpgaEstimate(
+            note="a model of the generated kernels (qcompile/backends/hls4ml/estimate.py), "
             "not a synthesis report",
-            "schedule": "unrolled" if self.unrolled else "dataflow",
-            "reuse_factor": self.reuse_label(),
-            "budget": UTILISATION_BUDGET if o.reuse_auto else None,
-            "clock_period": o.clock_period,
-            "layers": layers,
-            "total": {
+            schedule="unrolled" if self.unrolled else "dataflow",
+            reuse_factor=self.reuse_label(),
+            budget=UTILISATION_BUDGET if o.reuse_auto else None,
+            clock_period=o.clock_period,
+            layers=layers,
+            total=TotalEstimate(
                 **asdict(total),
-                "ii_cycles": ii,
-                "latency_cycles": latency,
-                "latency_ns": round(latency * o.clock_period, 3),
-            },
-        }
-        result.update(fit(total, self.part, o.part, auto=o.reuse_auto))
-        return result
+                ii_cycles=1 if self.unrolled else max(cycles),
+                latency_cycles=latency,
+                latency_ns=round(latency * o.clock_period, 3),
+            ),
+            part=checked.part,
+            utilization=checked.utilization,
+            fits=checked.fits,
+            warning=checked.warning,
+        )
 
     def reuse_label(self) -> int | str:
         """The model's reuse factor as the profile gives it: 1 under Latency, ``auto``
@@ -306,15 +314,24 @@ def parallel_units(node: Node) -> int:
     return math.prod(node.output.shape)
 
 
-def fit(total: Cost, part: Any, name: str, auto: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Fit:
+    """The estimate checked against the part (all None but ``warning`` for a part not in
+    targets/parts/)."""
+
+    part: PartCapacity | None
+    utilization: Utilization | None
+    fits: bool | None
+    warning: str | None
+
+
+def fit(total: Cost, part: Part | None, name: str, auto: bool = False) -> Fit:
     """Utilisation of the part, ``fits`` and a warning line when it does not fit (``auto``:
     the reuse factors were already chosen to fit, so only a larger part helps)."""
     if part is None:
-        return {"part": None, "utilization": None, "fits": None,
-                "warning": f"part {name} is not in targets/parts/: fit not checked"}  # fmt: skip
+        return Fit(None, None, None, f"part {name} is not in targets/parts/: fit not checked")
     need = asdict(total)
     cap = {"lut": part.lut, "ff": part.ff, "dsp": part.dsp, "bram18": part.bram18}
-    util = {k: round(need[k] / cap[k], 4) for k in cap}
     over = [
         f"{k.upper()} {need[k]} > {cap[k]} ({100 * need[k] / cap[k]:.0f}%)"
         for k in cap
@@ -327,28 +344,31 @@ def fit(total: Cost, part: Any, name: str, auto: bool = False) -> dict[str, Any]
         "layer) or use a larger part"
     )
     warning = f"estimated design does not fit {part.name} ({', '.join(over)}): {advice}"
-    warning = warning if over else None
-    return {"part": {"name": part.name, "family": part.family, **cap}, "utilization": util,
-            "fits": not over, "warning": warning}  # fmt: skip
+    return Fit(
+        PartCapacity(part.name, part.family, **cap),
+        Utilization(**{k: round(need[k] / cap[k], 4) for k in cap}),
+        not over,
+        warning if over else None,
+    )
 
 
-def estimate(graph: Graph, opts: HlsOptions) -> dict[str, Any]:
+def estimate(graph: Graph, opts: HlsOptions) -> FpgaEstimate:
     """The estimate of ``graph`` (lowered by ``passes.pipelines.FPGA``, as the export and
     ``registry.preview`` give it) exported with ``opts`` (see the module docstring)."""
     return Estimator(graph, opts).run()
 
 
-def estimate_table(e: dict[str, Any]) -> str:
+def estimate_table(e: FpgaEstimate) -> str:
     """The estimate as text: one row per layer, the total, the part's capacity and a
     warning line when the design does not fit."""
     head = ("layer", "op", "reuse", "lanes", "cycles", "LUT", "FF", "DSP", "BRAM18")
     keys = ("name", "op", "reuse", "lanes", "cycles", "lut", "ff", "dsp", "bram18")
-    t = e["total"]
-    rows = [[str(r[k]) for k in keys] for r in e["layers"]]
-    rows.append(["total", "", "", "", f"II {t['ii_cycles']}", *(str(t[k]) for k in keys[5:])])
-    p = e["part"]
+    t = e.total
+    rows = [[str(getattr(r, k)) for k in keys] for r in e.layers]
+    rows.append(["total", "", "", "", f"II {t.ii_cycles}", *(str(getattr(t, k)) for k in keys[5:])])
+    p = e.part
     if p is not None:
-        rows.append([p["name"], "capacity", "", "", "", *(str(p[k]) for k in keys[5:])])
+        rows.append([p.name, "capacity", "", "", "", *(str(getattr(p, k)) for k in keys[5:])])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
@@ -356,14 +376,14 @@ def estimate_table(e: dict[str, Any]) -> str:
         return "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in pairs)
 
     out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    rf = e["reuse_factor"]
-    if rf == "auto":
-        rf = f"auto: chosen per layer to fit {e['budget']:.0%} of the part"
+    rf = e.reuse_factor
+    if rf == "auto" and e.budget is not None:
+        rf = f"auto: chosen per layer to fit {e.budget:.0%} of the part"
     out.append(
-        f"\nestimate ({e['schedule']}, reuse factor {rf}): latency "
-        f"{t['latency_cycles']} cycles = {t['latency_ns']} ns at {e['clock_period']} ns, a new "
-        f"input every {t['ii_cycles']} cycles; {e['note']}"
+        f"\nestimate ({e.schedule}, reuse factor {rf}): latency {t.latency_cycles} cycles = "
+        f"{t.latency_ns} ns at {e.clock_period} ns, a new input every {t.ii_cycles} cycles; "
+        f"{e.note}"
     )
-    if e["warning"]:
-        out.append(f"warning: {e['warning']}")
+    if e.warning:
+        out.append(f"warning: {e.warning}")
     return "\n".join(out)

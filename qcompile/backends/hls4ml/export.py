@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import write_artifact
+from qcompile.backends.estimates import FpgaEstimate
 from qcompile.backends.hls4ml.context import TEMPLATES
 from qcompile.backends.hls4ml.estimate import estimate, estimate_table
 from qcompile.backends.hls4ml.project import HlsOptions, build
@@ -110,7 +111,7 @@ def reuse_text(est: Any) -> str:
     return f"auto ({', '.join(raised)}{rest})"
 
 
-def preview(graph: Graph, target: FpgaTarget) -> tuple[dict[str, Any], str]:
+def preview(graph: Graph, target: FpgaTarget) -> tuple[FpgaEstimate, str]:
     """The estimate ``export`` would write for ``graph`` (lowered by the fpga pipeline), and
     its text table, without building the project (``inspect --target``)."""
     e = estimate(graph, options(target, graph))

@@ -56,8 +56,8 @@ class _Table:
                 rows.append(self.est.layer(node, r))
         self.layer = np.array(layer)
         self.reuse = np.array(reuse)
-        self.res = np.array([[row[k] for k in RESOURCES] for row in rows], dtype=np.float64)
-        self.cycles = np.array([row["cycles"] for row in rows])
+        self.res = np.array([[getattr(r, k) for k in RESOURCES] for r in rows], dtype=np.float64)
+        self.cycles = np.array([r.cycles for r in rows])
         # each layer's R = 1 row: its first candidate
         self.first = np.searchsorted(self.layer, np.arange(len(self.names)))
 

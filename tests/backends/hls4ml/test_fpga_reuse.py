@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 
+from qcompile.backends.estimates import FpgaEstimate
 from qcompile.backends.hls4ml import CSim, parts
 from qcompile.backends.hls4ml.estimate import Estimator, estimate
 from qcompile.backends.hls4ml.export import options
@@ -85,8 +86,10 @@ def test_candidates_are_the_smallest_reuse_for_each_lane_count():
     assert candidates(7) == [1, 2, 3, 4, 7]
 
 
-def per_layer(e: dict) -> dict[str, int]:
-    return {r["name"]: r["reuse"] for r in e["layers"]}
+def per_layer(e: FpgaEstimate | dict) -> dict[str, int]:
+    """Each layer's reuse factor, from the typed estimate or its JSON."""
+    rows = e["layers"] if isinstance(e, dict) else [asdict(r) for r in e.layers]
+    return {r["name"]: r["reuse"] for r in rows}
 
 
 def test_one_layer_takes_the_reuse_that_fits(tiny_part):
@@ -100,14 +103,14 @@ def test_one_layer_takes_the_reuse_that_fits(tiny_part):
     target = tiny_part(300)
     e = estimate(graph, options(target, graph))
     assert per_layer(e) == {"d0": 3}
-    assert e["total"]["lut"] == 24 + 24 + 12 + 64 + 12 + 22 + 67 == 225
-    assert e["total"]["ff"] == (8 + 19) + 2 * 3 * 4 == 51  # one lane; ping-pong outputs
+    assert e.total.lut == 24 + 24 + 12 + 64 + 12 + 22 + 67 == 225
+    assert e.total.ff == (8 + 19) + 2 * 3 * 4 == 51  # one lane; ping-pong outputs
     # 3 iterations + depth 7 (read, adder tree, multiply, DSP stages 3, clip)
-    assert e["total"]["latency_cycles"] == e["total"]["ii_cycles"] == 3 + 7
-    assert e["reuse_factor"] == "auto" and e["budget"] == 0.8 and e["fits"] is True
+    assert e.total.latency_cycles == e.total.ii_cycles == 3 + 7
+    assert e.reuse_factor == "auto" and e.budget == 0.8 and e.fits is True
     # an explicit integer is still the same for every layer
     fixed = estimate(graph, options(replace(target, reuse_factor=2), graph))
-    assert per_layer(fixed) == {"d0": 2} and fixed["total"]["lut"] == 386
+    assert per_layer(fixed) == {"d0": 2} and fixed.total.lut == 386
 
 
 # Two layers: d0 as above (R 1 / 3: 275 / 225 LUT, 8 / 10 cycles) and d1, W twice over (6
@@ -130,9 +133,9 @@ def test_two_layer_figures_are_the_hand_computed_ones(tiny_part):
     graph = model(3, 6)
     est = Estimator(graph, options(tiny_part(875), graph))
     d0, d1 = graph.nodes
-    assert [est.layer(d0, r)["lut"] for r in (1, 2, 3)] == [275, 386, 225]
-    assert [est.layer(d1, r)["lut"] for r in (1, 2, 3, 6)] == [550, 615, 410, 237]
-    assert [est.layer(d1, r)["cycles"] for r in (1, 2, 3, 6)] == [8, 9, 10, 13]
+    assert [est.layer(d0, r).lut for r in (1, 2, 3)] == [275, 386, 225]
+    assert [est.layer(d1, r).lut for r in (1, 2, 3, 6)] == [550, 615, 410, 237]
+    assert [est.layer(d1, r).cycles for r in (1, 2, 3, 6)] == [8, 9, 10, 13]
 
 
 @pytest.mark.parametrize(("lut", "want", "lut_total", "latency"), TWO, ids=["875", "700"])
@@ -141,19 +144,19 @@ def test_two_layers_raise_the_one_that_saves_most_per_cycle(
 ):
     graph = model(3, 6)
     e = estimate(graph, options(tiny_part(lut), graph))
-    assert per_layer(e) == want and e["fits"] is True
-    assert e["total"]["lut"] == lut_total and e["total"]["latency_cycles"] == latency
-    rows = {r["name"]: r for r in e["layers"]}
-    assert rows["d1"]["lut"] == {3: 410, 6: 237}[want["d1"]]
+    assert per_layer(e) == want and e.fits is True
+    assert e.total.lut == lut_total and e.total.latency_cycles == latency
+    rows = {r.name: r for r in e.layers}
+    assert rows["d1"].lut == {3: 410, 6: 237}[want["d1"]]
 
 
 def test_a_part_too_small_says_so_and_by_how_much(tiny_part):
     graph = model(3)
     target = tiny_part(100)  # budget 80: even one lane (225 LUT) is over the part itself
     e = estimate(graph, options(target, graph))
-    assert per_layer(e) == {"d0": 3} and e["fits"] is False
-    assert "does not fit xctiny (LUT 225 > 100 (225%))" in e["warning"]
-    assert "even at the reuse factors that save most (auto): use a larger part" in e["warning"]
+    assert per_layer(e) == {"d0": 3} and e.fits is False and e.warning is not None
+    assert "does not fit xctiny (LUT 225 > 100 (225%))" in e.warning
+    assert "even at the reuse factors that save most (auto): use a larger part" in e.warning
 
 
 def demo_lenet(wbits: int) -> Graph:
@@ -175,7 +178,7 @@ def test_demo_lenet_fits_the_pynq_z2_and_stays_exact(tmp_path):
         run_pipeline(graph, pipelines.FPGA),
         options(replace(target, reuse_factor=4), run_pipeline(graph, pipelines.FPGA)),
     )
-    assert fixed["fits"] is False  # what the profile's reuse factor 4 gave: 3x the LUTs
+    assert fixed.fits is False  # what the profile's reuse factor 4 gave: 3x the LUTs
     info = deploy(graph, target, tmp_path / "art")
     e = info["estimate"]
     assert e["fits"] is True and e["warning"] is None

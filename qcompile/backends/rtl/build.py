@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from qcompile.backends.worker import describe_exit
 from qcompile.errors import QCompileError
 
 TOP = "qmodel"  # the Verilog top module (and the artifact's project name)
@@ -61,17 +62,37 @@ def solve_and_write(
         target=_solve_and_write, args=(qir_bytes, str(out), part, clock, cutoff, q), daemon=True
     )
     p.start()
-    try:
-        result = q.get(timeout=limit_s)
-    except queue.Empty:
-        p.kill()
-        p.join()
-        raise QCompileError(
-            f"da4ml did not finish solving the model within max_solve_s = {limit_s:g} s; "
-            "export a smaller model, raise max_solve_s in a target profile, or use "
-            "--target fpga (HLS shares multipliers)"
-        ) from None
+    result = _await(p, q, limit_s)
     p.join()
     if "error" in result:
         raise RuntimeError(f"da4ml failed on this model: {result['error']}\n{result['trace']}")
     return result
+
+
+def _await(p: Any, q: Any, limit_s: float) -> dict[str, Any]:
+    """The solver's answer; an error line when it runs past ``limit_s`` (it is killed) or
+    dies without answering (a crash, or a start-up failure before its own error handler):
+    checked every second, so a dead solver is not waited on for the whole limit."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return q.get(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
+        except queue.Empty:
+            pass
+        if not p.is_alive():
+            try:  # an answer sent just before it ended is still in the pipe
+                return q.get(timeout=1.0)
+            except queue.Empty:
+                p.join()
+                raise QCompileError(
+                    f"da4ml's solver process ended with {describe_exit(p.exitcode or 0)} "
+                    "without solving the model; run the export again, or report it with the model"
+                ) from None
+        if time.monotonic() >= deadline:
+            p.kill()
+            p.join()
+            raise QCompileError(
+                f"da4ml did not finish solving the model within max_solve_s = {limit_s:g} s; "
+                "export a smaller model, raise max_solve_s in a target profile, or use "
+                "--target fpga (HLS shares multipliers)"
+            )

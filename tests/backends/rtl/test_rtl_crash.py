@@ -20,7 +20,7 @@ import pytest
 
 from qcompile.backends.artifact import read_manifest, seal
 from qcompile.backends.registry import deploy
-from qcompile.backends.rtl.build import _await
+from qcompile.backends.rtl.build import await_answer
 from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.backends.worker import NativeCrash
@@ -137,5 +137,5 @@ def test_a_solver_that_dies_unanswered_is_one_error_at_once(target, args, ended)
     with pytest.raises(
         QCompileError, match=re.escape(f"solver process ended with {ended} without")
     ):
-        _await(p, q, 600.0)
+        await_answer(p, q, 600.0)
     assert time.monotonic() - t < 30  # not the 600 s limit

@@ -378,7 +378,11 @@ def estimate_table(e: FpgaEstimate) -> str:
     out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     rf = e.reuse_factor
     if rf == "auto" and e.budget is not None:
-        rf = f"auto: chosen per layer to fit {e.budget:.0%} of the part"
+        rf = (
+            f"auto: chosen per layer to fit {e.budget:.0%} of the part"
+            if e.part is not None
+            else "auto: 1 for every layer, the part being unknown"
+        )
     out.append(
         f"\nestimate ({e.schedule}, reuse factor {rf}): latency {t.latency_cycles} cycles = "
         f"{t.latency_ns} ns at {e.clock_period} ns, a new input every {t.ii_cycles} cycles; "

@@ -14,7 +14,8 @@ import numpy as np
 from qcompile.backends.artifact import write_artifact
 from qcompile.backends.estimates import FpgaEstimate
 from qcompile.backends.hls4ml.context import TEMPLATES
-from qcompile.backends.hls4ml.estimate import estimate, estimate_table
+from qcompile.backends.hls4ml.estimate import estimate
+from qcompile.backends.hls4ml.fit import estimate_table
 from qcompile.backends.hls4ml.project import HlsOptions, build
 from qcompile.backends.hls4ml.reuse import choose_reuse
 from qcompile.backends.manifest import Manifest

@@ -8,8 +8,9 @@ import json
 
 import numpy as np
 
-from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate, fit
+from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate
 from qcompile.backends.hls4ml.export import options
+from qcompile.backends.hls4ml.fit import fit
 from qcompile.backends.hls4ml.parts import find_part
 from qcompile.backends.registry import deploy
 from qcompile.backends.targets import FpgaTarget, load_target

@@ -16,12 +16,18 @@ fixed-point model side by side:
   in the same run (hls4ml 1.3.0's own DA conversion needs a Keras or PyTorch model of the
   float layers, not our integer IR, so this is da4ml's estimate of it, as the issue allows).
 
-Sizes are chosen so the whole run takes minutes on two cores: da4ml's solve time grows
-steeply with layer size (DESIGN.md: 256x128 at 4 bits took 100-540 s), lenet is the 8x8
-digits variant (about 36k multiplies), the CNN works on 8x8 inputs. Untrained models (random
-weights, calibrated activations): costs depend on the weight values, not on accuracy.
+Sizes are kept small: da4ml's solve time grows steeply with layer size (DESIGN.md: 256x128
+at 4 bits took 100-540 s; the DA baseline of dscnn at 4 bits 652 s), lenet is the 8x8 digits
+variant (35,880 multiplies, under the rtl profile's max_macs of 40,000, so it is attempted;
+an export past the profile's max_solve_s, or ``--rtl-solve-s``, is refused and the row
+records that one line), the CNN works on 8x8 inputs. The DA baseline is solved in a child
+process stopped after ``--da-solve-s`` (default 300 s): its cell then says "not solved
+within N s". ``--add`` keeps the rows the section already holds, so the table can be filled
+in short runs. Untrained models (random weights, calibrated activations): costs depend on
+the weight values, not on accuracy.
 
     python -m bench.fpga_rtl [--models jet_mlp dscnn lenet] [--bits 2 4 6] [--no-sim]
+                             [--da-solve-s 300] [--rtl-solve-s S] [--add]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +44,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.report import machine, write_section
+from bench.report import BENCHMARKS, machine, write_section
 from qcompile.backends.registry import deploy
+from qcompile.backends.rtl.build import SolveTimeout, in_child
 from qcompile.backends.rtl.export import macs
 from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.errors import QCompileError
 from qcompile.freeze import freeze_model
+from qcompile.ir import qir
 from qcompile.ir.graph import Graph
 from qcompile.sim import Simulator
 from qcompile.stages import quantize
@@ -84,15 +93,36 @@ def frozen(name: str, bits: int) -> Graph:
     return freeze_model(q.eval(), shape, name)
 
 
-def folded_cost(graph: Graph) -> float:
-    """da4ml's cost of the model with each layer's multiplier folded into its weights."""
-    from qcompile.backends.rtl.trace import exact_decimals, trace_pipeline
+def _folded_cost(qir_bytes: bytes, cutoff: int, q: Any) -> None:
+    """The solver child's side of :func:`folded_cost`: its answer on ``q``."""
+    try:
+        from qcompile.backends.rtl.trace import exact_decimals, trace_pipeline
 
-    with exact_decimals(graph):
-        return float(trace_pipeline(graph, load_target("rtl").latency_cutoff, fold=True).cost)
+        graph = qir.loads(qir_bytes)
+        with exact_decimals(graph):
+            q.put({"cost": float(trace_pipeline(graph, cutoff, fold=True).cost)})
+    except BaseException as e:  # the parent records it in the row
+        q.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:
+def folded_cost(graph: Graph, limit_s: float) -> tuple[float | None, str | None]:
+    """da4ml's cost of the model with each layer's multiplier folded into its weights, solved
+    in a child process stopped after ``limit_s`` (the compiled solver cannot be interrupted
+    here, and its time grows steeply: dscnn at 4 bits took 652 s): (cost, None), or (None,
+    why not)."""
+    blob = qir.to_onnx(graph).SerializeToString()
+    try:
+        r = in_child(_folded_cost, (blob, load_target("rtl").latency_cutoff), limit_s)
+    except SolveTimeout:
+        return None, f"not solved within {limit_s:g} s"
+    except QCompileError as e:  # the child died without answering
+        return None, str(e)
+    return (r["cost"], None) if "cost" in r else (None, f"da4ml failed: {r['error']}"[:300])
+
+
+def run_one(
+    name: str, bits: int, sim: bool, work: Path, da_limit_s: float, rtl_limit_s: float | None
+) -> dict[str, Any]:
     graph = frozen(name, bits)
     row: dict[str, Any] = {"model": name, "bits": bits, "macs": macs(graph)}
     t = time.perf_counter()
@@ -101,8 +131,11 @@ def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:
     est = info["estimate"]["total"]
     row.update(hls_lut=est["lut"], hls_dsp=est["dsp"], hls_latency_cycles=est["latency_cycles"])
     t = time.perf_counter()
+    target = load_target("rtl")
+    if rtl_limit_s is not None:
+        target = replace(target, max_solve_s=rtl_limit_s)
     try:
-        rtl = deploy(graph, load_target("rtl"), work / f"{name}{bits}_rtl")
+        rtl = deploy(graph, target, work / f"{name}{bits}_rtl")
     except QCompileError as e:  # a size or solve-time limit: say so in the table
         row["rtl_export_s"] = round(time.perf_counter() - t, 2)
         row["rtl_error"] = str(e)
@@ -112,9 +145,13 @@ def run_one(name: str, bits: int, sim: bool, work: Path) -> dict[str, Any]:
     row.update(rtl_lut=rtl["estimate"]["lut"], rtl_ff=rtl["estimate"]["ff"])
     row["rtl_latency_cycles"] = rtl["estimate"]["latency_cycles"]
     t = time.perf_counter()
-    row["da_lut"] = round(folded_cost(graph))
+    da, why = folded_cost(graph, da_limit_s)
     row["da_s"] = round(time.perf_counter() - t, 2)
-    row["da_over_rtl"] = round(row["da_lut"] / row["rtl_lut"], 2)
+    if da is None:
+        row["da_error"] = why
+    else:
+        row["da_lut"] = round(da)
+        row["da_over_rtl"] = round(row["da_lut"] / row["rtl_lut"], 2)
     if sim:
         runner = RtlRunner(work / f"{name}{bits}_rtl", graph, rtl)
         x = random_inputs(graph, 1000)
@@ -138,11 +175,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("exact", "exact"),
     ]  # fmt: skip
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(str(r.get(k, "-")) for k, _ in cols) + " |" for r in rows]
+    out += ["| " + " | ".join(cell(r, k) for k, _ in cols) + " |" for r in rows]
     errors = [
         f"- {r['model']} at {r['bits']} bits: {r['rtl_error']}" for r in rows if "rtl_error" in r
     ]
     return "\n".join(out + (["", *errors] if errors else []))
+
+
+def cell(row: dict[str, Any], key: str) -> str:
+    """A table cell: the figure, why the DA baseline has none, or "-"."""
+    if key == "da_lut" and key not in row and "da_error" in row:
+        return str(row["da_error"])
+    return str(row.get(key, "-"))
 
 
 def not_run(done: list[tuple[str, int]], no_sim: bool) -> str:
@@ -151,25 +195,51 @@ def not_run(done: list[tuple[str, int]], no_sim: bool) -> str:
     missing = [f"{m} at {b} bits" for m in MODELS for b in FULL_BITS if (m, b) not in done]
     notes = [f"Not run: {', '.join(missing)}"] if missing else []
     if no_sim:
-        notes.append("Verilator not run (--no-sim)")
+        notes.append("Verilator not run (--no-sim) for the rows without its figures")
     return "\n\n" + "; ".join(notes) + "." if notes else ""
 
 
-def section(rows: list[dict[str, Any]], total: float, no_sim: bool) -> tuple[str, str]:
+def section(rows: list[dict[str, Any]], total: float, no_sim: bool, a: Any) -> tuple[str, str]:
     """The BENCHMARKS.md section (ending with the figures as JSON) and the figures' line."""
     done = [(r["model"], r["bits"]) for r in rows]
+    runs = "rows from more than one run (`--add`), each row's figures from one; " if a.add else ""
+    rtl_limit = "the rtl profile's" if a.rtl_solve_s is None else f"{a.rtl_solve_s:g} s"
     body = (
         "## FPGA without a vendor tool: estimate, da4ml RTL, Verilator\n\n"
-        f"`python -m bench.fpga_rtl` ({machine()}; {total} s in all). Untrained models at "
-        "W=A=bits on every layer; `hls est`: the hls4ml project's estimate (zcu104, Latency, "
-        "unrolled); `rtl`: da4ml's cost of qcompile's Verilog; `DA`: da4ml's cost of the same "
-        "model with each channel's multiplier folded into its fixed-point weights, as "
-        "hls4ml's `distributed_arithmetic` strategy would take the layer (solved in the "
-        "same run); `exact`: Verilator output == simulator on 1000 inputs. Estimates, not "
-        "place-and-route results.\n\n" + table(rows) + not_run(done, no_sim)
+        f"`python -m bench.fpga_rtl` ({machine()}; {runs}{total} s in all). Untrained models "
+        "at W=A=bits on every layer; `hls est`: the hls4ml project's estimate (zcu104, "
+        "Latency, unrolled); `rtl`: da4ml's cost of qcompile's Verilog (solve limit: "
+        f"{rtl_limit}); `DA`: da4ml's cost of the same model with each channel's multiplier "
+        "folded into its fixed-point weights, as hls4ml's `distributed_arithmetic` strategy "
+        "would take the layer (solved in the same run, stopped after "
+        f"{a.da_solve_s:g} s: `--da-solve-s`); `exact`: Verilator output == simulator on "
+        "1000 inputs. Estimates, not place-and-route results.\n\n"
+        + table(rows)
+        + not_run(done, no_sim)
     )
     figures = json.dumps({"rows": rows, "total_s": total})
     return f"{body}\n\nFigures (the run's last line):\n\n```json\n{figures}\n```", figures
+
+
+def previous() -> tuple[list[dict[str, Any]], float]:
+    """The rows and total time BENCHMARKS.md's fpga_rtl section holds (``--add``)."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    start, end = "<!-- bench:fpga_rtl -->", "<!-- /bench:fpga_rtl -->"
+    if start not in text:
+        return [], 0.0
+    block = text.split(start, 1)[1].split(end, 1)[0]
+    if "```json\n" not in block:
+        return [], 0.0
+    figures = json.loads(block.split("```json\n", 1)[1].split("\n```", 1)[0])
+    return list(figures["rows"]), float(figures["total_s"])
+
+
+def merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` rows with ``new`` ones added, a new row replacing an old one of the same model
+    and bits; in the order of MODELS and bits."""
+    by = {(r["model"], r["bits"]): r for r in [*old, *new]}
+    order = {m: i for i, m in enumerate(MODELS)}
+    return [by[k] for k in sorted(by, key=lambda k: (order.get(k[0], len(order)), k[1]))]
 
 
 def main() -> None:
@@ -177,15 +247,32 @@ def main() -> None:
     p.add_argument("--bits", type=int, nargs="+", default=list(FULL_BITS))
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--no-sim", action="store_true", help="skip the Verilator build and run")
+    p.add_argument(
+        "--da-solve-s", type=float, default=300.0,
+        help="stop da4ml's DA baseline solve after this many seconds; the row then says "
+        "'not solved within N s' (default 300)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rtl-solve-s", type=float, default=None,
+        help="the rtl export's solve limit (default: the rtl profile's max_solve_s); past it "
+        "the row records the export's one-line refusal",
+    )  # fmt: skip
+    p.add_argument(
+        "--add", action="store_true",
+        help="keep the rows BENCHMARKS.md's section holds, adding (or replacing) this run's: "
+        "run the table in short pieces",
+    )  # fmt: skip
     a = p.parse_args()
     t0 = time.perf_counter()
+    old, old_s = previous() if a.add else ([], 0.0)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         for m in a.models:
             for b in a.bits:
-                rows.append(run_one(m, b, not a.no_sim, Path(d)))
+                rows.append(run_one(m, b, not a.no_sim, Path(d), a.da_solve_s, a.rtl_solve_s))
                 # after every row: a run stopped early still leaves a true, partial section
-                text, figures = section(rows, round(time.perf_counter() - t0, 1), a.no_sim)
+                total = round(old_s + time.perf_counter() - t0, 1)
+                text, figures = section(merged(old, rows), total, a.no_sim, a)
                 write_section("fpga_rtl", text)
     print(text.split("\n\nFigures")[0])
     print(figures)

@@ -194,19 +194,29 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
     help="An fpga profile (fpga, pynq-z2, zcu104, alveo-u250 or a PATH.toml): add the "
     "resource and latency estimate of its hls4ml project and check it fits the part.",
 )
+@click.option(
+    "--reuse-factor",
+    metavar="auto|N",
+    help="fpga profiles: each layer's reuse factor R (R pipelined iterations sharing its "
+    "multipliers), in place of the profile's: auto (one per layer, chosen to fit 80% of the "
+    "part at the lowest latency) or an integer for every layer; the Latency strategy builds "
+    "every layer at 1.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def inspect(model: str, target: str | None, as_json: bool) -> None:
+def inspect(model: str, target: str | None, reuse_factor: str | None, as_json: bool) -> None:
     """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory;
     with --target, the FPGA estimate (cycles, latency, LUT, FF, DSP, BRAM18 per layer)."""
     from qcompile.ir import qir
     from qcompile.report import summary, table
 
     t = None
+    if target is None and reuse_factor is not None:
+        raise QCompileError("inspect --reuse-factor needs --target (an fpga profile)")
     if target is not None:
         from qcompile.backends.registry import artifact_kind, backend
-        from qcompile.backends.targets import load_target
+        from qcompile.backends.targets import load_target, with_reuse_factor
 
-        t = load_target(target)
+        t = with_reuse_factor(load_target(target), reuse_factor)
         if not backend(artifact_kind(t)).preview:  # checked before reading the model
             raise QCompileError(
                 f"inspect --target {target}: estimates are for fpga profiles (pynq-z2, zcu104, "
@@ -218,7 +228,8 @@ def inspect(model: str, target: str | None, as_json: bool) -> None:
     if t is not None:
         from qcompile.backends.registry import preview
 
-        s["estimate"], text = preview(graph, t)
+        est, text = preview(graph, t)
+        s["estimate"] = est.as_dict()
         human += f"\n\n{text}"
     emit(s, as_json, human)
 
@@ -351,14 +362,32 @@ def simulate(
     is_flag=True,
     help="Replace the output if it exists and is an artifact (or empty; qonnx: a file).",
 )
+@click.option(
+    "--reuse-factor",
+    metavar="auto|N",
+    help="fpga profiles: each layer's reuse factor R (R pipelined iterations sharing its "
+    "multipliers), in place of the profile's: auto (one per layer, chosen to fit 80% of the "
+    "part at the lowest latency) or an integer for every layer; the Latency strategy builds "
+    "every layer at 1.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def export(model: str, target: str, output: str, force: bool, batch: int, as_json: bool) -> None:
+def export(
+    model: str,
+    target: str,
+    output: str,
+    force: bool,
+    batch: int,
+    reuse_factor: str | None,
+    as_json: bool,
+) -> None:
     """Compile MODEL.qir for a target into an artifact directory.
 
     fpga: an hls4ml project (Vitis HLS by default) with bit-packed integer kernels, the .qir,
     manifest.json with a resource and latency estimate (printed in total here; per layer by
     `qcompile inspect MODEL --target PROFILE`; a warning when it does not fit the part) and a
-    README; `qcompile simulate DIR` builds its C simulation with g++.
+    README; `qcompile simulate DIR` builds its C simulation with g++. The layers' reuse
+    factors are the profile's (pynq-z2: auto, one per layer chosen to fit the part) unless
+    given by the reuse factor option.
 
     rtl: fully parallel Verilog of the whole model from da4ml (no vendor tool; dense, conv2d,
     add, clip, flatten, pools) with Vivado/Quartus scripts and da4ml's cost estimate (LUT,
@@ -375,13 +404,15 @@ def export(model: str, target: str, output: str, force: bool, batch: int, as_jso
     """
     from qcompile.backends.artifact import check_output
     from qcompile.backends.registry import deploy, describe
-    from qcompile.backends.targets import load_target
+    from qcompile.backends.targets import load_target, with_reuse_factor
     from qcompile.ir import qir
 
     if target == "qonnx":
+        if reuse_factor is not None:
+            raise QCompileError("--reuse-factor is for fpga profiles, not qonnx; leave it out")
         _export_qonnx(model, output, force, batch, as_json)
         return
-    t = load_target(target)
+    t = with_reuse_factor(load_target(target), reuse_factor)
     graph, qir_bytes = qir.read(model)
     check_output(Path(output), force)  # before compiling
     info = deploy(graph, t, Path(output), force, qir_bytes)

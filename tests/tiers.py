@@ -31,6 +31,10 @@ SWEEPS: dict[str, set[str]] = {
         "int16_inputs-1",
     },
     "tests/test_cli.py::test_bad_input_is_one_line": {"args0-needles0"},
+    # a Verilator build apiece: the bad pointer stays fast, $fatal and SIGKILL are slow
+    "tests/backends/rtl/test_rtl_crash.py::test_a_crashing_verilated_model_is_one_error": {
+        "SIGSEGV"
+    },
     "tests/interop/test_qonnx_import.py::test_representable_rounding_imports_exactly": {
         "mode=FLOOR",
         "mode=HALF_UP",
@@ -58,6 +62,7 @@ SLOW_TESTS: set[str] = {
     # the in-process tests beside these check the same fields and crashes
     "tests/backends/tvm/test_llvm_check.py::test_bad_fields_are_one_line_errors",
     "tests/backends/test_worker.py::test_simulate_reports_a_crash_in_one_line",
+    "tests/backends/rtl/test_rtl_crash.py::test_simulate_reports_a_crashing_verilated_model_in_one_line",
     "tests/test_cli.py::test_existing_run_is_not_overwritten",
     "tests/test_cli.py::test_user_model_factory",
     "tests/test_cli.py::test_recipe_file_with_flag_override",

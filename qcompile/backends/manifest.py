@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qcompile.backends.estimates import FpgaEstimate, RtlEstimate
 from qcompile.ir.graph import Graph
 
 FORMAT = "qcompile-artifact"
@@ -34,8 +35,9 @@ class Manifest(Mapping[str, Any]):
     """What an artifact holds. ``target`` is the backend kind (fpga, cpu, arm, gpu, ...),
     ``profile`` the target profile it was built for, ``weight_mem_bits`` what it stores of
     the weights (codes, tables, per-channel constants), ``estimate`` the resources and
-    latency of a hardware artifact (fpga: qcompile's model of its HLS kernels; rtl: da4ml's
-    cost of its Verilog; None elsewhere), ``details`` the backend's own fields."""
+    latency of a hardware artifact (typed, written as its ``as_dict``: fpga an
+    :class:`FpgaEstimate`, qcompile's model of its HLS kernels; rtl an :class:`RtlEstimate`,
+    da4ml's cost of its Verilog; None elsewhere), ``details`` the backend's own fields."""
 
     target: str
     profile: dict[str, Any]
@@ -45,7 +47,7 @@ class Manifest(Mapping[str, Any]):
     weight_mem_bits: int
     avg_weight_bits: float
     hls4ml_default_bits: int = 0
-    estimate: dict[str, Any] | None = None
+    estimate: FpgaEstimate | RtlEstimate | None = None
     details: dict[str, Any] = field(default_factory=dict)
     qir: str = QIR
     format: str = FORMAT
@@ -59,7 +61,7 @@ class Manifest(Mapping[str, Any]):
         qir_bytes: bytes,
         target: str,
         profile: dict[str, Any],
-        estimate: dict[str, Any] | None = None,
+        estimate: FpgaEstimate | RtlEstimate | None = None,
         **details: Any,
     ) -> Manifest:
         """The common fields from ``graph`` (what inspect reports) and the .qir's bytes."""
@@ -101,7 +103,7 @@ class Manifest(Mapping[str, Any]):
             "created": self.created,
         }
         if self.estimate is not None:
-            common["estimate"] = self.estimate
+            common["estimate"] = self.estimate.as_dict()
         return {**common, **self.details}
 
     def write(self, directory: Path, qir_bytes: bytes) -> None:

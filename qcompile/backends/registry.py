@@ -13,8 +13,9 @@ backend up costs nothing (TVM and hls4ml take seconds to import).
 - ``describe(manifest) -> str``: what ``export`` prints (its first line in parentheses after
   the paths; an estimate or a warning on lines of their own).
 - ``preview(graph, target) -> (estimate, text)``: the resource and latency estimate an export
-  would hold, without exporting (``inspect --target``); empty where a backend has none before
-  export (rtl: da4ml's cost is known only once it has solved the model).
+  would hold (typed: ``estimates.FpgaEstimate``; ``as_dict`` is its JSON), without
+  exporting (``inspect --target``); empty where a backend has none before export (rtl:
+  da4ml's cost is known only once it has solved the model).
 
 :func:`deploy` is the one place an export happens: pipeline once, then the backend.
 """
@@ -138,7 +139,7 @@ def describe(info: Any) -> str:
     return backend(info["target"]).call("describe", info)
 
 
-def preview(graph: Graph, target: Any) -> tuple[dict[str, Any], str] | None:
+def preview(graph: Graph, target: Any) -> tuple[Any, str] | None:
     """The estimate an export of ``graph`` for ``target`` would hold (after the backend's
     pipeline) and its text, or None where the backend has none before export."""
     from qcompile.passes import run_pipeline

@@ -10,7 +10,7 @@ import math
 import re
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ TYPE_NAMES = {
     float: "a number",
     int: "an integer",
     tuple[str, ...]: "a list of strings",
+    int | str: 'an integer or "auto"',
 }
 FIELD_HELP = {"part": 'the FPGA part, e.g. part = "xc7z020clg400-1"'}
 
@@ -40,12 +41,16 @@ def _token(key: str, value: str, allow_empty: bool = False) -> None:
 
 @dataclass(frozen=True)
 class FpgaTarget:
+    """An hls4ml project for ``part``. ``reuse_factor``: an integer R for every layer, or
+    ``"auto"`` (the default): one per layer, chosen to fit the part (hls4ml/reuse.py);
+    the Latency strategy builds every layer at R = 1."""
+
     name: str
     part: str
     clock_period: float = 10.0
     backend: str = "Vitis"
     strategy: str = "Latency"
-    reuse_factor: int = 1
+    reuse_factor: int | str = "auto"
     io_type: str = "io_parallel"
     kind: str = "fpga"
 
@@ -55,8 +60,9 @@ class FpgaTarget:
             raise ValueError(f"backend must be one of {', '.join(HLS_BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
-        if not isinstance(self.reuse_factor, int) or self.reuse_factor < 1:
-            raise ValueError("reuse_factor must be an integer >= 1")
+        rf = self.reuse_factor
+        if rf != "auto" and (not isinstance(rf, int) or isinstance(rf, bool) or rf < 1):
+            raise ValueError(f'reuse_factor must be an integer >= 1 or "auto", got {rf!r}')
         if not (math.isfinite(self.clock_period) and self.clock_period > 0):
             raise ValueError(
                 f"clock_period must be a finite number > 0 (ns), got {self.clock_period}"
@@ -186,6 +192,28 @@ def load_target(spec: str) -> FpgaTarget | CpuTarget | GpuTarget | RtlTarget:
     return cls(name=path.stem, **kw)
 
 
+def with_reuse_factor(target: Any, value: str | None) -> Any:
+    """``target`` with the command line's ``--reuse-factor`` (``auto`` or an integer >= 1)
+    in place of its profile's; ``target`` itself when not given.
+
+    >>> with_reuse_factor(load_target("zcu104"), "8").reuse_factor
+    8
+    """
+    if value is None:
+        return target
+    if not isinstance(target, FpgaTarget):
+        raise QCompileError(
+            f"--reuse-factor is for fpga profiles (pynq-z2, zcu104, alveo-u250), not the "
+            f"{target.kind} profile {target.name}; leave it out"
+        )
+    ok = value.isascii() and value.isdigit() and int(value) >= 1
+    if value != "auto" and not ok:
+        raise QCompileError(
+            f'--reuse-factor must be an integer >= 1 or "auto", got {clip(repr(value), 40)}'
+        )
+    return replace(target, reuse_factor=value if value == "auto" else int(value))
+
+
 def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
     """``raw`` checked against ``cls``'s fields: no unknown key, every required key present,
     every value of the field's type (a float field takes an integer); then ``cls``'s own
@@ -211,8 +239,8 @@ def _fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
         if hint == tuple[str, ...]:
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
             value = tuple(value) if ok else value
-        else:
-            ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        else:  # TOML's true is no integer
+            ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
         if not ok:
             raise QCompileError(
                 f"{where}: '{key}' must be {TYPE_NAMES.get(hint, hint)}, got "

@@ -49,6 +49,6 @@ def test_looking_backends_up_imports_no_torch_and_no_backend():
 def test_preview_is_the_fpga_manifest_estimate_and_rtl_has_none():
     t = load_target("zcu104")
     est, text = preview(one_layer(), t)
-    assert est == estimate(one_layer(), options(t))
+    assert est == estimate(one_layer(), options(t, one_layer()))
     assert "zcu104" in text and "LUT" in text
     assert preview(one_layer(), load_target("rtl")) is None

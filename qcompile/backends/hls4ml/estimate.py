@@ -6,7 +6,9 @@ Schedule (what the kernels and hls4ml's top function do):
 - ``unrolled``: io_parallel + Latency strategy. hls4ml pipelines the top function, which
   unrolls every loop: the model is one pipeline taking an input every cycle (II = 1), its
   latency the sum of the layers' depths. Each conv output pixel gets its own datapath.
-- ``dataflow``: Resource strategy or io_stream. Layers are dataflow tasks; a weighted layer
+- ``dataflow``: Resource strategy or io_stream. Layers are dataflow tasks, each with its own
+  reuse factor R (the profile's for every layer, or one per layer chosen by reuse.py for
+  ``reuse_factor = "auto"``; clamped to the layer's rows or elements); a weighted layer
   with reuse factor R runs ``R`` pipelined iterations (II 1) of ``P = ceil(n_out / R)``
   parallel output lanes, each a full dot product (hls4ml's Resource strategy: ``n_in * n_out
   / R`` multipliers); a conv repeats that for every output pixel. Element-wise layers run R
@@ -49,8 +51,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from qcompile.backends.estimates import FpgaEstimate, LayerEstimate, TotalEstimate
+from qcompile.backends.hls4ml.fit import fit
 from qcompile.backends.hls4ml.parts import find_part
 from qcompile.backends.hls4ml.project import HlsOptions
 from qcompile.ir import ops
@@ -63,6 +66,9 @@ ADDER_NS = 1.6  # one 16-24 bit carry-chain add plus routing, 7-series/UltraScal
 DSP_STAGES = 3  # DSP48 multiply-add with MREG and PREG (and the input register)
 BRAM_MIN_DEPTH = 128  # shallower ROMs stay in LUTs (distributed ROM)
 DSP_SHAPE = (25, 18)  # DSP48E1, for parts not in the table
+# reuse_factor = "auto" raises reuse factors until every resource is at most this share of
+# the part (reuse.py): placement and routing need headroom, and the estimate is a model
+UTILISATION_BUDGET = 0.8
 
 
 @dataclass
@@ -139,7 +145,6 @@ class Estimator:
         self.graph = graph
         self.opts = opts
         self.unrolled = opts.io_type == "io_parallel" and opts.strategy == "Latency"
-        self.reuse = 1 if opts.strategy == "Latency" else opts.reuse_factor
         self.part = find_part(opts.part)
         self.dsp = (self.part.dsp_a, self.part.dsp_b) if self.part else DSP_SHAPE
         self.levels = max(1, math.floor(opts.clock_period / ADDER_NS))
@@ -161,29 +166,34 @@ class Estimator:
         c.ff = acc_bits + prod
         return c.times(lanes), DSP_STAGES + 1
 
-    def layer(self, node: Node) -> dict[str, Any]:
+    def layer(self, node: Node, reuse: int | None = None) -> LayerEstimate:
+        """The estimate of ``node`` built for reuse factor ``reuse`` (default: what the
+        options give it)."""
+        rf = self.opts.reuse_of(node.name) if reuse is None else reuse
+        rf = 1 if self.unrolled else min(rf, parallel_units(node))  # as the kernels clamp it
         out = node.output
         n_out_elems = math.prod(out.shape)
         a = self.tensors[node.inputs[0]].qtype.bits
         if isinstance(node.op, Dense | Conv2d):
-            cost, shape = self.weighted(node, a)
+            cost, shape = self.weighted(node, a, rf)
         else:
-            cost, shape = self.elementwise(node, a)
+            cost, shape = self.elementwise(node, a, rf)
         cost.ff += n_out_elems * out.qtype.bits * (1 if self.unrolled else 2)
         cycles = shape.depth if self.unrolled else shape.iterations + shape.depth
         if self.opts.io_type == "io_stream":
             ins = [self.tensors[t].shape for t in node.inputs]
             cycles += sum(math.prod(s) // s[-1] for s in ins) + n_out_elems // out.shape[-1]
-        return {
-            "name": node.name,
-            "op": node.kind,
-            "lanes": shape.lanes,
-            "iterations": 1 if self.unrolled else shape.iterations,
-            "cycles": cycles,
+        return LayerEstimate(
+            name=node.name,
+            op=node.kind,
+            reuse=rf,
+            lanes=shape.lanes,
+            iterations=1 if self.unrolled else shape.iterations,
+            cycles=cycles,
             **asdict(cost),
-        }
+        )
 
-    def weighted(self, node: Node, a: int) -> tuple[Cost, Shape]:
+    def weighted(self, node: Node, a: int, reuse: int) -> tuple[Cost, Shape]:
         w, r = node.weights, node.requant
         assert w is not None and r is not None
         pixels = math.prod(node.output.shape[1:]) if isinstance(node.op, Conv2d) else 1
@@ -191,7 +201,6 @@ class Estimator:
         lo, hi = w.level_range()
         wb = ops.signed_bits(lo, hi)
         acc = r.acc_bits
-        reuse = 1 if self.unrolled else min(self.reuse, n_out)
         lanes = math.ceil(n_out / reuse)
         depth = 1 + self.tree_depth(n_in) + 1
         if reuse == 1:  # every row has its own datapath: weights are constants
@@ -228,9 +237,8 @@ class Estimator:
         lanes_all = shape.lanes * inst
         return c.times(inst), Shape(lanes_all, shape.iterations, depth + rq_depth, shape.constant)
 
-    def elementwise(self, node: Node, a: int) -> tuple[Cost, Shape]:
+    def elementwise(self, node: Node, a: int, reuse: int) -> tuple[Cost, Shape]:
         n = math.prod(node.output.shape)
-        reuse = 1 if self.unrolled else min(self.reuse, n)
         lanes = math.ceil(n / reuse)
         op = node.op
         c, depth = Cost(), 1
@@ -256,81 +264,52 @@ class Estimator:
         c += rq
         return c, Shape(lanes, reuse, depth + rq_depth, True)
 
-    def run(self) -> dict[str, Any]:
-        layers = [self.layer(n) for n in self.graph.nodes]
+    def run(self) -> FpgaEstimate:
+        layers = tuple(self.layer(n) for n in self.graph.nodes)
         total = Cost()
         for row in layers:
-            total += Cost(row["lut"], row["ff"], row["dsp"], row["bram18"])
-        cycles = [row["cycles"] for row in layers]
+            total += Cost(row.lut, row.ff, row.dsp, row.bram18)
+        cycles = [row.cycles for row in layers]
         latency = sum(cycles)
-        ii = 1 if self.unrolled else max(cycles)
         o = self.opts
-        result: dict[str, Any] = {
-            "note": "a model of the generated kernels (qcompile/backends/hls4ml/estimate.py), "
+        checked = fit(total, self.part, o.part, auto=o.reuse_auto)
+        return FpgaEstimate(
+            note="a model of the generated kernels (qcompile/backends/hls4ml/estimate.py), "
             "not a synthesis report",
-            "schedule": "unrolled" if self.unrolled else "dataflow",
-            "reuse_factor": self.reuse,
-            "clock_period": o.clock_period,
-            "layers": layers,
-            "total": {
+            schedule="unrolled" if self.unrolled else "dataflow",
+            reuse_factor=self.reuse_label(),
+            budget=UTILISATION_BUDGET if o.reuse_auto else None,
+            clock_period=o.clock_period,
+            layers=layers,
+            total=TotalEstimate(
                 **asdict(total),
-                "ii_cycles": ii,
-                "latency_cycles": latency,
-                "latency_ns": round(latency * o.clock_period, 3),
-            },
-        }
-        result.update(fit(total, self.part, o.part))
-        return result
+                ii_cycles=1 if self.unrolled else max(cycles),
+                latency_cycles=latency,
+                latency_ns=round(latency * o.clock_period, 3),
+            ),
+            part=checked.part,
+            utilization=checked.utilization,
+            fits=checked.fits,
+            warning=checked.warning,
+        )
+
+    def reuse_label(self) -> int | str:
+        """The model's reuse factor as the profile gives it: 1 under Latency, ``auto``
+        when chosen per layer (each layer's is in its row)."""
+        if self.opts.strategy == "Latency":
+            return 1
+        return "auto" if self.opts.reuse_auto else self.opts.reuse_factor
 
 
-def fit(total: Cost, part: Any, name: str) -> dict[str, Any]:
-    """Utilisation of the part, ``fits`` and a warning line when it does not fit."""
-    if part is None:
-        return {"part": None, "utilization": None, "fits": None,
-                "warning": f"part {name} is not in targets/parts/: fit not checked"}  # fmt: skip
-    need = asdict(total)
-    cap = {"lut": part.lut, "ff": part.ff, "dsp": part.dsp, "bram18": part.bram18}
-    util = {k: round(need[k] / cap[k], 4) for k in cap}
-    over = [f"{k.upper()} {need[k]} > {cap[k]}" for k in cap if need[k] > cap[k]]
-    warning = (
-        f"estimated design does not fit {part.name} ({', '.join(over)}): raise the reuse "
-        "factor (Resource strategy) or use a larger part"
-        if over
-        else None
-    )
-    return {"part": {"name": part.name, "family": part.family, **cap}, "utilization": util,
-            "fits": not over, "warning": warning}  # fmt: skip
+def parallel_units(node: Node) -> int:
+    """What a layer's reuse factor divides among its iterations: a weighted layer's output
+    rows (filters), an element-wise layer's elements. The kernels clamp R to it."""
+    if node.weights is not None:
+        return node.weights.shape[0]
+    return math.prod(node.output.shape)
 
 
-def estimate(graph: Graph, opts: HlsOptions) -> dict[str, Any]:
+def estimate(graph: Graph, opts: HlsOptions) -> FpgaEstimate:
     """The estimate of ``graph`` (lowered by ``passes.pipelines.FPGA``, as the export and
     ``registry.preview`` give it) exported with ``opts`` (see the module docstring)."""
     return Estimator(graph, opts).run()
-
-
-def estimate_table(e: dict[str, Any]) -> str:
-    """The estimate as text: one row per layer, the total, the part's capacity and a
-    warning line when the design does not fit."""
-    head = ("layer", "op", "lanes", "cycles", "LUT", "FF", "DSP", "BRAM18")
-    keys = ("name", "op", "lanes", "cycles", "lut", "ff", "dsp", "bram18")
-    t = e["total"]
-    rows = [[str(r[k]) for k in keys] for r in e["layers"]]
-    rows.append(["total", "", "", f"II {t['ii_cycles']}", *(str(t[k]) for k in keys[4:])])
-    p = e["part"]
-    if p is not None:
-        rows.append([p["name"], "capacity", "", "", *(str(p[k]) for k in keys[4:])])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in pairs)
-
-    out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    out.append(
-        f"\nestimate ({e['schedule']}, reuse factor {e['reuse_factor']}): latency "
-        f"{t['latency_cycles']} cycles = {t['latency_ns']} ns at {e['clock_period']} ns, a new "
-        f"input every {t['ii_cycles']} cycles; {e['note']}"
-    )
-    if e["warning"]:
-        out.append(f"warning: {e['warning']}")
-    return "\n".join(out)

@@ -12,23 +12,29 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import write_artifact
+from qcompile.backends.estimates import FpgaEstimate
 from qcompile.backends.hls4ml.context import TEMPLATES
-from qcompile.backends.hls4ml.estimate import estimate, estimate_table
+from qcompile.backends.hls4ml.estimate import estimate
+from qcompile.backends.hls4ml.fit import estimate_table
 from qcompile.backends.hls4ml.project import HlsOptions, build
+from qcompile.backends.hls4ml.reuse import choose_reuse
 from qcompile.backends.manifest import Manifest
 from qcompile.backends.targets import FpgaTarget
 from qcompile.ir.graph import Graph
 
 
-def options(target: FpgaTarget) -> HlsOptions:
-    return HlsOptions(
+def options(target: FpgaTarget, graph: Graph) -> HlsOptions:
+    """The project options of ``target`` for ``graph`` (lowered by the fpga pipeline): with
+    ``reuse_factor = "auto"``, a reuse factor per layer chosen to fit the part (reuse.py)."""
+    opts = HlsOptions(
         backend=target.backend,
         part=target.part,
         clock_period=target.clock_period,
         io_type=target.io_type,
         strategy=target.strategy,
-        reuse_factor=target.reuse_factor,
+        reuse_factor=1 if target.reuse_factor == "auto" else int(target.reuse_factor),
     )
+    return choose_reuse(graph, opts) if target.reuse_factor == "auto" else opts
 
 
 def export_fpga(
@@ -45,8 +51,9 @@ def export_fpga(
         "reuse_factor": target.reuse_factor,
         "io_type": target.io_type,
     }
+    opts = options(target, graph)
     # resources and latency from a model of the generated kernels (estimate.py)
-    info = Manifest.of(graph, qir_bytes, "fpga", profile, estimate=estimate(graph, options(target)))
+    info = Manifest.of(graph, qir_bytes, "fpga", profile, estimate=estimate(graph, opts))
     info = info.with_details(
         project="myproject",
         estimates={
@@ -57,7 +64,7 @@ def export_fpga(
     )
 
     def fill(tmp: Path) -> None:
-        model = build(graph, tmp, options(target))
+        model = build(graph, tmp, opts)
         with contextlib.redirect_stdout(io.StringIO()):
             model.write()
         _scrub_paths(tmp, out)
@@ -79,7 +86,7 @@ def describe(info: Any) -> str:
     t = est["total"]
     line = (
         f"hls4ml {p['backend']} project for {p['part']}, {p['strategy']}, reuse factor "
-        f"{p['reuse_factor']}; weight memory {info['weight_mem_bits']} bits vs "
+        f"{reuse_text(est)}; weight memory {info['weight_mem_bits']} bits vs "
         f"{info['hls4ml_default_bits']} at hls4ml's default ap_fixed<16,6>\n"
         f"estimate: {t['lut']} LUT, {t['ff']} FF, {t['dsp']} DSP, {t['bram18']} BRAM18; "
         f"latency {t['latency_cycles']} cycles ({t['latency_ns']} ns), II {t['ii_cycles']} "
@@ -88,10 +95,27 @@ def describe(info: Any) -> str:
     return line + (f"\nwarning: {est['warning']}" if est["warning"] else "")
 
 
-def preview(graph: Graph, target: FpgaTarget) -> tuple[dict[str, Any], str]:
+def reuse_text(est: Any) -> str:
+    """The reuse factor as the export line gives it: the model's, or for ``auto`` each
+    layer's that is above 1.
+
+    >>> reuse_text({"reuse_factor": "auto", "layers": [{"name": "fc", "reuse": 4},
+    ...            {"name": "relu", "reuse": 1}]})
+    'auto (fc 4, others 1)'
+    """
+    if est["reuse_factor"] != "auto":
+        return str(est["reuse_factor"])
+    raised = [f"{r['name']} {r['reuse']}" for r in est["layers"] if r["reuse"] > 1]
+    if not raised:
+        return "auto (1 for every layer)"
+    rest = ", others 1" if len(raised) < len(est["layers"]) else ""
+    return f"auto ({', '.join(raised)}{rest})"
+
+
+def preview(graph: Graph, target: FpgaTarget) -> tuple[FpgaEstimate, str]:
     """The estimate ``export`` would write for ``graph`` (lowered by the fpga pipeline), and
     its text table, without building the project (``inspect --target``)."""
-    e = estimate(graph, options(target))
+    e = estimate(graph, options(target, graph))
     return e, f"{target.name} ({target.part}):\n{estimate_table(e)}"
 
 

@@ -38,6 +38,17 @@ class HlsOptions:
     strategy: str = "Latency"
     reuse_factor: int = 1
     project: str = "myproject"
+    # per-node reuse factors (node name, R): what ``reuse.choose_reuse`` picked for a
+    # profile's ``reuse_factor = "auto"``; a node not listed takes ``reuse_factor``
+    layer_reuse: tuple[tuple[str, int], ...] = ()
+    reuse_auto: bool = False  # layer_reuse was chosen to fit the part (reuse_factor "auto")
+
+    def reuse_of(self, node: str) -> int:
+        """The reuse factor node ``node``'s kernel is built for: 1 under the Latency
+        strategy (every loop pipelined at II 1), else its own or the model's."""
+        if self.strategy == "Latency":
+            return 1
+        return dict(self.layer_reuse).get(node, self.reuse_factor)
 
 
 def c_names(graph: Graph) -> dict[str, str]:
@@ -77,9 +88,8 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
 
     names = c_names(graph)
     tensors = graph.tensors()
-    # Latency: every loop pipelined at II=1 (and add/clip fully unrolled); Resource: the
-    # pipelines start a new iteration every reuse_factor cycles, sharing multipliers.
-    reuse = 1 if opts.strategy == "Latency" else opts.reuse_factor
+    # Latency: every loop pipelined at II=1 (and add/clip fully unrolled); Resource: each
+    # layer runs its reuse factor's iterations, sharing multipliers (opts.reuse_of).
     layers: list[dict[str, Any]] = [
         {"class_name": "InputLayer", "name": INPUT, "input_shape": list(graph.input.shape)}
     ]
@@ -93,7 +103,7 @@ def layer_list(graph: Graph, opts: HlsOptions) -> list[dict[str, Any]]:
             "qc_shape": list(node.output.shape),
             "qc_type": (q.bits, q.signed),
             "qc_kernel": _kernel(node),
-            "qc_context": kernel_context(node, ins, reuse),
+            "qc_context": kernel_context(node, ins, opts.reuse_of(node.name)),
             "qc_codes": None,
         }
         if node.weights is not None:
@@ -138,6 +148,12 @@ def hls_config(graph: Graph, out_dir: Path, opts: HlsOptions) -> dict[str, Any]:
         },
         "LayerName": {INPUT: {"Precision": {"result": ap_type(graph.input.qtype)}}},
     }
+    # per-layer reuse factors are recorded in hls4ml_config.yml too (the kernels read
+    # theirs from their config structs)
+    names = c_names(graph)
+    outputs = {n.name: n.output.name for n in graph.nodes}
+    for node, r in opts.layer_reuse:
+        cfg["HLSConfig"]["LayerName"][names[outputs[node]]] = {"ReuseFactor": r}
     return cfg
 
 

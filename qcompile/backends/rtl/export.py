@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from qcompile.backends.artifact import write_artifact
+from qcompile.backends.estimates import RtlEstimate
 from qcompile.backends.manifest import Manifest
 from qcompile.backends.rtl.build import TOP, solve_and_write
 from qcompile.backends.rtl.trace import SUPPORTED
@@ -112,21 +113,21 @@ def export_rtl(
     return made[0]
 
 
-def cost(figs: dict[str, Any], clock_period: float) -> dict[str, Any]:
+def cost(figs: dict[str, Any], clock_period: float) -> RtlEstimate:
     """The manifest's ``estimate`` from da4ml's figures for the solved model."""
     cycles = figs["latency_cycles"]
-    return {
-        "note": "da4ml's estimate, not a place-and-route report: LUT = adder bits of its "
+    return RtlEstimate(
+        note="da4ml's estimate, not a place-and-route report: LUT = adder bits of its "
         "shift-and-add graph, FF = pipeline register bits; constant multiplies use no DSP",
-        "lut": round(figs["cost"]),
-        "ff": figs["reg_bits"],
-        "dsp": 0,
-        "bram18": 0,
-        "ii_cycles": 1,
-        "latency_cycles": cycles,
-        "latency_ns": round(cycles * clock_period, 3),
-        "solve_s": figs["solve_s"],
-    }
+        lut=round(figs["cost"]),
+        ff=figs["reg_bits"],
+        dsp=0,
+        bram18=0,
+        ii_cycles=1,
+        latency_cycles=cycles,
+        latency_ns=round(cycles * clock_period, 3),
+        solve_s=figs["solve_s"],
+    )
 
 
 def describe(info: Any) -> str:

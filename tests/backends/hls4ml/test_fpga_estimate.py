@@ -8,8 +8,9 @@ import json
 
 import numpy as np
 
-from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate, fit
+from qcompile.backends.hls4ml.estimate import Cost, csd_digits, estimate
 from qcompile.backends.hls4ml.export import options
+from qcompile.backends.hls4ml.fit import fit
 from qcompile.backends.hls4ml.parts import find_part
 from qcompile.backends.registry import deploy
 from qcompile.backends.targets import FpgaTarget, load_target
@@ -56,7 +57,7 @@ def test_csd_digits():
 def test_unrolled_estimate_matches_hand_computation():
     """Latency + io_parallel, 5 ns (zcu104): one pipeline, every weight a constant."""
     target = FpgaTarget("t", "xczu7ev-ffvc1156-2-e", clock_period=5.0, strategy="Latency")
-    e = estimate(one_layer(), options(target))
+    e = estimate(one_layer(), options(target, one_layer()))
     a, acc = 4, 8  # input bits, accumulator bits
     # constant multiplies: (csd - 1) * (a + bits(|w|)): only 3 and -3 (twice) and row 2's 3
     mult = 3 * (1 * (a + 2))  # = 18
@@ -66,21 +67,21 @@ def test_unrolled_estimate_matches_hand_computation():
     # acc*m + b + 2^11 is row 2's -47 * 5000 - 100 + 2048 = -233052 -> 19 signed bits;
     # round/shift/clip prod - shift + out = 19 - 12 + 4 = 11
     requant = 3 * (56 + 11)
-    assert e["total"]["lut"] == mult + adders + requant == 275
-    assert e["total"]["ff"] == 3 * (acc + 19) + 3 * 4 == 93  # lanes' acc + product, outputs
-    assert (e["total"]["dsp"], e["total"]["bram18"]) == (0, 0)
+    assert e.total.lut == mult + adders + requant == 275
+    assert e.total.ff == 3 * (acc + 19) + 3 * 4 == 93  # lanes' acc + product, outputs
+    assert (e.total.dsp, e.total.bram18) == (0, 0)
     # depth: read 1 + adder tree ceil(log2 4 / floor(5 / 1.6)) = 1 + multiply 1 + DSP 3 + clip 1
-    assert e["total"]["latency_cycles"] == 1 + 1 + 1 + 3 + 1 == 7
-    assert e["total"]["ii_cycles"] == 1 and e["total"]["latency_ns"] == 35.0
-    assert e["schedule"] == "unrolled" and e["fits"] is True and e["warning"] is None
-    assert e["utilization"]["lut"] == round(275 / 230400, 4)
+    assert e.total.latency_cycles == 1 + 1 + 1 + 3 + 1 == 7
+    assert e.total.ii_cycles == 1 and e.total.latency_ns == 35.0
+    assert e.schedule == "unrolled" and e.fits is True and e.warning is None
+    assert e.utilization.lut == round(275 / 230400, 4)
 
 
 def test_dataflow_estimate_matches_hand_computation():
     """Resource, reuse factor 2, 10 ns (pynq-z2): 2 iterations of ceil(3 / 2) = 2 lanes."""
     target = FpgaTarget("t", "xc7z020clg400-1", clock_period=10.0, strategy="Resource",
                         reuse_factor=2)  # fmt: skip
-    e = estimate(one_layer(), options(target))
+    e = estimate(one_layer(), options(target, one_layer()))
     lanes, n_in, wb, b, acc = 2, 4, 3, 3, 8
     mults = lanes * n_in * 6  # int4 x int3 below DSP_MIN_BITS: ceil(4 * 3 / 2) LUTs each
     adders = lanes * (n_in - 1) * acc
@@ -89,13 +90,13 @@ def test_dataflow_estimate_matches_hand_computation():
     shifter = lanes * n_in * b * 1  # rows start at bits 0, 12, 24: 3 offsets -> 1 mux level
     const_rom = (8 + 14) * lanes  # bias (8 bits) + multiplier (14 bits) per lane, depth 2
     requant = lanes * (56 + 11)
-    assert e["total"]["lut"] == mults + adders + decode + code_rom + shifter + const_rom + requant
-    assert e["total"]["lut"] == 48 + 48 + 24 + 64 + 24 + 44 + 134 == 386
-    assert e["total"]["ff"] == lanes * (acc + 19) + 2 * 3 * 4 == 78  # ping-pong outputs
+    assert e.total.lut == mults + adders + decode + code_rom + shifter + const_rom + requant
+    assert e.total.lut == 48 + 48 + 24 + 64 + 24 + 44 + 134 == 386
+    assert e.total.ff == lanes * (acc + 19) + 2 * 3 * 4 == 78  # ping-pong outputs
     # 2 iterations + depth (tree: ceil(2 / floor(10 / 1.6)) = 1): 2 + 1 + 1 + 1 + 3 + 1
-    assert e["total"]["latency_cycles"] == e["total"]["ii_cycles"] == 9
-    assert e["total"]["latency_ns"] == 90.0
-    assert e["layers"][0]["lanes"] == 2 and e["layers"][0]["iterations"] == 2
+    assert e.total.latency_cycles == e.total.ii_cycles == 9
+    assert e.total.latency_ns == 90.0
+    assert e.layers[0].lanes == 2 and e.layers[0].iterations == 2
 
 
 def test_every_fpga_manifest_holds_the_estimate(tmp_path):
@@ -104,9 +105,26 @@ def test_every_fpga_manifest_holds_the_estimate(tmp_path):
         t = load_target(name)
         info = deploy(graph, t, tmp_path / name)
         on_disk = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert on_disk["estimate"] == info.estimate == estimate(graph, options(t))
+        assert info.estimate == estimate(graph, options(t, graph))  # typed in the manifest
+        assert on_disk["estimate"] == info["estimate"] == info.estimate.as_dict()
         assert on_disk["estimate"]["part"]["name"] == find_part(t.part).name
         assert on_disk["estimate"]["total"]["latency_ns"] > 0
+        # the JSON keys (and their order) the typed estimate writes: as before it was typed
+        assert list(on_disk["estimate"]) == ESTIMATE_KEYS
+        assert list(on_disk["estimate"]["total"]) == TOTAL_KEYS
+        assert list(on_disk["estimate"]["layers"][0]) == LAYER_KEYS
+        assert list(on_disk["estimate"]["utilization"]) == ["lut", "ff", "dsp", "bram18"]
+        assert list(on_disk["estimate"]["part"]) == ["name", "family", "lut", "ff", "dsp", "bram18"]
+
+
+ESTIMATE_KEYS = [
+    "note", "schedule", "reuse_factor", "budget", "clock_period", "layers", "total", "part",
+    "utilization", "fits", "warning",
+]  # fmt: skip
+TOTAL_KEYS = ["lut", "ff", "dsp", "bram18", "ii_cycles", "latency_cycles", "latency_ns"]
+LAYER_KEYS = [
+    "name", "op", "reuse", "lanes", "iterations", "cycles", "lut", "ff", "dsp", "bram18"
+]  # fmt: skip
 
 
 def test_parts_table_is_the_data_sheets():
@@ -122,10 +140,10 @@ def test_parts_table_is_the_data_sheets():
 def test_a_design_that_does_not_fit_is_flagged():
     part = find_part("xc7z020")
     over = fit(Cost(lut=60000, ff=10, dsp=221, bram18=0), part, "xc7z020")
-    assert over["fits"] is False
-    assert "LUT 60000 > 53200" in over["warning"] and "DSP 221 > 220" in over["warning"]
+    assert over.fits is False
+    assert "LUT 60000 > 53200" in over.warning and "DSP 221 > 220" in over.warning
     unknown = fit(Cost(), None, "xc9nosuch")
-    assert unknown["fits"] is None and "not in targets/parts" in unknown["warning"]
+    assert unknown.fits is None and "not in targets/parts" in unknown.warning
 
 
 def test_inspect_target_prints_the_estimate(tmp_path):
@@ -137,6 +155,6 @@ def test_inspect_target_prints_the_estimate(tmp_path):
     assert "LUT" in r.stdout and "BRAM18" in r.stdout and "latency" in r.stdout
     r = run_cli("inspect", str(path), "--target", target, "--json")
     est = last_json(r.stdout)["estimate"]
-    assert est == estimate(one_layer(), options(load_target(target)))
+    assert est == estimate(one_layer(), options(load_target(target), one_layer())).as_dict()
     r = run_cli("inspect", str(path), "--target", "cpu")
     assert r.returncode == 2 and "estimates are for fpga profiles" in r.stderr

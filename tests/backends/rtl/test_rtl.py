@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from qcompile.backends.estimates import RtlEstimate
 from qcompile.backends.registry import deploy
 from qcompile.backends.rtl.export import macs
 from qcompile.backends.rtl.runner import RtlRunner
@@ -84,7 +85,12 @@ def test_artifact_holds_verilog_scripts_and_cost(tmp_path):
     info = deploy(graph, TARGET, tmp_path / "rtl")
     out = tmp_path / "rtl"
     assert json.loads((out / "manifest.json").read_text())["estimate"] == info["estimate"]
+    assert isinstance(info.estimate, RtlEstimate) and info.estimate.as_dict() == info["estimate"]
     est = info["estimate"]
+    assert list(est) == [
+        "note", "lut", "ff", "dsp", "bram18", "ii_cycles", "latency_cycles", "latency_ns",
+        "solve_s",
+    ]  # fmt: skip
     assert est["lut"] > 0 and est["ff"] > 0 and est["dsp"] == 0 and est["ii_cycles"] == 1
     assert est["latency_ns"] == est["latency_cycles"] * TARGET.clock_period
     assert info["ops"] == ["dense", "flatten"] and info["macs"] == macs(graph)

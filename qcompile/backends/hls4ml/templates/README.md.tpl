@@ -21,7 +21,7 @@ integers).
     vitis_hls -f build_prj.tcl "csim=1 synth=1 cosim=0 export=0"     # {backend} HLS
 
 Profile: part {part}, clock {clock_period} ns, strategy {strategy}, reuse factor
-{reuse_factor}, {io_type}. Weight memory figures in `manifest.json` are estimates computed
+{reuse_factor} (each layer's is in its config struct and in `estimate`), {io_type}. Weight memory figures in `manifest.json` are estimates computed
 from the IR, and `estimate` there (cycles, II, latency, LUT, FF, DSP, BRAM18 per layer, and
 whether it fits {part}) comes from a model of these kernels
 (qcompile/backends/hls4ml/estimate.py): neither is a synthesis report.

@@ -30,6 +30,25 @@ SWEEPS: dict[str, set[str]] = {
         "int8_inputs-4",
         "int16_inputs-1",
     },
+    # every ISA, both level kinds and every width once (of 64 and 48 TVM builds)
+    "tests/backends/tvm/test_vector_kernels.py::test_gemv_is_exact": {
+        "affine-1-alderlake",
+        "table-2-x86-64-v3",
+        "affine-3-x86-64-v4",
+        "table-4-alderlake",
+        "affine-5-sapphirerapids",
+        "table-6-x86-64-v4",
+        "table-7-x86-64-v3",
+        "affine-8-sapphirerapids",
+    },
+    "tests/backends/tvm/test_vector_kernels.py::test_gemm_decodes_once_and_is_exact": {
+        "affine-1-x86-64-v4",
+        "table-2-x86-64-v3",
+        "table-3-sapphirerapids",
+        "affine-4-alderlake",
+        "table-6-alderlake",
+        "affine-8-x86-64-v3",
+    },
     "tests/test_cli.py::test_bad_input_is_one_line": {"args0-needles0"},
     # a Verilator build apiece: the bad pointer stays fast, $fatal and SIGKILL are slow
     "tests/backends/rtl/test_rtl_crash.py::test_a_crashing_verilated_model_is_one_error": {

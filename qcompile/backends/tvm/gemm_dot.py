@@ -16,7 +16,10 @@ interleaved, each stride phase of the zero-padded image a plane of ``plane`` pix
 pixels of one image. Output pixel ``p`` of a convolution is ``oh * width + ow`` over the
 phase plane's width (the columns past the output's are computed and never read), so every
 tap is a constant offset and every load contiguous. Output: int32 ``acc[image, row, pixel]``
-(``-offset * sum(w)`` added per row: ``comp``).
+(``-offset * sum(w)`` added per row: ``comp``). A dense 1-bit layer in ``binary`` mode
+(:mod:`mac`) decodes its codes, not weights: each tile multiplies them by the signed
+activation bytes, and its outputs are ``w0 * sum(a) + d * sum(a * c)`` with ``sum(a)`` per
+pixel taken once per call.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.backends.tvm import isa as V
-from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp
+from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp, int16_sums
 from qcompile.backends.tvm.isa import Isa
-from qcompile.backends.tvm.lut_decode import LevelsPlan, code_vec, weight_vec
+from qcompile.backends.tvm.lut_decode import LevelsPlan, binary_levels, code_vec, weight_vec
 from qcompile.backends.tvm.mac import Mac
 from qcompile.backends.tvm.row_layout import RowLayout
 
@@ -91,7 +94,9 @@ def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
     weight within the register file."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
-    if per_acc is None:  # maddubs / split: int16 accumulators per plane (+ int32 if flushed)
+    if mac.mode == "binary" and isa.vnni:
+        per_acc = 1
+    elif per_acc is None:  # int16 accumulators per plane (+ int32 if flushed)
         per_acc = mac.planes + 1
     # smull reads each activation vector as two halves (ext): two registers per vector.
     # Past the budget LLVM spills the accumulators lane by lane (4.6x the instructions).
@@ -122,6 +127,15 @@ def _dot(p: GemmPlan, acc: Any, acc16: Any, i: int, a: list, w: Any) -> None:
             T.buffer_store(acc, acc[at] + V.smull_pairs(a8, w, h == 1), [at])
         return
     at = _ramp(i * L, L)
+    if mode == "binary":  # the codes (u8, 0 or 1) times the signed activation bytes
+        if isa.vnni:
+            T.buffer_store(acc, V.dpbusd(isa, acc[at], w, a[0]), [at])
+        elif acc16 is None:
+            T.buffer_store(acc, acc[at] + V.widen16(isa, V.maddubs(isa, w, a[0])), [at])
+        else:
+            at16 = _ramp(i * 2 * L, 2 * L)
+            T.buffer_store(acc16, acc16[at16] + V.maddubs(isa, w, a[0]), [at16])
+        return
     if mode == "vnni":
         T.buffer_store(acc, V.dpbusd(isa, acc[at], a[0], w), [at])
     elif mode == "sdot":
@@ -163,7 +177,9 @@ def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, An
         with T.serial(0, g.kr // (dw * steps)) as c:
             for s in range(steps):
                 code = code_vec(bufs["stored"], g, g.offset + i * g.row_bytes, c, s, dw)
-                w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
+                w = code
+                if p.mac.mode != "binary":
+                    w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
                 T.buffer_store(scratch, w, [r, _ramp((c * steps + s) * dw, dw)])
 
 
@@ -193,7 +209,7 @@ def _tile(
     T.buffer_store(acc, T.Broadcast(T.int32(0), R * Q * per * L), [_ramp(0, R * Q * per * L)])
     taps = len(geo.taps)
     steps_total = geo.groups * taps
-    flush = mac.flush if mac.mode in ("maddubs", "split") else 0
+    flush = mac.flush if int16_sums(isa, mac) else 0
     per_flush = _flush_plan(taps, geo.groups, flush) if flush else 0
     acc16 = T.alloc_buffer((R * Q * planes * 2 * L,), "int16") if per_flush else None
 
@@ -227,6 +243,10 @@ def _tile(
                 )
             else:
                 v = acc[_ramp((r * Q + q) * L, L)]
+            if mac.mode == "binary":
+                w0, d = binary_levels(p.levels, bufs["levels"], comp[r])
+                asum = bufs["asum"][_ramp(p0 + q * L, L)]
+                v = v * T.Broadcast(d, L) + asum * T.Broadcast(w0, L)
             if "comp" in bufs:
                 v = v + T.Broadcast(bufs["comp"][comp[r]], L)
             at = [row0 + r, _ramp(p0 + q * L, L)]
@@ -244,6 +264,9 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
     kr = p.layout.max_kr
     tiles = pixels // p.tile_pixels
     with IRBuilder() as ib, T.serial(0, 1):
+        if p.mac.mode == "binary":
+            assert dense and p.geometry.tile_major, "binary mode: dense layers only"
+            bufs = {**bufs, "asum": _act_sums(p, bufs["act"], tiles)}
         for gi, g in enumerate(p.layout.groups):
             first, slot = p.slots()[gi]
             blocks = -(-len(g.rows) // B)
@@ -264,3 +287,21 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
                         with T.serial(0, images) as img:
                             _tile(p, w32, sb * R, img, lo + pi, slot + i0, comp, bufs)
     return ib.get()
+
+
+def _act_sums(p: GemmPlan, act: Any, tiles: Any) -> Any:
+    """int32 [tiles * tile_pixels]: each pixel's sum of its signed activation bytes (a dense
+    layer's tile-major activations)."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, L, TP, groups = p.isa, p.isa.lanes, p.tile_pixels, p.geometry.groups
+    out = T.alloc_buffer((tiles * TP,), "int32")
+    ones = T.Broadcast(T.uint8(1), 4 * L)
+    with T.serial(0, tiles) as pt:
+        for q in range(p.vecs):
+            at = _ramp(pt * TP + q * L, L)
+            T.buffer_store(out, T.Broadcast(T.int32(0), L), [at])
+            with T.serial(0, groups) as c4:
+                a = act[0, 0, _ramp(((pt * groups + c4) * TP + q * L) * 4, 4 * L)]
+                T.buffer_store(out, out[at] + V.widen16(isa, V.maddubs(isa, ones, a)), [at])
+    return out

@@ -16,7 +16,10 @@ interleaved, each stride phase of the zero-padded image a plane of ``plane`` pix
 pixels of one image. Output pixel ``p`` of a convolution is ``oh * width + ow`` over the
 phase plane's width (the columns past the output's are computed and never read), so every
 tap is a constant offset and every load contiguous. Output: int32 ``acc[image, row, pixel]``
-(``-offset * sum(w)`` added per row: ``comp``).
+(``-offset * sum(w)`` added per row: ``comp``). A dense 1-bit layer in ``binary`` mode
+(:mod:`mac`) decodes its codes, not weights: each tile multiplies them by the signed
+activation bytes, and its outputs are ``w0 * sum(a) + d * sum(a * c)`` with ``sum(a)`` per
+pixel taken once per call.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.backends.tvm import isa as V
-from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp
+from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp, _set, _vec, int16_sums
 from qcompile.backends.tvm.isa import Isa
-from qcompile.backends.tvm.lut_decode import LevelsPlan, code_vec, weight_vec
+from qcompile.backends.tvm.lut_decode import LevelsPlan, binary_levels, code_vec, weight_vec
 from qcompile.backends.tvm.mac import Mac
 from qcompile.backends.tvm.row_layout import RowLayout
 
@@ -91,7 +94,9 @@ def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
     weight within the register file."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
-    if per_acc is None:  # maddubs / split: int16 accumulators per plane (+ int32 if flushed)
+    if mac.mode == "binary" and isa.vnni:
+        per_acc = 1
+    elif per_acc is None:  # int16 accumulators per plane (+ int32 if flushed)
         per_acc = mac.planes + 1
     # smull reads each activation vector as two halves (ext): two registers per vector.
     # Past the budget LLVM spills the accumulators lane by lane (4.6x the instructions).
@@ -110,43 +115,46 @@ def _bcast_w(isa: Isa, w32: Any, row: int, at: Any) -> Any:
     return T.reinterpret(V.vec(isa, "int8"), T.Broadcast(w32[row, at], isa.lanes))
 
 
-def _dot(p: GemmPlan, acc: Any, acc16: Any, i: int, a: list, w: Any) -> None:
-    """Accumulator ``i``: add the products of activation vectors ``a`` (planes) and ``w``."""
+def _dot(p: GemmPlan, acc: list, acc16: list | None, a: list, w: Any) -> None:
+    """One accumulator (``acc``: its int32 vectors, two for smull; ``acc16``: its int16 pair
+    sums per plane, None if not flushed): add the products of activation vectors ``a``
+    (planes) and ``w``."""
     from tvm.tirx.script.builder import ir as T
 
-    isa, mode, L = p.isa, p.mac.mode, p.isa.lanes
+    isa, mode, L, H = p.isa, p.mac.mode, p.isa.lanes, 2 * p.isa.lanes
+    cur = _vec(acc[0], L)
     if mode == "smull":  # two pair-sum accumulators per tile, combined at the end
         a8 = T.reinterpret("int8x16", a[0])
         for h in range(2):
-            at = _ramp((2 * i + h) * L, L)
-            T.buffer_store(acc, acc[at] + V.smull_pairs(a8, w, h == 1), [at])
-        return
-    at = _ramp(i * L, L)
-    if mode == "vnni":
-        T.buffer_store(acc, V.dpbusd(isa, acc[at], a[0], w), [at])
+            _set(acc[h], _vec(acc[h], L) + V.smull_pairs(a8, w, h == 1), L)
+    elif mode == "binary":  # the codes (u8, 0 or 1) times the signed activation bytes
+        if isa.vnni:
+            _set(acc[0], V.dpbusd(isa, cur, w, a[0]), L)
+        elif acc16 is None:
+            _set(acc[0], cur + V.widen16(isa, V.maddubs(isa, w, a[0])), L)
+        else:
+            _set(acc16[0], _vec(acc16[0], H) + V.maddubs(isa, w, a[0]), H)
+    elif mode == "vnni":
+        _set(acc[0], V.dpbusd(isa, cur, a[0], w), L)
     elif mode == "sdot":
-        T.buffer_store(acc, V.sdot(acc[at], T.reinterpret("int8x16", a[0]), w), [at])
+        _set(acc[0], V.sdot(cur, T.reinterpret("int8x16", a[0]), w), L)
     elif acc16 is None:
         s = V.widen16(isa, V.maddubs(isa, a[0], w))
         if mode == "split":
             s = s + V.widen16(isa, V.maddubs(isa, a[1], w), 16)
-        T.buffer_store(acc, acc[at] + s, [at])
+        _set(acc[0], cur + s, L)
     else:
-        H = 2 * L
-        for q, av in enumerate(a):
-            at16 = _ramp((i * len(a) + q) * H, H)
-            T.buffer_store(acc16, acc16[at16] + V.maddubs(isa, av, w), [at16])
+        for part, av in zip(acc16, a, strict=True):
+            _set(part, _vec(part, H) + V.maddubs(isa, av, w), H)
 
 
-def _widen_all(p: GemmPlan, acc: Any, acc16: Any, n: int) -> None:
-    from tvm.tirx.script.builder import ir as T
-
-    L, H, planes = p.isa.lanes, 2 * p.isa.lanes, p.mac.planes
-    for i in range(n):
-        total = acc[_ramp(i * L, L)]
-        for q in range(planes):
-            total = total + V.widen16(p.isa, acc16[_ramp((i * planes + q) * H, H)], 16 * q or 1)
-        T.buffer_store(acc, total, [_ramp(i * L, L)])
+def _widen_all(p: GemmPlan, accs: list, accs16: list) -> None:
+    L, H = p.isa.lanes, 2 * p.isa.lanes
+    for acc, parts in zip(accs, accs16, strict=True):
+        total = _vec(acc[0], L)
+        for q, part in enumerate(parts):
+            total = total + V.widen16(p.isa, _vec(part, H), 16 * q or 1)
+        _set(acc[0], total, L)
 
 
 def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, Any]) -> None:
@@ -163,17 +171,29 @@ def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, An
         with T.serial(0, g.kr // (dw * steps)) as c:
             for s in range(steps):
                 code = code_vec(bufs["stored"], g, g.offset + i * g.row_bytes, c, s, dw)
-                w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
+                w = code
+                if p.mac.mode != "binary":
+                    w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
                 T.buffer_store(scratch, w, [r, _ramp((c * steps + s) * dw, dw)])
 
 
 def _tile(
-    p: GemmPlan, w32: Any, sub: Any, img: Any, pt: Any, row0: Any, comp: list, bufs: dict
+    p: GemmPlan,
+    w32: Any,
+    sub: Any,
+    img: Any,
+    pt: Any,
+    row0: Any,
+    comp: list,
+    bufs: dict,
+    ahead: tuple[Any, int, Any] | None = None,
 ) -> None:
     """One register tile: ``rows`` accumulator rows from ``row0`` x ``vecs`` pixel vectors
     of pixel tile ``pt`` of image ``img`` (None: a dense layer's one image, 2-D ``acc``);
     weights from scratch rows ``sub ..`` (read as int32); ``comp``: each row's stored
-    index."""
+    index. ``ahead``: ``(start, nbytes, t)``, codes the next block of rows will decode,
+    prefetched a cache line per reduction step from line ``t * steps`` (the decode then
+    finds them in cache: an 8-bit layer's decode stalled on memory for 9% of its GEMM)."""
     from tvm.tirx.script.builder import ir as T
 
     isa, mac, geo = p.isa, p.mac, p.geometry
@@ -188,14 +208,31 @@ def _tile(
             return ((pt * geo.groups + c4) * TP + q * L + off) * 4
         return (c4 * geo.group_pixels + p0 + q * L + off) * 4
 
+    # every accumulator vector its own buffer: LLVM keeps each in a register (one buffer of
+    # twelve vectors was kept in memory lane by lane)
     per = 2 if mac.mode == "smull" else 1
-    acc = T.alloc_buffer((R * Q * per * L,), "int32")
-    T.buffer_store(acc, T.Broadcast(T.int32(0), R * Q * per * L), [_ramp(0, R * Q * per * L)])
+    accs = [[T.alloc_buffer((L,), "int32") for _ in range(per)] for _ in range(R * Q)]
+    for acc in accs:
+        for part in acc:
+            _set(part, T.Broadcast(T.int32(0), L), L)
     taps = len(geo.taps)
     steps_total = geo.groups * taps
-    flush = mac.flush if mac.mode in ("maddubs", "split") else 0
+    flush = mac.flush if int16_sums(isa, mac) else 0
     per_flush = _flush_plan(taps, geo.groups, flush) if flush else 0
-    acc16 = T.alloc_buffer((R * Q * planes * 2 * L,), "int16") if per_flush else None
+    accs16: list = [None] * (R * Q)
+    if per_flush:
+        accs16 = [[T.alloc_buffer((2 * L,), "int16") for _ in range(planes)] for _ in accs]
+
+    def fetch_ahead(step: Any, steps: int) -> None:
+        if ahead is None:
+            return
+        start, nbytes, t = ahead
+        line = t * steps + step
+        with T.If(line < nbytes // 64), T.Then():
+            at = T.min(start + line * 64, p.layout.nbytes - 1)
+            T.evaluate(
+                T.call_intrin("void", "tirx.prefetch", T.address_of(bufs["stored"][at]), 0, 3, 1)
+            )
 
     def group(c4: Any) -> None:
         for t, off in enumerate(geo.taps):
@@ -206,27 +243,32 @@ def _tile(
             for r in range(R):
                 w = _bcast_w(isa, w32, sub + r, c4 * taps + t)
                 for q in range(Q):
-                    _dot(p, acc, acc16, r * Q + q, a_by_q[q], w)
+                    _dot(p, accs[r * Q + q], accs16[r * Q + q], a_by_q[q], w)
 
     if per_flush:
-        n16 = R * Q * planes * 2 * L
         with T.serial(0, geo.groups // per_flush) as co:
-            T.buffer_store(acc16, T.Broadcast(T.int16(0), n16), [_ramp(0, n16)])
+            for parts in accs16:
+                for part in parts:
+                    _set(part, T.Broadcast(T.int16(0), 2 * L), 2 * L)
+            fetch_ahead(co, geo.groups // per_flush)
             with T.serial(0, per_flush) as ci:
                 group(co * per_flush + ci)
-            _widen_all(p, acc, acc16, R * Q)
+            _widen_all(p, accs, accs16)
     else:
         with T.serial(0, geo.groups) as c4:
+            fetch_ahead(c4, geo.groups)
             group(c4)
     assert steps_total > 0
     for r in range(R):
         for q in range(Q):
+            acc = accs[r * Q + q]
+            v = _vec(acc[0], L)
             if mac.mode == "smull":
-                v = V.addp(
-                    acc[_ramp((2 * (r * Q + q)) * L, L)], acc[_ramp((2 * (r * Q + q) + 1) * L, L)]
-                )
-            else:
-                v = acc[_ramp((r * Q + q) * L, L)]
+                v = V.addp(v, _vec(acc[1], L))
+            if mac.mode == "binary":
+                w0, d = binary_levels(p.levels, bufs["levels"], comp[r])
+                asum = bufs["asum"][_ramp(p0 + q * L, L)]
+                v = v * T.Broadcast(d, L) + asum * T.Broadcast(w0, L)
             if "comp" in bufs:
                 v = v + T.Broadcast(bufs["comp"][comp[r]], L)
             at = [row0 + r, _ramp(p0 + q * L, L)]
@@ -244,6 +286,9 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
     kr = p.layout.max_kr
     tiles = pixels // p.tile_pixels
     with IRBuilder() as ib, T.serial(0, 1):
+        if p.mac.mode == "binary":
+            assert dense and p.geometry.tile_major, "binary mode: dense layers only"
+            bufs = {**bufs, "asum": _act_sums(p, bufs["act"], tiles)}
         for gi, g in enumerate(p.layout.groups):
             first, slot = p.slots()[gi]
             blocks = -(-len(g.rows) // B)
@@ -259,8 +304,28 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
                     i0 = ob * B + sb * R
                     comp = [first + T.min(i0 + r, len(g.rows) - 1) for r in range(R)]
                     if dense:
-                        _tile(p, w32, sb * R, None, lo + pi, slot + i0, comp, bufs)
+                        nbytes = B * g.row_bytes
+                        ahead = (g.offset + (ob + 1) * nbytes, nbytes, pi * p.block + sb)
+                        _tile(p, w32, sb * R, None, lo + pi, slot + i0, comp, bufs, ahead)
                     else:
                         with T.serial(0, images) as img:
                             _tile(p, w32, sb * R, img, lo + pi, slot + i0, comp, bufs)
     return ib.get()
+
+
+def _act_sums(p: GemmPlan, act: Any, tiles: Any) -> Any:
+    """int32 [tiles * tile_pixels]: each pixel's sum of its signed activation bytes (a dense
+    layer's tile-major activations)."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, L, TP, groups = p.isa, p.isa.lanes, p.tile_pixels, p.geometry.groups
+    out = T.alloc_buffer((tiles * TP,), "int32")
+    ones = T.Broadcast(T.uint8(1), 4 * L)
+    with T.serial(0, tiles) as pt:
+        for q in range(p.vecs):
+            at = _ramp(pt * TP + q * L, L)
+            T.buffer_store(out, T.Broadcast(T.int32(0), L), [at])
+            with T.serial(0, groups) as c4:
+                a = act[0, 0, _ramp(((pt * groups + c4) * TP + q * L) * 4, 4 * L)]
+                T.buffer_store(out, out[at] + V.widen16(isa, V.maddubs(isa, ones, a)), [at])
+    return out

@@ -7,7 +7,9 @@ mask, a 16-entry table lookup (``vpshufb`` on AVX2/AVX-512, ``tbl`` on NEON; byt
 for affine 8-bit codes) and one dot-product instruction against the activation bytes
 (:mod:`mac`: ``vpdpbusd``, ``vpmaddubsw`` accumulating int16 pair sums between widenings,
 ``sdot``, or ``smull``). ``rows`` output rows share each activation load; rows run on
-threads where the layer is large enough to pay for them.
+threads where the layer is large enough to pay for them. A 1-bit layer in ``binary`` mode
+skips the lookup: its code bytes are the multiplier, ``sum(a)`` is taken once per input row
+and each output is ``w0 * sum(a) + d * sum(a * c)``.
 
 Arguments: ``xp`` uint8 [n, planes, kr] (activation bytes, zero past ``k``; planes: the low
 and high nibbles in ``split`` mode), ``stored`` uint8 (:mod:`row_layout`), ``levels`` (zero
@@ -22,7 +24,14 @@ from typing import Any
 
 from qcompile.backends.tvm import isa as V
 from qcompile.backends.tvm.isa import ARM, Isa
-from qcompile.backends.tvm.lut_decode import LevelsPlan, code_vec, weight_vec
+from qcompile.backends.tvm.lut_decode import (
+    LevelsPlan,
+    binary_levels,
+    code_vec,
+    paired,
+    paired_weight_vec,
+    weight_vec,
+)
 from qcompile.backends.tvm.mac import Mac
 from qcompile.backends.tvm.row_layout import Group, RowLayout
 
@@ -41,11 +50,18 @@ class GemvPlan:
         return self.layout.dw
 
 
+def int16_sums(isa: Isa, mac: Mac) -> bool:
+    """Whether the mode adds vpmaddubsw pair sums in int16 between widenings."""
+    return mac.mode in ("maddubs", "split") or (mac.mode == "binary" and not isa.vnni)
+
+
 def rows_per_step(isa: Isa, mac: Mac) -> int:
-    """Rows that fit the registers: each holds an int32 accumulator, its table and, for
-    the int16 modes, one int16 accumulator per activation plane."""
-    per_row = 2 + (mac.planes if mac.mode in ("maddubs", "split") else 0)
-    return max(1, min(8, (isa.regs - 6) // per_row))
+    """Rows that fit the registers: each holds an int32 accumulator, its table (none in
+    ``binary`` mode) and, for the int16 modes, one int16 accumulator per activation plane."""
+    per_row = (1 if mac.mode == "binary" else 2) + (mac.planes if int16_sums(isa, mac) else 0)
+    # a binary row also keeps its chunk of codes live across the chunk's eight steps
+    spare = 8 if mac.mode == "binary" else 6
+    return max(1, min(8, (isa.regs - spare) // per_row))
 
 
 def _ramp(base: Any, n: int) -> Any:
@@ -61,17 +77,35 @@ def _flush_plan(steps: int, chunks: int, flush: int) -> int:
     return max(d for d in range(1, chunks + 1) if chunks % d == 0 and d * steps <= flush)
 
 
-def _mac_step(p: GemvPlan, acc: Any, a16: Any, r: int, xs: list, w: Any) -> None:
-    """One dot-product step of row ``r``: weights ``w`` against activation vectors ``xs``."""
+def _vec(buf: Any, n: int) -> Any:
+    return buf[_ramp(0, n)]
+
+
+def _set(buf: Any, v: Any, n: int) -> None:
     from tvm.tirx.script.builder import ir as T
 
-    isa, mode, L = p.isa, p.mac.mode, p.isa.lanes
-    cur = acc[_ramp(r * L, L)]
+    T.buffer_store(buf, v, [_ramp(0, n)])
+
+
+def _mac_step(p: GemvPlan, acc: Any, a16: list | None, xs: list, w: Any) -> None:
+    """One dot-product step of a row: weights ``w`` against activation vectors ``xs`` into
+    its int32 accumulator ``acc`` (or its int16 pair sums ``a16``, one per plane)."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, mode, L, H = p.isa, p.mac.mode, p.isa.lanes, 2 * p.isa.lanes
+    cur = _vec(acc, L)
 
     def store32(v: Any) -> None:
-        T.buffer_store(acc, v, [_ramp(r * L, L)])
+        _set(acc, v, L)
 
-    if mode == "vnni":
+    if mode == "binary":  # the codes (u8, 0 or 1) times the signed activation bytes
+        if isa.vnni:
+            store32(V.dpbusd(isa, cur, w, xs[0]))
+        elif a16 is None:
+            store32(cur + V.widen16(isa, V.maddubs(isa, w, xs[0])))
+        else:
+            _set(a16[0], _vec(a16[0], H) + V.maddubs(isa, w, xs[0]), H)
+    elif mode == "vnni":
         store32(V.dpbusd(isa, cur, xs[0], w))
     elif mode == "sdot":
         store32(V.sdot(cur, T.reinterpret("int8x16", xs[0]), w))
@@ -84,41 +118,40 @@ def _mac_step(p: GemvPlan, acc: Any, a16: Any, r: int, xs: list, w: Any) -> None
             s = s + V.widen16(isa, V.maddubs(isa, xs[1], w), 16)
         store32(cur + s)
     else:
-        H = 2 * L
         for q, xv in enumerate(xs):
-            at = _ramp((r * len(xs) + q) * H, H)
-            T.buffer_store(a16, a16[at] + V.maddubs(isa, xv, w), [at])
+            _set(a16[q], _vec(a16[q], H) + V.maddubs(isa, xv, w), H)
 
 
-def _widen(p: GemvPlan, acc: Any, a16: Any, r: int, planes: int) -> None:
-    from tvm.tirx.script.builder import ir as T
-
+def _widen(p: GemvPlan, acc: Any, a16: list) -> None:
     L, H = p.isa.lanes, 2 * p.isa.lanes
-    total = acc[_ramp(r * L, L)]
-    for q in range(planes):
-        total = total + V.widen16(p.isa, a16[_ramp((r * planes + q) * H, H)], 16 if q else 1)
-    T.buffer_store(acc, total, [_ramp(r * L, L)])
+    total = _vec(acc, L)
+    for q, part in enumerate(a16):
+        total = total + V.widen16(p.isa, _vec(part, H), 16 if q else 1)
+    _set(acc, total, L)
 
 
 def _row_block(
     p: GemvPlan, g: Group, first: int, i0: Any, nrows: int, m: Any, bufs: dict[str, Any]
 ) -> None:
-    """Rows ``i0 .. i0 + nrows`` of group ``g`` (stored rows from ``first``) for input ``m``."""
+    """Rows ``i0 .. i0 + nrows`` of group ``g`` (stored rows from ``first``) for input ``m``.
+    Every accumulator is its own one-vector buffer: LLVM keeps each in a register (one
+    buffer of several vectors, five rows of them, was kept in memory lane by lane)."""
     from tvm.tirx.script.builder import ir as T
 
-    isa, dw, L = p.isa, p.dw, p.isa.lanes
+    isa, dw, L, H = p.isa, p.dw, p.isa.lanes, 2 * p.isa.lanes
     xp, stored, levels, acc_out = bufs["xp"], bufs["stored"], bufs["levels"], bufs["acc"]
     planes = p.mac.planes
     steps = 8 // min(g.planes)  # decode steps per superchunk
     chunks = g.kr // (dw * steps)
-    groups_per_flush = (
-        _flush_plan(steps, chunks, p.mac.flush) if p.mac.mode in ("maddubs", "split") else 0
-    )
-    acc = T.alloc_buffer((nrows * L,), "int32")
-    T.buffer_store(acc, T.Broadcast(T.int32(0), nrows * L), [_ramp(0, nrows * L)])
-    a16 = None
+    binary = p.mac.mode == "binary"
+    pairs = not binary and paired(p.levels, g)
+    groups_per_flush = _flush_plan(steps, chunks, p.mac.flush) if int16_sums(isa, p.mac) else 0
+    accs = [T.alloc_buffer((L,), "int32") for _ in range(nrows)]
+    for acc in accs:
+        _set(acc, T.Broadcast(T.int32(0), L), L)
+    a16s: list = [None] * nrows
     if groups_per_flush:
-        a16 = T.alloc_buffer((nrows * planes * 2 * L,), "int16")
+        a16s = [[T.alloc_buffer((H,), "int16") for _ in range(planes)] for _ in range(nrows)]
 
     def steps_of(c: Any) -> None:
         for s in range(steps):
@@ -127,24 +160,31 @@ def _row_block(
             for r in range(nrows):
                 row = first + i0 + r
                 base = g.offset + (i0 + r) * g.row_bytes
-                code = code_vec(stored, g, base, c, s, dw)
-                w = weight_vec(isa, p.levels, code, levels, row, g.bits, dw)
-                _mac_step(p, acc, a16, r, xs, w)
+                if pairs:
+                    w = paired_weight_vec(isa, stored, g, base, c, s, levels, row, dw)
+                else:
+                    code = code_vec(stored, g, base, c, s, dw)
+                    w = code if binary else weight_vec(isa, p.levels, code, levels, row, g.bits, dw)
+                _mac_step(p, accs[r], a16s[r], xs, w)
 
     if groups_per_flush:
         with T.serial(0, chunks // groups_per_flush) as co:
-            zero = T.Broadcast(T.int16(0), nrows * planes * 2 * L)
-            T.buffer_store(a16, zero, [_ramp(0, nrows * planes * 2 * L)])
+            for parts in a16s:
+                for part in parts:
+                    _set(part, T.Broadcast(T.int16(0), H), H)
             with T.serial(0, groups_per_flush) as ci:
                 steps_of(co * groups_per_flush + ci)
-            for r in range(nrows):
-                _widen(p, acc, a16, r, planes)
+            for acc, parts in zip(accs, a16s, strict=True):
+                _widen(p, acc, parts)
     else:
         with T.serial(0, chunks) as c:
             steps_of(c)
-    for r in range(nrows):
-        total = _hsum(acc[_ramp(r * L, L)], L)
+    for r, acc in enumerate(accs):
+        total = _hsum(_vec(acc, L), L)
         row = first + i0 + r
+        if binary:
+            w0, d = binary_levels(p.levels, levels, row)
+            total = total * d + w0 * bufs["asum"][0]
         if "comp" in bufs:
             total = total + bufs["comp"][row]
         T.buffer_store(acc_out, total, [row, m])
@@ -171,6 +211,8 @@ def gemv_stmt(p: GemvPlan, bufs: dict[str, Any], n: Any) -> Any:
     from tvm.tirx.script.builder import ir as T
 
     with IRBuilder() as ib, T.serial(0, n) as m:
+        if p.mac.mode == "binary":
+            bufs = {**bufs, "asum": _act_sum(p, bufs["xp"], m)}
         first = 0
         for g in p.layout.groups:
             full, tail = divmod(len(g.rows), p.rows)
@@ -183,6 +225,22 @@ def gemv_stmt(p: GemvPlan, bufs: dict[str, Any], n: Any) -> Any:
                     _row_block(p, g, first, full * p.rows + rt, 1, m, bufs)
             first += len(g.rows)
     return ib.get()
+
+
+def _act_sum(p: GemvPlan, xp: Any, m: Any) -> Any:
+    """A one-element int32 buffer: the sum of input row ``m``'s signed activation bytes."""
+    from tvm.tirx.script.builder import ir as T
+
+    isa, dw, L = p.isa, p.dw, p.isa.lanes
+    ones = T.Broadcast(T.uint8(1), dw)
+    vsum = T.alloc_buffer((L,), "int32")
+    T.buffer_store(vsum, T.Broadcast(T.int32(0), L), [_ramp(0, L)])
+    with T.serial(0, p.layout.max_kr // dw) as c:
+        pairs = V.maddubs(isa, ones, xp[m, 0, _ramp(c * dw, dw)])  # pair sums within 2 * 128
+        T.buffer_store(vsum, vsum[_ramp(0, L)] + V.widen16(isa, pairs), [_ramp(0, L)])
+    out = T.alloc_buffer((1,), "int32")
+    T.buffer_store(out, _hsum(vsum[_ramp(0, L)], L), [0])
+    return out
 
 
 def decode_width(isa: Isa) -> int:

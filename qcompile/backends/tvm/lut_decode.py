@@ -55,6 +55,50 @@ def code_vec(stored: Any, g: Group, row_base: Any, c: Any, s: int, dw: int) -> A
     return code
 
 
+def paired(lv: LevelsPlan, g: Group) -> bool:
+    """Whether ``g``'s table lookups index several codes at once (:func:`paired_weight_vec`):
+    table levels of one plane of 1 or 2 bits."""
+    return not lv.affine and len(g.planes) == 1 and g.planes[0] < 4
+
+
+def paired_weight_vec(
+    isa: Isa, stored: Any, g: Group, row_base: Any, c: Any, s: int, levels: Any, row: Any, dw: int
+) -> Any:
+    """int8 x ``dw``: the weights of step ``s`` of chunk ``c`` (as :func:`code_vec` and
+    :func:`weight_vec`) for a group of 1- or 2-bit codes with table levels. The index of a
+    lookup is a nibble of the chunk, the codes of ``4 / p`` consecutive steps; step ``s``
+    looks it up in a table that keeps its own code's bits, ``T[i] = L[(i >> p * t) & m]``.
+    Every ``4 / p`` steps share one shift and mask (``2 * p / 8`` of them per step instead
+    of about two)."""
+    from tvm.script import tirx as T
+
+    p = g.planes[0]
+    per_nibble = 4 // p
+    nib, t = divmod(s, per_nibble)
+    raw = stored[T.Ramp(row_base + c * dw, 1, dw)]
+    idx = raw >> T.Broadcast(T.uint8(4 * nib), dw) if nib else raw
+    idx = T.reinterpret(f"int8x{dw}", idx & T.Broadcast(T.uint8(15), dw))
+    keep = [(i >> (p * t)) & ((1 << p) - 1) for i in range(16)]
+    table = _lookup16(isa, levels[row, T.Ramp(0, 1, 16)], keep)
+    return _lookup(isa, table, idx, dw)
+
+
+def _lookup16(isa: Isa, table16: Any, idx: list[int]) -> Any:
+    """int8x16: ``table16[idx[i]]`` for constant indices (one lookup, hoisted per row)."""
+    from tvm.script import tirx as T
+
+    const = _const16(idx)
+    if isa.arch == ARM:
+        return lookup16(isa, table16, const)
+    return T.call_llvm_pure_intrin("int8x16", _PSHUFB128, table16, const)
+
+
+def _const16(values: list[int]) -> Any:
+    from tvm.script import tirx as T
+
+    return T.Shuffle([T.Ramp(T.int8(0), T.int8(1), 16)], values)
+
+
 def _lookup(isa: Isa, table16: Any, idx: Any, dw: int) -> Any:
     from tvm.script import tirx as T
 
@@ -82,3 +126,19 @@ def weight_vec(
         hit = _lookup(isa, levels[row, T.Ramp(16 * t, 1, 16)], idx, dw)
         out = T.Select(high == T.Broadcast(T.uint8(t), dw), hit, out)
     return out
+
+
+def binary_levels(lv: LevelsPlan, levels: Any, row: Any) -> tuple[Any, Any]:
+    """int32 ``(w0, d)`` of a 1-bit row: its weights are ``w0 + c * d`` for codes ``c``
+    (``levels`` as for :func:`weight_vec`; an affine zero point is a wrapped int8 byte)."""
+    from tvm.script import tirx as T
+
+    def int8(v: Any) -> Any:
+        return ((v + 128) & 255) - 128
+
+    if lv.affine:
+        zero = T.Cast("int32", levels[row])
+        w0 = int8(zero)
+        return w0, int8(zero + lv.step) - w0
+    w0 = T.Cast("int32", levels[row, 0])
+    return w0, T.Cast("int32", levels[row, 1]) - w0

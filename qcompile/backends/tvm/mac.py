@@ -18,6 +18,12 @@ Modes, from the ranges proven at export:
 - ``split``: where one pair sum could saturate (8-bit activations times large weights) the
   activation byte is split into nibbles, ``a = 16 * hi + lo``, two vpmaddubsw per step, each
   pair sum at most ``2 * 15 * 128``.
+- ``binary`` (x86, 1-bit layers): a 1-bit weight is linear in its code, ``w = w0 + c * d``,
+  so ``sum(a * w) = w0 * sum(a) + d * sum(a * c)``. The kernel multiplies the code bytes
+  ``c`` (0 or 1, the unsigned operand) by the *signed* activation bytes ``a`` (``x + o`` in
+  s8): one vpmaddubsw per step whatever the activations' width (pair sums within
+  ``2 * 128``, int16 for ``flush`` steps) or one vpdpbusd, no table lookup; ``sum(a)`` is
+  computed once per input row and ``w0``, ``d`` are applied once per output.
 
 >>> from qcompile.backends.tvm.isa import Isa
 >>> choose(Isa("x86", 32), (0, 15), (-2, 2), 576)
@@ -26,6 +32,8 @@ Mac(mode='maddubs', offset=0, flush=546)
 Mac(mode='split', offset=128, flush=8)
 >>> choose(Isa("arm", 16, dotprod=True), (0, 255), (-1, 1), 64)
 Mac(mode='sdot', offset=-128, flush=0)
+>>> choose(Isa("x86", 32), (0, 255), (-128, 127), 4096, binary=True)
+Mac(mode='binary', offset=-128, flush=127)
 """
 
 from __future__ import annotations
@@ -62,9 +70,17 @@ def offset_for(x_range: tuple[int, int], signed: bool) -> int | None:
     return base - lo
 
 
-def choose(isa: Isa, x_range: tuple[int, int], w_range: tuple[int, int], k: int) -> Mac | None:
+def choose(
+    isa: Isa, x_range: tuple[int, int], w_range: tuple[int, int], k: int, binary: bool = False
+) -> Mac | None:
     """The exact mode for activations in ``x_range``, weights in ``w_range`` and ``k``
-    products per output (padding included), or None where no byte mode is exact."""
+    products per output (padding included), or None where no byte mode is exact.
+    ``binary``: every weight is 1-bit (the ``binary`` mode may be taken)."""
+    if binary and isa.arch != ARM:
+        o = offset_for(x_range, True)
+        # |w0 * sum(a)| + |d * sum(a * c)| (|a| <= 128, |w0| <= 128, |d| <= 255) in int32
+        if o is not None and k * 128 * (128 + 255) <= INT32_MAX // 2:
+            return Mac("binary", o, INT16_MAX // (2 * 128))
     o = offset_for(x_range, isa.arch == ARM)
     if o is None:
         return None

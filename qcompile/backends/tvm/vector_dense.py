@@ -77,7 +77,8 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Dens
         return None
     rows, k = w.shape
     layout = RowLayout.plan(k, w.row_bits(), decode_width(isa))
-    mac = choose(isa, x_range, (lo, hi), layout.max_kr)
+    binary = [g.bits for g in layout.groups] == [1]  # every row 1-bit
+    mac = choose(isa, x_range, (lo, hi), layout.max_kr, binary)
     if mac is None:
         return None
     parallel = rows * layout.max_kr >= PARALLEL_MACS

@@ -81,8 +81,19 @@ def _compile(mcpu: str, args: dict[str, np.ndarray], stmt_of) -> object:
 @pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("kind", ["affine", "table"])
 def test_gemv_is_exact(mcpu, bits, kind):
+    _gemv_case(mcpu, bits, kind, X_RANGES[bits % len(X_RANGES)], binary=False)
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize("x_range", X_RANGES)
+@pytest.mark.parametrize("kind", ["affine", "table"])
+def test_binary_gemv_is_exact(mcpu, x_range, kind):
+    """1-bit layers multiply their codes by signed activation bytes (``binary``)."""
+    _gemv_case(mcpu, 1, kind, x_range, binary=True)
+
+
+def _gemv_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary: bool) -> None:
     rng = np.random.default_rng(bits)
-    x_range = X_RANGES[bits % len(X_RANGES)]
     rows, k, n = 37, 300, 3  # rows and k off every tile and chunk size
     isa = isa_of(_target(mcpu))
     w = _weights(rng, bits, kind, rows, k)
@@ -92,7 +103,8 @@ def test_gemv_is_exact(mcpu, bits, kind):
         codes = w.data % (1 << np.array(widths))[:, None]
         w = Weights(bits, w.shape, codes.astype(np.uint8), False, w.levels, widths)
     W = w.decoded()
-    mac = choose(isa, x_range, w.level_range(), layout.max_kr)
+    mac = choose(isa, x_range, w.level_range(), layout.max_kr, binary)
+    assert (mac.mode == "binary") == binary
     order = [r for g in layout.groups for r in g.rows]
     levels_plan, levels = _levels(w, order)
     plan = GemvPlan(isa, mac, layout, levels_plan, rows_per_step(isa, mac), True)
@@ -120,8 +132,18 @@ def test_gemv_is_exact(mcpu, bits, kind):
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8])
 @pytest.mark.parametrize("kind", ["affine", "table"])
 def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
+    _gemm_case(mcpu, bits, kind, X_RANGES[bits % len(X_RANGES)], binary=False)
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize("x_range", X_RANGES)
+@pytest.mark.parametrize("kind", ["affine", "table"])
+def test_binary_gemm_is_exact(mcpu, x_range, kind):
+    _gemm_case(mcpu, 1, kind, x_range, binary=True)
+
+
+def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary: bool) -> None:
     rng = np.random.default_rng(10 + bits)
-    x_range = X_RANGES[bits % len(X_RANGES)]
     rows, k, n = 40, 300, 37
     isa = isa_of(_target(mcpu))
     w = _weights(rng, bits, kind, rows, k)
@@ -130,7 +152,8 @@ def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
     codes = np.zeros((rows, k4), np.uint8)
     codes[:, :k] = w.codes()
     layout = RowLayout.plan(k4, w.row_bits(), 16)
-    mac = choose(isa, x_range, w.level_range(), k4)
+    mac = choose(isa, x_range, w.level_range(), k4, binary)
+    assert (mac.mode == "binary") == binary
     levels_plan, levels = _levels(w, list(range(rows)))
     R, Q = tile_shape(isa, mac)
     tp = Q * isa.lanes

@@ -49,6 +49,19 @@ SWEEPS: dict[str, set[str]] = {
         "table-6-alderlake",
         "affine-8-x86-64-v3",
     },
+    # binary mode: every ISA, activation range and level kind once (of 32 builds each)
+    "tests/backends/tvm/test_vector_kernels.py::test_binary_gemv_is_exact": {
+        "affine-x_range0-x86-64-v3",
+        "table-x_range1-alderlake",
+        "affine-x_range2-x86-64-v4",
+        "table-x_range3-sapphirerapids",
+    },
+    "tests/backends/tvm/test_vector_kernels.py::test_binary_gemm_is_exact": {
+        "table-x_range0-x86-64-v4",
+        "affine-x_range1-sapphirerapids",
+        "table-x_range2-x86-64-v3",
+        "affine-x_range3-alderlake",
+    },
     "tests/test_cli.py::test_bad_input_is_one_line": {"args0-needles0"},
     # a Verilator build apiece: the bad pointer stays fast, $fatal and SIGKILL are slow
     "tests/backends/rtl/test_rtl_crash.py::test_a_crashing_verilated_model_is_one_error": {

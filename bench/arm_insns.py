@@ -71,8 +71,8 @@ def main() -> None:
             "## aarch64 instructions per MAC under qemu (`python -m bench.arm_insns`)",
             "",
             f"`{a.qir.name}`; instructions counted by the qemu plugin around `qcompile "
-            "simulate ARTIFACT --n 1` and `--n 101` (the batch of 101 runs the dense "
-            f"layers' GEMM), difference / 100 / MACs per image; {machine()}.",
+            "simulate ARTIFACT --n 1` and `--n 101` (the artifact runs image by image), "
+            f"difference / 100 / MACs per image; {machine()}.",
             "",
             "| model | target | MACs per image | instructions per image | per MAC |",
             "|---|---|---|---|---|",

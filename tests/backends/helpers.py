@@ -143,3 +143,26 @@ def mixed_chain(kind: str) -> Graph:
         nodes.append(requantized(name, op, src, w, out_shape, rng))
         src = nodes[-1].output
     return Graph("mixed", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+
+
+def conv_geometries(kind: str) -> Graph:
+    """Convolutions whose taps the implicit GEMM reads from stride phases: 3x3 stride 2 with
+    padding 1 on an odd-sized input, 6 channels (not a multiple of four), a 3x3 dilation-2
+    conv, a 5x3 kernel with stride (1, 2) and padding (2, 0), and a 1x1 conv, at 2-8 bits."""
+    rng = np.random.default_rng(11)
+    x = TensorInfo("x", (6, 9, 9), QType(8, True), 0.05)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits
+        ("s2", Conv2d((2, 2), (1, 1)), (8, 3, 3), (8, 5, 5), 2),
+        ("d2", Conv2d((1, 1), (2, 2), (2, 2)), (5, 3, 3), (5, 5, 5), 4),
+        ("k53", Conv2d((1, 2), (2, 0)), (12, 5, 3), (12, 5, 2), 3),
+        ("pw", Conv2d(), (7, 1, 1), (7, 5, 2), 8),
+    ]
+    nodes: list[Node] = []
+    src = x
+    for name, op, (o, kh, kw), out_shape, bits in specs:
+        shape = (o, src.shape[0], kh, kw)
+        codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
+        w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
+        nodes.append(requantized(name, op, src, w, out_shape, rng))
+        src = nodes[-1].output
+    return Graph("geometries", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))

@@ -77,10 +77,15 @@ def _check(rows: int, k: int, bits: int, block: int, unroll: int) -> None:
         raise ValueError(f"K must be a multiple of {block} ({k}), rows of unroll={unroll}")
 
 
-def gemv16_macro(rows: int, k: int, bits: int, vnni: bool = True, unroll: int = 8) -> Any:
+def gemv16_macro(
+    rows: int, k: int, bits: int, vnni: bool = True, unroll: int = 8, parallel: bool = True
+) -> Any:
     """TVMScript macro body(x [n, k], codes uint32[rows * k*b/32], table int16[rows, 32],
-    y [n, rows]) for LUT levels and inputs in int16 range (AVX512BW; VNNI when ``vnni``)."""
+    y [n, rows]) for LUT levels and inputs in int16 range (AVX512BW; VNNI when ``vnni``);
+    ``parallel``: rows shared out to threads (False inside a loop that already is)."""
     from tvm.script import tirx as T
+
+    loop = T.parallel if parallel else T.serial
 
     _check(rows, k, bits, LANES, unroll)
     chunks = 2 * bits
@@ -110,7 +115,7 @@ def gemv16_macro(rows: int, k: int, bits: int, vnni: bool = True, unroll: int = 
         for b in range(x.shape[0]):
             for i in range(k):
                 xp[i] = T.Cast("int16", x[b, source(i)])
-            for jo in T.parallel(rows // unroll):
+            for jo in loop(rows // unroll):
                 acc = T.alloc_buffer((unroll, 16), "int32", scope="local")
                 for u in T.unroll(unroll):
                     acc[u, T.Ramp(0, 1, 16)] = T.Broadcast(T.int32(0), 16)
@@ -137,10 +142,12 @@ def gemv16_macro(rows: int, k: int, bits: int, vnni: bool = True, unroll: int = 
     return body
 
 
-def gemv8_macro(rows: int, k: int, bits: int, unroll: int = 8) -> Any:
+def gemv8_macro(rows: int, k: int, bits: int, unroll: int = 8, parallel: bool = True) -> Any:
     """The byte variant, for LUT levels and inputs in int8 range (AVX512-VBMI + VNNI):
     macro body(x [n, k], codes uint32[...], table uint8[rows, 64], y [n, rows])."""
     from tvm.script import tirx as T
+
+    loop = T.parallel if parallel else T.serial
 
     _check(rows, k, bits, BYTE_LANES, unroll)
     per_row = k * bits // 64  # uint64 qwords per row
@@ -174,7 +181,7 @@ def gemv8_macro(rows: int, k: int, bits: int, unroll: int = 8) -> Any:
             for i in range(k):
                 xp[i] = T.Cast("int8", x[b, source(i)])
                 xsum[0] = xsum[0] + T.Cast("int32", x[b, i])
-            for jo in T.parallel(rows // unroll):
+            for jo in loop(rows // unroll):
                 acc = T.alloc_buffer((unroll, 16), "int32", scope="local")
                 for u in T.unroll(unroll):
                     acc[u, T.Ramp(0, 1, 16)] = T.Broadcast(T.int32(0), 16)

@@ -51,6 +51,7 @@ class Plan:
     byte: bool
     vnni: bool
     unroll: int
+    parallel: bool = True  # rows shared out to threads
 
 
 def target_features(tvm_target: dict) -> Avx512 | None:
@@ -101,8 +102,8 @@ def macro(p: Plan, node: Node) -> Any:
     rows, k = node.weights.shape
     bits = node.weights.bits
     if p.byte:
-        return gemv8_macro(rows, k, bits, p.unroll)
-    return gemv16_macro(rows, k, bits, p.vnni, p.unroll)
+        return gemv8_macro(rows, k, bits, p.unroll, p.parallel)
+    return gemv16_macro(rows, k, bits, p.vnni, p.unroll, p.parallel)
 
 
 def stub_acc(te: Any, x: Any, codes: Any, tab: Any, rows: int, name: str) -> Any:

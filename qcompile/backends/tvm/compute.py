@@ -18,7 +18,8 @@ replicated table (weight kind ``table``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from qcompile.backends.tvm import vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
@@ -101,13 +102,22 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
     return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), t.out)
 
 
-def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = None) -> Program:
+def build_program(
+    graph: Graph,
+    avx512: Avx512 | None = None,
+    isa: Isa | None = None,
+    batch: int | None = None,
+    threads: bool = True,
+) -> Program:
     """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
-    ``isa``: its vector unit, where the other dense layers may use the vector GEMV."""
+    ``isa``: its vector unit, where the other dense layers may use the vector GEMV;
+    ``batch``: a static batch size (None: the function takes any); ``threads``: whether
+    the kernels may share their rows out to threads."""
     from tvm import te, tirx
 
     prog = Program()
-    x = te.placeholder((te.var("n", "int64"), *graph.input.shape), I64, name="input")
+    n = te.var("n", "int64") if batch is None else tirx.const(batch, "int64")
+    x = te.placeholder((n, *graph.input.shape), I64, name="input")
     prog.params.append(x)
     first = te.compute(x.shape, lambda *i: x(*i).astype(I32), name="input_i32")
     env = {graph.input.name: first if graph.input.qtype.bits <= 32 else x}
@@ -121,9 +131,14 @@ def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = 
         p = None
         if isa is not None:
             p = vector_dense.plan(node, ranges[0], acc, isa)
-            p = p or vector_conv.plan(node, ranges[0], acc, isa)
+            p = p or vector_conv.plan(node, ranges[0], acc, isa, tensors[node.inputs[0]].shape)
         if p is None and avx512:
             p = plan(node, ranges[0], acc, avx512)
+        if isinstance(p, vector_dense.DensePlan) and batch is not None:
+            # a static batch takes one of the two kernels: no run-time choice
+            p = p if batch >= vector_dense.BATCH_MIN else vector_dense.DensePlan(p.gemv, None)
+        if p is not None and not threads:
+            p = _serial(p)
         if isinstance(p, vector_dense.DensePlan | vector_conv.ConvPlan):
             mod = vector_dense if isinstance(p, vector_dense.DensePlan) else vector_conv
             a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))
@@ -143,6 +158,16 @@ def build_program(graph: Graph, avx512: Avx512 | None = None, isa: Isa | None = 
     prog.output = out
     prog.params.append(out)
     return prog
+
+
+def _serial(p: Any) -> Any:
+    """A kernel plan whose loops all run on the calling thread."""
+    if isinstance(p, vector_dense.DensePlan):
+        gemm = None if p.gemm is None else replace(p.gemm, parallel=False)
+        return vector_dense.DensePlan(replace(p.gemv, parallel=False), gemm)
+    if isinstance(p, vector_conv.ConvPlan):
+        return replace(p, gemm=replace(p.gemm, parallel=False, split=1))
+    return replace(p, parallel=False)
 
 
 def _flatten(te, tirx, prog, node: Node, ins: list, name: str, t: Types, p, a):
@@ -258,6 +283,15 @@ def _pad(te, tirx, x, ph: int, pw: int, fill: int, name: str):
     return padded
 
 
+def _padded_copy(te, tirx, x, padding: tuple[int, int], name: str):
+    """``x`` zero-padded as a tensor of its own (an accessor onto it)."""
+    (ph, pw), (h, w) = padding, (int(v) for v in x.shape[2:])
+    inner = _pad(te, tirx, x, ph, pw, 0, name)
+    shape = (x.shape[0], x.shape[1], h + 2 * ph, w + 2 * pw)
+    out = te.compute(shape, lambda n, c, i, j: inner(n, c, i, j), name=f"{name}_pad")
+    return lambda n, c, i, j: out[n, c, i, j]
+
+
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     op, x, dt = node.op, ins[0], t.acc
     if isinstance(p, vector_conv.ConvPlan):
@@ -299,6 +333,10 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
         )
         at = lambda n, f, i, j: acc[n, i, j, f]  # noqa: E731
     else:
+        # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
+        # output rows: padded once into its own tensor, those reads need no bounds checks.
+        if any(op.padding):
+            padded = _padded_copy(te, tirx, x, op.padding, name)
         levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
         acc = te.compute(
             (batch, o, oh, ow),

@@ -4,7 +4,8 @@ One rule per kind of block, chosen by what the block computes:
 
 - padding is already inlined into its consumer (``compute._pad``); the int64 -> int32 input
   cast is kept as its own pass: the convolutions then read 4-byte pixels;
-- a GEMM's activation packing unrolls the four bytes of a pixel (``_pack_pixels``);
+- a GEMM's activation packing unrolls the four bytes of a pixel (``_pack_pixels``); a
+  conv's runs one loop per channel group, pixel row and column of its phase planes;
 - a vector kernel's placeholder block (``vector_dense``, ``vector_conv``) is left alone, then
   replaced by its kernel statement;
 - a dense accumulator whose rows start on word boundaries is ``rfactor``-ed over the codes of
@@ -18,8 +19,10 @@ One rule per kind of block, chosen by what the block computes:
   the row: one level serves every output pixel of the row;
 - an AVX-512 dense kernel's placeholder block is left alone, then replaced by the kernel
   (``avx512_dense.attach``: scheduled by hand already);
-- every block runs its outer data-parallel loops in parallel (``TVM_NUM_THREADS`` threads)
-  and vectorises its innermost data-parallel loop where its extent is static.
+- every block vectorises its innermost data-parallel loop where its extent is static and,
+  unless the function runs inside a parallel loop of its own (``batch.per_image``, what
+  exports do), runs its outer data-parallel loops in parallel (``TVM_NUM_THREADS`` threads)
+  where they are big enough to pay for the launch.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 from qcompile.backends.tvm.avx512_dense import attach
-from qcompile.backends.tvm.gemm_dot import GemmPlan
+from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
+from qcompile.backends.tvm.vector_conv import ConvPlan
 from qcompile.backends.tvm.vector_dense import DensePlan
 from qcompile.backends.tvm.vector_dense import attach as attach_vector
 
@@ -38,31 +42,35 @@ MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoris
 MIN_PARALLEL_WORK = 1 << 15
 
 
-def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None) -> Any:
+def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool = True) -> Any:
     """``func`` (a PrimFunc from ``te.create_prim_func``) scheduled for a CPU; ``kernels``:
-    ``Program.kernels``, the AVX-512 kernels that replace their placeholder blocks."""
+    ``Program.kernels``, the AVX-512 kernels that replace their placeholder blocks;
+    ``threads``: whether blocks may run their loops in parallel (not where the function
+    runs inside a parallel loop of its own: ``batch.per_image``)."""
     import tvm
 
     sch = tvm.s_tir.Schedule(func)
+    par = _parallel if threads else _serial
+    kernels = kernels or {}
     for block in _blocks(sch):
-        if sch.get(block).name_hint in (kernels or {}):
+        if sch.get(block).name_hint in kernels:
             continue
         iters = sch.get(block).iter_vars
         kinds = [v.iter_type for v in iters]  # 0: data parallel, 2: reduction
         if sch.get(block).name_hint.endswith("_act"):
-            _pack_pixels(sch, block)
+            name = sch.get(block).name_hint
+            _pack_pixels(sch, block, par, kernels.get(name[: -len("_act")] + CONV_SUFFIX))
         elif 2 not in kinds:
-            _elementwise(sch, block)
+            _elementwise(sch, block, par)
         elif _is_dense_two_axis(sch, block):
-            _dense(sch, block)
+            _dense(sch, block, par)
         elif sch.get(block).name_hint.endswith("_acc_nhwc"):
-            _conv_channels_last(sch, block)
+            _conv_channels_last(sch, block, par)
         elif len(kinds) == 7 and kinds[:4] == [0, 0, 0, 0]:
-            _conv(sch, block)
+            _conv(sch, block, par)
         else:
-            _outer_parallel(sch, block, kinds.count(0))
-    kernels = kernels or {}
-    vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | GemmPlan)}
+            _outer_parallel(sch, block, kinds.count(0), par)
+    vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | ConvPlan)}
     attach(sch, {k: v for k, v in kernels.items() if k not in vec})
     attach_vector(sch, vec)
     return sch.mod["main"]
@@ -89,34 +97,46 @@ def _work(sch: Any, block: Any) -> int:
     return total
 
 
+def _serial(sch: Any, block: Any, loops: list) -> None:
+    """``_parallel`` where the function runs inside a parallel loop: nothing to do."""
+
+
 def _parallel(sch: Any, block: Any, loops: list) -> None:
     if _work(sch, block) >= MIN_PARALLEL_WORK:
         sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
-def _elementwise(sch: Any, block: Any) -> None:
+def _elementwise(sch: Any, block: Any, par: Any) -> None:
     loops = sch.get_loops(block)
     inner = _extent(sch, loops[-1])
     if len(loops) > 1:
-        _parallel(sch, block, loops[:-1])
+        par(sch, block, loops[:-1])
     if inner is not None and 1 < inner <= MAX_LANES:
         sch.vectorize(loops[-1])
 
 
-def _pack_pixels(sch: Any, block: Any) -> None:
+def _pack_pixels(sch: Any, block: Any, par: Any, plan: Any) -> None:
     """A GEMM's activation packing ``[1, planes, tiles, c4, pixel, lane]``: the four bytes of
     a pixel unrolled (a 4-lane vector of gathers cost more: lenet/digits on cortex-a76 took
     1.02 aarch64 instructions per MAC with it, 0.90 unrolled; putting pixels outside the
     channel groups was worse still, 1.24)."""
     loops = sch.get_loops(block)
-    _parallel(sch, block, loops[:-1])
+    if isinstance(plan, ConvPlan):
+        # [channel group, pixel row, column, lane]: the divisions of the flat index become
+        # loop variables (one row's bounds per row, not per byte)
+        ph = plan.phases
+        rows = ph.group_pixels // ph.cols
+        loops = [*loops[:-1], *sch.split(loops[-1], [None, rows, ph.cols, 4])]
+    elif len(loops) == 3:  # computed flat, [image, plane, bytes]: the pixel's four bytes
+        loops = [*loops[:-1], *sch.split(loops[-1], [None, 4])]
+    par(sch, block, loops[:-1])
     sch.unroll(loops[-1])
 
 
-def _outer_parallel(sch: Any, block: Any, spatial: int) -> None:
+def _outer_parallel(sch: Any, block: Any, spatial: int, par: Any) -> None:
     loops = sch.get_loops(block)
     if spatial:
-        _parallel(sch, block, loops[: min(spatial, 2)])
+        par(sch, block, loops[: min(spatial, 2)])
 
 
 def _is_dense_two_axis(sch: Any, block: Any) -> bool:
@@ -124,46 +144,46 @@ def _is_dense_two_axis(sch: Any, block: Any) -> bool:
     return [v.iter_type for v in iters] == [0, 0, 2, 2]
 
 
-def _dense(sch: Any, block: Any) -> None:
+def _dense(sch: Any, block: Any, par: Any) -> None:
     kl = sch.get_loops(block)[-1]
     lanes = _extent(sch, kl)
     rf = sch.rfactor(kl, 2)  # rf[n, j, slot] = sum over words; the block sums the slots
     rn, rj, _, rkl = sch.get_loops(rf)
-    _parallel(sch, rf, [rn, rj])
+    par(sch, rf, [rn, rj])
     if lanes and lanes > 1:
         sch.vectorize(rkl)
     n2, j2, _ = sch.get_loops(block)
-    _parallel(sch, block, [n2, j2])
+    par(sch, block, [n2, j2])
 
 
-def _conv(sch: Any, block: Any) -> None:
+def _conv(sch: Any, block: Any, par: Any) -> None:
     n, f, _, j, rc, ri, rj = sch.get_loops(block)
     width = _extent(sch, j)
     if not width or width == 1:
-        _parallel(sch, block, [n, f])
+        par(sch, block, [n, f])
         return
     sch.reorder(rc, ri, rj, j)
     # parallel and vectorize need the block to keep its own init: decompose last.
-    _parallel(sch, block, [n, f])
+    par(sch, block, [n, f])
     if width <= MAX_LANES:
         sch.vectorize(j)
     sch.decompose_reduction(block, rc)
 
 
-def _conv_channels_last(sch: Any, block: Any) -> None:
+def _conv_channels_last(sch: Any, block: Any, par: Any) -> None:
     """acc[n, i, j, f]: output channels in vector lanes, the reduction outside them, and
     ``PIXELS`` output pixels of a row per level-vector load (register blocking)."""
     n, i, j, f, rc, ri, rj = sch.get_loops(block)
     channels, width = _extent(sch, f), _extent(sch, j)
     lanes = next((v for v in (16, 8, 4) if channels and channels % v == 0), None)
     if lanes is None:
-        _parallel(sch, block, [n, i])
+        par(sch, block, [n, i])
         return
     fo, fi = sch.split(f, [None, lanes])
     pix = PIXELS if width and width % PIXELS == 0 else 1
     jo, ji = sch.split(j, [None, pix])
     sch.reorder(fo, i, jo, rc, ri, rj, ji, fi)
-    _parallel(sch, block, [n, fo, i])
+    par(sch, block, [n, fo, i])
     sch.vectorize(fi)
     if pix > 1:
         sch.unroll(ji)

@@ -29,6 +29,7 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     from tvm import te
 
     from qcompile.backends.tvm.avx512_dense import target_features
+    from qcompile.backends.tvm.batch import per_image
     from qcompile.backends.tvm.compute import build_program
     from qcompile.backends.tvm.cpu import schedule_cpu
     from qcompile.backends.tvm.isa import isa_of
@@ -36,9 +37,16 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
 
     check_llvm_target(target)
     tvm_target = target.tvm_target()
-    prog = build_program(graph, target_features(tvm_target), isa_of(tvm_target))
-    func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
+    # compiled for one image, run image by image in one parallel loop (``batch``)
+    prog = build_program(
+        graph, target_features(tvm_target), isa_of(tvm_target), batch=1, threads=False
+    )
+    func = per_image(schedule_cpu(te.create_prim_func(prog.params), prog.kernels, False))
+    # StorageRewrite would hand a buffer's memory to a later one while a kernel still reads
+    # the first through a view (the GEMM's int8 weight scratch, read as int32 words): with
+    # static shapes it merges them (wrong results on AVX2); every buffer keeps its memory.
+    with tvm.transform.PassContext(config={"tirx.disable_storage_rewrite": True}):
+        ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
 
 

@@ -1,12 +1,21 @@
 """When and how a convolution runs the vector GEMM kernel (:mod:`gemm_dot`).
 
 A dense (groups = 1) convolution with int8 weights, an int32 accumulator and an input whose
-proven range fits a byte is lowered as a GEMM over its output pixels: an elementwise compute
-packs the activation bytes in the kernel's tile-major layout (im2col: one row of
-``c * kh * kw`` bytes per output pixel of the whole batch, the padding read as 0), and the
-kernel decodes each tile of output channels' codes once per call into an int8 scratch and
-sweeps every pixel tile with register-blocked dot products (:mod:`mac`). Grouped and
-depthwise convolutions keep the TE schedule (one weight per pixel: nothing to share).
+proven range fits a byte is lowered as a GEMM over its output pixels, the kernel decoding each
+tile of output channels' codes once per call into an int8 scratch and sweeping every pixel
+tile with register-blocked dot products (:mod:`mac`). Grouped and depthwise convolutions keep
+the TE schedule (one weight per pixel: nothing to share).
+
+The activations are packed by an elementwise compute (bytes ``x + offset``) as an implicit
+GEMM reads them (``Phases``): each image's zero-padded input, split by stride phase, four
+channels interleaved per pixel, ``[image, plane, channel group, pixel, 4]`` (computed flat);
+each input byte is packed once and every kernel tap is a constant pixel offset into it
+(output pixel ``(i, j)`` is ``i * width + j`` over the phase plane's width; the columns past
+the output's are computed and never read). The weights are reordered to match:
+``[channel group][tap][4 channels]``, channels padded to four with byte 0. (An im2col
+packing, one row of ``c * kh * kw`` bytes per output pixel, wrote each input byte ``kh * kw``
+times with a division per byte: it took most of lenet's time; padding lenet's one input
+channel to four costs far less.)
 
 Arguments as for :mod:`vector_dense` (``rows``, ``levels``, ``comp``), plus ``order`` (each
 output channel's accumulator row) where rows of several widths are stored apart.
@@ -37,22 +46,64 @@ from qcompile.ir.ops import Conv2d
 
 SUFFIX = "_acc_gemm"
 DECODE_BYTES = 16
+# Pixel-tile slices per row block where the GEMM runs in parallel (a layer of 16 channels is
+# one row block: without slices it would run on one thread).
+SLICES = 4
+
+
+@dataclass(frozen=True)
+class Phases:
+    """A conv's zero-padded input split by stride phase: ``sh * sw`` planes of ``rows x
+    cols`` pixels (phase ``(py, px)`` holds padded pixels ``(py + sh * r, px + sw * c)``),
+    ``group_pixels`` pixels per channel group (the planes, then zeros the last tile's taps
+    may read)."""
+
+    stride: tuple[int, int]
+    rows: int
+    cols: int
+    offsets: tuple[int, ...]  # per tap (ky, kx): its pixel offset from the output pixel
+    out_pixels: int  # computed pixels per image: out rows x cols, rounded to whole tiles
+    group_pixels: int  # a multiple of cols
+
+    @property
+    def plane(self) -> int:
+        return self.rows * self.cols
+
+    @staticmethod
+    def of(op: Conv2d, shape: tuple[int, ...], kernel: tuple[int, int], tile: int) -> Phases:
+        """For ``op`` on an input of ``shape`` (c, h, w), ``tile`` pixels per kernel tile."""
+        (sh, sw), (dh, dw), (ph, pw) = op.stride, op.dilation, op.padding
+        h, w = shape[1] + 2 * ph, shape[2] + 2 * pw
+        rows, cols = -(-h // sh), -(-w // sw)
+        oh = (h - dh * (kernel[0] - 1) - 1) // sh + 1
+        offsets = tuple(
+            ((ky * dh) % sh * sw + (kx * dw) % sw) * rows * cols
+            + (ky * dh) // sh * cols
+            + (kx * dw) // sw
+            for ky in range(kernel[0])
+            for kx in range(kernel[1])
+        )
+        out = -(-oh * cols // tile) * tile
+        # whole rows of the planes' width: the packing's loops then split without remainders
+        group = -(-max(sh * sw * rows * cols, out + max(offsets)) // cols) * cols
+        return Phases((sh, sw), rows, cols, offsets, out, group)
 
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """A convolution on the GEMM kernel: ``k`` products per output (``c * kh * kw``)."""
+    """A convolution on the GEMM kernel: ``k`` products per output (``c * kh * kw``), the
+    input packed as ``phases`` lays it out."""
 
     gemm: GemmPlan
     k: int
-
-    @property
-    def k4(self) -> int:
-        return self.gemm.layout.k
+    phases: Phases
 
 
-def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> ConvPlan | None:
-    """The GEMM plan of a conv ``node`` with input in ``x_range``, or None (the TE path)."""
+def plan(
+    node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None, x_shape: tuple[int, ...]
+) -> ConvPlan | None:
+    """The GEMM plan of a conv ``node`` with input in ``x_range`` of ``x_shape`` (c, h, w),
+    or None (the TE path)."""
     op, w = node.op, node.weights
     if isa is None or not isinstance(op, Conv2d) or op.groups != 1 or dt != "int32":
         return None
@@ -63,17 +114,36 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Conv
     k = cg * kh * kw
     # Decoding runs once per call, so 16-byte steps cost nothing and keep a small layer's
     # padding (at most one chunk per row: 128 positions of a 1-bit plane) small.
-    layout = RowLayout.plan(-(-k // 4) * 4, w.row_bits(), DECODE_BYTES)
+    kp = -(-cg // 4) * 4 * kh * kw
+    layout = RowLayout.plan(kp, w.row_bits(), DECODE_BYTES)
     mac = choose(isa, x_range, (lo, hi), layout.max_kr)
     if mac is None:
         return None
     rows, vecs = tile_shape(isa, mac)
-    block = max(1, min(4, SCRATCH // (rows * layout.max_kr)))
-    oh, ow = node.output.shape[1:]
+    # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
+    # layers: 16 pixels, which a 64-pixel tile would compute four times over)
+    oh = node.output.shape[1]
+    cols = -(-(x_shape[2] + 2 * op.padding[1]) // op.stride[1])
+    vecs = max(1, min(vecs, -(-oh * cols // isa.lanes)))
+    # no more register tiles per block than the layer has rows (lenet's 6 channels)
+    block = max(1, min(4, SCRATCH // (rows * layout.max_kr), -(-o // rows)))
+    ow = node.output.shape[2]
     parallel = o * k * oh * ow >= PARALLEL_MACS
-    geo = Geometry(layout.k // 4, (0,), 0, tile_major=True)
-    gemm = GemmPlan(isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block)
-    return ConvPlan(gemm, k)
+    blocks = -(-o // (rows * block))
+    split = max(1, SLICES // blocks) if parallel else 1
+    phases = Phases.of(op, x_shape, (kh, kw), vecs * isa.lanes)
+    geo = Geometry(-(-cg // 4), phases.offsets, phases.group_pixels)
+    gemm = GemmPlan(isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block, split)
+    return ConvPlan(gemm, k, phases)
+
+
+def tap_order(cg: int, kh: int, kw: int) -> np.ndarray:
+    """The implicit GEMM's order of a row's positions, ``[channel group][tap][4 channels]``:
+    each the index of its code in the row (``(c * kh + ky) * kw + kx``), -1 for padding."""
+    c4 = -(-cg // 4)
+    g, t, lane = np.meshgrid(np.arange(c4), np.arange(kh * kw), np.arange(4), indexing="ij")
+    c = g * 4 + lane
+    return np.where(c < cg, c * kh * kw + t, -1).reshape(-1)
 
 
 def acc_rows_of(p: GemmPlan) -> np.ndarray:
@@ -86,79 +156,83 @@ def acc_rows_of(p: GemmPlan) -> np.ndarray:
 
 def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: VecArgs) -> Any:
     """``acc(n, f, i, j)``: an accessor of the int32 accumulator of image ``n``, channel
-    ``f``, output pixel ``(i, j)`` (the kernel writes ``acc[row, pixel]``)."""
-    op, g, name = node.op, p.gemm, c_name(node)
-    _, cg, kh, kw = node.weights.shape
-    (sh, sw), (dh, dw), (ph, pw) = op.stride, op.dilation, op.padding
+    ``f``, output pixel ``(i, j)``; the packed phase planes ``act[image, plane, bytes]`` and
+    the accumulator ``acc[image, row, pixel]`` the kernel writes."""
+    op, g, ph, name = node.op, p.gemm, p.phases, c_name(node)
+    cg = node.weights.shape[1]
+    (sh, sw), (pt, pl) = op.stride, op.padding
     h, wd = (int(v) for v in x.shape[2:])
-    oh, ow = node.output.shape[1:]
-    batch = x.shape[0]
-    tp = g.tile_pixels
-    pixels = batch * (oh * ow)
-    tiles = (pixels + (tp - 1)) // tp
     off, split = g.mac.offset, g.mac.planes == 2
+    planes = sh * sw * ph.plane
 
     def clamp(v: Any, hi: int) -> Any:
         return tirx.Max(tirx.Min(v, tirx.const(hi, "int32")), tirx.const(0, "int32"))
 
-    def byte(_: Any, q: Any, pt: Any, c4: Any, pix: Any, lane: Any) -> Any:
-        # Every index clamped into x (the region analysis then needs no padded copy). The
-        # zero padding is the integer 0 (its byte is the offset, which ``comp`` removes);
-        # positions past the batch or past c * kh * kw are byte 0 (they add nothing).
-        px = (pt * tp + pix).astype("int32")
-        kk = (c4 * 4 + lane).astype("int32")
-        img = tirx.Min((px // (oh * ow)).astype("int64"), batch - 1)  # n is int64
-        c, t = clamp(kk // (kh * kw), cg - 1), kk % (kh * kw)
-        row = (px % (oh * ow)) // ow * sh + (t // kw) * dh - ph
-        col = px % ow * sw + (t % kw) * dw - pw
-        v = x[img, c, clamp(row, h - 1), clamp(col, wd - 1)].astype("int32")
+    def byte(img: Any, q: Any, grp: Any, pix: Any, lane: Any) -> Any:
+        # Indices clamped into x (the region analysis then needs no padded copy); the zero
+        # padding is the integer 0 (its byte is the offset, which ``comp`` removes); padding
+        # channels and the pixels past the planes are byte 0.
+        c = grp * 4 + lane
+        r = pix % ph.plane if sh * sw > 1 else pix
+        phase = pix // ph.plane
+        row = r // ph.cols * sh + (phase // sw if sh * sw > 1 else 0) - pt
+        col = r % ph.cols * sw + (phase % sw if sh * sw > 1 else 0) - pl
+        v = x[img, clamp(c, cg - 1), clamp(row, h - 1), clamp(col, wd - 1)].astype("int32")
         v = tirx.if_then_else(tirx.all(row >= 0, row < h, col >= 0, col < wd), v, 0)
         v = v + tirx.const(off, "int32")
         v = (v >> (q * 4)) & 15 if split else v & 255
-        inside = tirx.all(px < pixels.astype("int32"), kk < p.k)
-        return tirx.if_then_else(inside, v, 0).astype("uint8")
+        inside = tirx.all(c < cg, pix < planes) if cg % 4 or ph.group_pixels > planes else None
+        v = v if inside is None else tirx.if_then_else(inside, v, 0)
+        return v.astype("uint8")
 
-    shape = (1, g.mac.planes, tiles, p.k4 // 4, tp, 4)
-    act = te.compute(shape, byte, name=f"{name}_act")
+    gp = ph.group_pixels
 
-    def stub(r: Any, px: Any) -> Any:
-        v = act[0, 0, 0, 0, px % tp, 0].astype("int32") + a.rows[r].astype("int32")
+    def flat(img: Any, q: Any, i: Any) -> Any:
+        return byte(img, q, i // (gp * 4), i // 4 % gp, i % 4)
+
+    shape = (x.shape[0], g.mac.planes, g.geometry.groups * gp * 4)
+    act = te.compute(shape, flat, name=f"{name}_act")
+
+    def stub(img: Any, r: Any, px: Any) -> Any:
+        v = act[img, 0, px].astype("int32") + a.rows[r].astype("int32")
         v = v + a.levels[(r, 0) if len(a.levels.shape) == 2 else r].astype("int32")
         return v + a.comp[0] if a.comp is not None else v
 
-    acc = te.compute((g.acc_rows, tiles * tp), stub, name=f"{name}{SUFFIX}")
-    prog.kernels[acc.op.name] = g
+    acc = te.compute((x.shape[0], g.acc_rows, ph.out_pixels), stub, name=f"{name}{SUFFIX}")
+    prog.kernels[acc.op.name] = p
 
     def at(n: Any, f: Any, i: Any, j: Any) -> Any:
         row = f if a.order is None else a.order[f]
-        return acc[row, (n * oh + i) * ow + j]
+        return acc[n, row, i * ph.cols + j]
 
     return at
 
 
-def gemm_on(p: GemmPlan, bufs: dict[str, Any], pixels: Any) -> Any:
-    """The GEMM statement on a placeholder's buffers (``act`` viewed flat, as the kernel
-    addresses it) for ``pixels`` accumulator columns."""
-    from tvm.script.ir_builder import IRBuilder
-    from tvm.tirx.script.builder import ir as T
-    from tvm.tirx.script.builder.ir import add_to_parent
+def taps_on(p: ConvPlan, bufs: dict[str, Any]) -> Any:
+    """The implicit GEMM statement on a placeholder's buffers."""
+    from tvm import tirx
 
     from qcompile.backends.tvm.gemm_dot import gemm_stmt
 
-    act = bufs["act"]
-    flat = act.shape[2] * act.shape[3] * act.shape[4] * act.shape[5]
-    with IRBuilder() as ib, T.serial(0, 1):
-        # a declared flat view of the activations, then the kernel
-        view = T.decl_buffer((1, act.shape[1], flat), "uint8", data=act.data)
-        add_to_parent(gemm_stmt(p, {**bufs, "act": view}, 1, pixels, True))
-    return ib.get()
+    images = tirx.Cast("int32", bufs["act"].shape[0])
+    return gemm_stmt(p.gemm, bufs, images, p.phases.out_pixels, False)
+
+
+def gemm_on(p: GemmPlan, bufs: dict[str, Any], pixels: Any) -> Any:
+    """The GEMM statement on a placeholder's buffers for ``pixels`` accumulator columns.
+    (``act`` is computed flat, ``[1, planes, bytes]``, as the kernel addresses it: a view of
+    a shaped buffer would hide the kernel's reads from the storage planner, which could then
+    give its memory to a later buffer.)"""
+    from qcompile.backends.tvm.gemm_dot import gemm_stmt
+
+    return gemm_stmt(p, bufs, 1, pixels, True)
 
 
 def arrays(p: ConvPlan, node: Node) -> dict[str, np.ndarray]:
     """The GEMM's arrays for ``node``, plus ``order`` (each channel's accumulator row)
     where some channel's row is not its own index."""
     g = p.gemm
-    out = kernel_arrays(g.layout, g.mac, g.levels, node.weights)
+    out = kernel_arrays(g.layout, g.mac, g.levels, node.weights, tap_order(*node.weights.shape[1:]))
     rows = acc_rows_of(g)
     if not np.array_equal(rows, np.arange(rows.size)):
         out["order"] = rows

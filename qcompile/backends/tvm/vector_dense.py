@@ -93,14 +93,19 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Dens
 
 
 def kernel_arrays(
-    layout: RowLayout, mac: Mac, levels: LevelsPlan, w: Weights
+    layout: RowLayout, mac: Mac, levels: LevelsPlan, w: Weights, perm: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """A kernel's weight arrays for ``w``, rows in stored order: ``rows`` (codes, each row
-    padded with code 0 to ``layout.k``), ``levels`` and, for a non-zero offset, ``comp``."""
+    padded with code 0 to ``layout.k``), ``levels`` and, for a non-zero offset, ``comp``.
+    ``perm``: the kernel's order of a row's positions, each the index of its code in the
+    row, -1 where the kernel reads padding (code 0, facing activation byte 0)."""
     rows = w.shape[0]
     order = [r for g in layout.groups for r in g.rows]
     codes = np.zeros((rows, layout.k), np.uint8)
-    codes[:, : w.per_row] = w.codes().reshape(rows, -1)
+    src = w.codes().reshape(rows, -1)
+    if perm is not None:
+        src = np.where(perm >= 0, src[:, np.maximum(perm, 0)], 0).astype(np.uint8)
+    codes[:, : src.shape[1]] = src
     out = {"rows": layout.pack(codes)}
     lv = w.levels
     if isinstance(lv, Affine):
@@ -173,14 +178,15 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: DensePlan, a: Ve
     reads = [xp[0, 0, 0]]
     if p.gemm:
 
-        def gemm_byte(_: Any, q: Any, pt: Any, c4: Any, pix: Any, lane: Any) -> Any:
-            v, inside = byte(pt * tp + pix, c4 * 4 + lane)
+        def gemm_byte(_: Any, q: Any, i: Any) -> Any:
+            # flat [1, planes, bytes], tile-major: [tile, group of 4, pixel, lane]
+            pt, c4 = i // (kr * tp), i // (tp * 4) % (kr // 4)
+            v, inside = byte(pt * tp + i // 4 % tp, c4 * 4 + i % 4)
             return tirx.if_then_else(inside, plane(v, q), 0).astype("uint8")
 
         tiles = tirx.Select(batched, padded // tp, tirx.const(0, "int64"))
-        shape = (1, g.mac.planes, tiles, kr // 4, tp, 4)
-        act = te.compute(shape, gemm_byte, name=f"{name}_act")
-        reads.append(act[0, 0, 0, 0, 0, 0])
+        act = te.compute((1, g.mac.planes, tiles * (kr * tp)), gemm_byte, name=f"{name}_act")
+        reads.append(act[0, 0, 0])
 
     def stub(j: Any, m: Any) -> Any:
         v = a.rows[j].astype("int32") + sum(r.astype("int32") for r in reads)
@@ -201,7 +207,7 @@ def attach(sch: Any, kernels: dict[str, Any]) -> None:
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
 
-    from qcompile.backends.tvm.vector_conv import gemm_on
+    from qcompile.backends.tvm.vector_conv import ConvPlan, gemm_on, taps_on
 
     for name, p in kernels.items():
         rv = sch.get_sblock(name)
@@ -212,16 +218,16 @@ def attach(sch: Any, kernels: dict[str, Any]) -> None:
             bufs["stored" if kind == "rows" else kind] = r.source
         acc = stub.writes[0].source
         bufs["acc"] = acc
-        pixels = tirx.Cast("int32", acc.shape[1])
-        if isinstance(p, DensePlan):
+        if isinstance(p, ConvPlan):
+            stmt = taps_on(p, bufs)
+        else:
             gemv_bufs = {k: v for k, v in bufs.items() if k != "act"}
             stmt = gemv_stmt(p.gemv, gemv_bufs, tirx.Cast("int32", bufs["xp"].shape[0]))
             if p.gemm is not None:
+                pixels = tirx.Cast("int32", acc.shape[1])
                 batched = gemm_on(p.gemm, {k: v for k, v in bufs.items() if k != "xp"}, pixels)
-                rows = bufs["act"].shape[2]  # tiles: 0 unless the batch takes the GEMM
+                rows = bufs["act"].shape[2]  # bytes: 0 unless the batch takes the GEMM
                 stmt = tirx.IfThenElse(rows > 0, batched, stmt)
-        else:
-            stmt = gemm_on(p, bufs, pixels)
         outer = sch.get_loops(rv)[0]
         block = SBlock([], [], [], name, stmt)
         sch.state.replace(sch.get_sref(outer), SBlockRealize([], tirx.const(True), block), {})

@@ -15,7 +15,7 @@ from qcompile.backends.tvm import TvmRunner, load_weights
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.compute import acc_dtype, storage_dtype
 from qcompile.backends.tvm.row_layout import RowLayout
-from qcompile.backends.tvm.vector_conv import DECODE_BYTES
+from qcompile.backends.tvm.vector_conv import DECODE_BYTES, tap_order
 from qcompile.errors import QCompileError
 from qcompile.ir import ops
 from qcompile.ir.graph import Clip, Dense, Graph, InputQuant, Node, Requant, Table, Weights
@@ -73,7 +73,8 @@ def test_per_channel_widths_are_exact_and_stored_at_their_own_widths(tmp_path, l
     conv = next(n for n in graph.nodes if n.name == "conv").weights
     assert conv.words < packed_words(4 * 27, 4)  # fewer than every row at the widest 4 bits
     if "conv.rows" in weights:  # the vector GEMM's layout: rows grouped by their own width
-        own = RowLayout.plan(28, conv.row_bits(), DECODE_BYTES)
+        # the implicit GEMM's rows: 3 input channels padded to 4, times 9 taps
+        own = RowLayout.plan(tap_order(3, 3, 3).size, conv.row_bits(), DECODE_BYTES)
         assert weights["conv.rows"].size == own.nbytes
         # each row at its own width (padded to whole 16-byte chunks of its finest plane)
         stored_bits = [g.row_bytes * 8 // g.kr for g in own.groups for _ in g.rows]

@@ -15,12 +15,13 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.cpu_features import running_features, target_isa
 from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner
+from qcompile.backends.tvm import TvmRunner, vector_conv
 from qcompile.backends.tvm.arm import ArmRunner
+from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
-from tests.backends.helpers import chain, mixed_chain, random_inputs
+from tests.backends.helpers import chain, conv_geometries, mixed_chain, random_inputs
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 OBJDUMP = shutil.which("aarch64-linux-gnu-objdump")
@@ -71,6 +72,20 @@ def test_per_channel_widths_on_the_vector_kernels_are_exact(tmp_path, target):
     graph = run_pipeline(mixed_chain("nonuniform"))
     params = _run(graph, target, tmp_path / "mixed", (2, 40))
     assert {"conv.rows", "conv.order"} <= set(params)  # rows grouped by width, then reordered
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, target, levels):
+    graph = run_pipeline(conv_geometries(levels))
+    isa = isa_of(load_target(target).tvm_target())
+    tensors = graph.tensors()
+    for node in graph.nodes:  # every conv reads its taps from the packed stride phases
+        x = tensors[node.inputs[0]]
+        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+        assert p is not None and p.phases.offsets, node.name
+    params = _run(graph, target, tmp_path / "g", (2, 3))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
 
 
 def _hot_loop_ops(tmp_path, target: str) -> set[str]:

@@ -187,14 +187,8 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
     emit(result, as_json, human)
 
 
-@cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option(
-    "--target",
-    help="An fpga profile (fpga, pynq-z2, zcu104, alveo-u250 or a PATH.toml): add the "
-    "resource and latency estimate of its hls4ml project and check it fits the part.",
-)
-@click.option(
+# One option on export and inspect: the same words and values in both.
+REUSE_FACTOR = click.option(
     "--reuse-factor",
     metavar="auto|N",
     help="fpga profiles: each layer's reuse factor R (R pipelined iterations sharing its "
@@ -202,6 +196,16 @@ def freeze(checkpoint: str, output: str | None, model_spec: str | None, as_json:
     "part at the lowest latency) or an integer for every layer; the Latency strategy builds "
     "every layer at 1.",
 )
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    help="An fpga profile (fpga, pynq-z2, zcu104, alveo-u250 or a PATH.toml): add the "
+    "resource and latency estimate of its hls4ml project and check it fits the part.",
+)
+@REUSE_FACTOR
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def inspect(model: str, target: str | None, reuse_factor: str | None, as_json: bool) -> None:
     """Per-layer table of MODEL.qir: op, shape, weight bits, levels, parameters, memory;
@@ -362,14 +366,7 @@ def simulate(
     is_flag=True,
     help="Replace the output if it exists and is an artifact (or empty; qonnx: a file).",
 )
-@click.option(
-    "--reuse-factor",
-    metavar="auto|N",
-    help="fpga profiles: each layer's reuse factor R (R pipelined iterations sharing its "
-    "multipliers), in place of the profile's: auto (one per layer, chosen to fit 80% of the "
-    "part at the lowest latency) or an integer for every layer; the Latency strategy builds "
-    "every layer at 1.",
-)
+@REUSE_FACTOR
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
 def export(
     model: str,

@@ -37,12 +37,11 @@ from qcompile.sim import Simulator
 from qcompile.stages import quantize
 from qcompile.zoo import build_model
 from tests.backends.helpers import random_inputs
+from tests.backends.hls4ml.test_fpga_estimate import BIAS, MULT, SHIFT, W
 from tests.conftest import NEEDS_GXX, last_json, run_cli
 
 # The one-layer model of test_fpga_estimate.py (hand-computed there at R = 1 and R = 2): int4
 # x[4] -> 3 rows of 3-bit affine codes, acc_bits 8, requantized products of 19 bits.
-W = np.array([[3, 0, -3, -4], [1, 1, 1, 1], [2, -1, 3, 0]])
-MULT, BIAS, SHIFT = (1000, 3000, 5000), (0, 100, -100), 12
 INT4 = QType(4, True)
 
 

@@ -45,7 +45,10 @@ unsigned code_at(const typename CONFIG_T::word_t codes[CONFIG_T::n_words], unsig
     const unsigned w = pos / 32, sh = pos % 32;
     ap_uint<64> pair = codes[w];
     if (sh + b > 32 && w + 1 < CONFIG_T::n_words) pair |= ap_uint<64>(codes[w + 1]) << 32;
-    return unsigned((pair >> sh) & ((ap_uint<64>(1) << b) - 1));
+    // Codes are at most 8 bits: mask within the low byte. (A 64-bit mask made the C
+    // simulation's ap_uint arithmetic 66 bits wide, a multi-word path costing a third of it.)
+    const ap_uint<8> low = pair >> sh;
+    return unsigned(low) & ((1u << b) - 1);
 }
 
 // The integer weight a code of row `row` stands for.

@@ -26,7 +26,7 @@ SWEEPS: dict[str, set[str]] = {
         "uniform-arm",
     },
     "tests/backends/tvm/test_tvm.py::test_parallel_schedule_is_exact_on_two_threads": {"cpu"},
-    "tests/backends/tvm/test_tvm_avx512.py::test_dense_takes_the_avx512_kernel_and_is_exact": {
+    "tests/backends/tvm/test_tvm_avx512.py::test_dense_takes_a_vector_kernel_and_is_exact": {
         "int8_inputs-4",
         "int16_inputs-1",
     },
@@ -151,6 +151,28 @@ def xdist_group(item: pytest.Item) -> str:
     return path if shares_a_fixture(item) else item.nodeid
 
 
+# The longest tests of `make test` (its --durations list), longest first: they start first,
+# so pytest-xdist does not leave one worker finishing a two-minute build after the other
+# has run out of work (longest-processing-time-first scheduling). Other tests keep their
+# order behind them. Keys are test functions; every case of one starts early.
+LONGEST_FIRST: tuple[str, ...] = (
+    "tests/backends/hls4ml/test_fpga.py::test_zoo_model_csim_is_bit_exact",
+    "tests/backends/tvm/test_tvm.py::test_zoo_model_is_bit_exact",
+    "tests/backends/rtl/test_rtl.py::test_small_cnn_rtl_is_bit_exact_under_verilator",
+    "tests/backends/rtl/test_rtl.py::test_jet_mlp_rtl_is_bit_exact_under_verilator",
+    "tests/test_compile_cli.py::test_learned_bitwidths_meet_the_budget_and_deploy_exactly",
+    "tests/backends/hls4ml/test_fpga.py::test_io_stream_csim_is_bit_exact",
+    "tests/backends/rtl/test_rtl.py::test_cli_export_and_simulate_rtl",
+    "tests/backends/tvm/test_tvm.py::test_parallel_schedule_is_exact_on_two_threads",
+)
+
+
+def start_order(item: pytest.Item) -> int:
+    """The sort key putting LONGEST_FIRST's tests first, in its order."""
+    test = item.nodeid.partition("[")[0]
+    return LONGEST_FIRST.index(test) if test in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def apply_tiers(items: list[pytest.Item]) -> None:
     """Mark the tests above ``slow`` and by the tool they need, and group every test for
     pytest-xdist.
@@ -177,6 +199,7 @@ def apply_tiers(items: list[pytest.Item]) -> None:
         seen.setdefault(test, set()).add(case)
         if case not in keep:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=start_order)  # stable: the rest keep their collection order
     for test, cases in seen.items():
         missing = SWEEPS[test] - cases
         if missing and len(cases) > len(SWEEPS[test]):

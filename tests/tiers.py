@@ -62,6 +62,24 @@ SWEEPS: dict[str, set[str]] = {
         "table-x_range2-x86-64-v3",
         "affine-x_range3-alderlake",
     },
+    # whole models on the vector kernels: each ISA (AVX2, AVX-512, NEON with and without
+    # dotprod) and each level kind stays fast, not every pair (20 TVM builds)
+    "tests/backends/tvm/test_tvm_vector.py::test_every_width_takes_the_vector_kernels_and_is_exact": {  # noqa: E501
+        "uniform-x86-64-v3",
+        "nonuniform-x86-64-v4",
+        "nonuniform-rpi4",
+        "uniform-rpi5",
+    },
+    "tests/backends/tvm/test_tvm_vector.py::test_per_channel_widths_on_the_vector_kernels_are_exact": {  # noqa: E501
+        "x86-64-v3",
+        "rpi5",
+    },
+    "tests/backends/tvm/test_tvm_vector.py::test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact": {  # noqa: E501
+        "nonuniform-x86-64-v3",
+        "uniform-x86-64-v4",
+        "uniform-rpi4",
+        "nonuniform-rpi5",
+    },
     "tests/test_cli.py::test_bad_input_is_one_line": {"args0-needles0"},
     # a Verilator build apiece: the bad pointer stays fast, $fatal and SIGKILL are slow
     "tests/backends/rtl/test_rtl_crash.py::test_a_crashing_verilated_model_is_one_error": {

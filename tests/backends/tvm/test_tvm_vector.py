@@ -21,7 +21,13 @@ from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
-from tests.backends.helpers import chain, conv_geometries, mixed_chain, random_inputs
+from tests.backends.helpers import (
+    chain,
+    conv_geometries,
+    mixed_chain,
+    one_channel_convs,
+    random_inputs,
+)
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 OBJDUMP = shutil.which("aarch64-linux-gnu-objdump")
@@ -86,6 +92,22 @@ def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, 
         assert p is not None and p.phases.offsets, node.name
     params = _run(graph, target, tmp_path / "g", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, target, levels):
+    graph = run_pipeline(one_channel_convs(levels))
+    isa = isa_of(load_target(target).tvm_target())
+    tensors = graph.tensors()
+    for node in graph.nodes:  # four columns per packed pixel, not one channel padded to four
+        x = tensors[node.inputs[0]]
+        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+        kh, kw = node.weights.shape[2:]
+        assert p is not None and p.columns, node.name
+        assert p.gemm.kd == -(-kw // 4) * 4 * kh  # bytes per output: 40 for 5x5, 12 for 3x3
+    params = _run(graph, target, tmp_path / "c", (2, 3))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "s21"}
 
 
 def _hot_loop_ops(tmp_path, target: str) -> set[str]:

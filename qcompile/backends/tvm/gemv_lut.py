@@ -6,7 +6,7 @@ registers, never stored: per step and row one load of a chunk of codes per plane
 mask, a 16-entry table lookup (``vpshufb`` on AVX2/AVX-512, ``tbl`` on NEON; byte arithmetic
 for affine 8-bit codes) and one dot-product instruction against the activation bytes
 (:mod:`mac`: ``vpdpbusd``, ``vpmaddubsw`` accumulating int16 pair sums between widenings,
-``sdot``, or ``smull``). ``rows`` output rows share each activation load; rows run on
+``sdot``, ``smlal`` or ``smull``). ``rows`` output rows share each activation load; rows run on
 threads where the layer is large enough to pay for them. A 1-bit layer in ``binary`` mode
 skips the lookup: its code bytes are the multiplier, ``sum(a)`` is taken once per input row
 and each output is ``w0 * sum(a) + d * sum(a * c)``.
@@ -51,8 +51,9 @@ class GemvPlan:
 
 
 def int16_sums(isa: Isa, mac: Mac) -> bool:
-    """Whether the mode adds vpmaddubsw pair sums in int16 between widenings."""
-    return mac.mode in ("maddubs", "split") or (mac.mode == "binary" and not isa.vnni)
+    """Whether the mode adds vpmaddubsw pair sums (smlal products) in int16 between
+    widenings."""
+    return mac.mode in ("maddubs", "split", "smlal") or (mac.mode == "binary" and not isa.vnni)
 
 
 def rows_per_step(isa: Isa, mac: Mac) -> int:
@@ -109,7 +110,10 @@ def _mac_step(p: GemvPlan, acc: Any, a16: list | None, xs: list, w: Any) -> None
         store32(V.dpbusd(isa, cur, xs[0], w))
     elif mode == "sdot":
         store32(V.sdot(cur, T.reinterpret("int8x16", xs[0]), w))
-    elif mode == "smull":
+    elif mode == "smlal" and a16 is not None:  # both halves into the one int16 sum
+        a = T.reinterpret("int8x16", xs[0])
+        _set(a16[0], _vec(a16[0], H) + V.smull(a, w, False) + V.smull(a, w, True), H)
+    elif mode in ("smull", "smlal"):
         a = T.reinterpret("int8x16", xs[0])
         store32(cur + V.smull_pairs(a, w, False) + V.smull_pairs(a, w, True))
     elif a16 is None:  # maddubs / split, widened every step

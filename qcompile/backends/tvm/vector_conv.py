@@ -126,7 +126,7 @@ def plan(
     mac = choose(isa, x_range, (lo, hi), layout.max_kr)
     if mac is None:
         return None
-    rows, vecs = tile_shape(isa, mac)
+    rows, vecs = tile_shape(isa, mac, kp // 4)
     # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]

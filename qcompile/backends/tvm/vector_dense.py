@@ -85,7 +85,7 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Dens
     gemv = GemvPlan(isa, mac, layout, levels_plan(w), rows_per_step(isa, mac), parallel)
     if len(layout.groups) > 1:
         return DensePlan(gemv, None)
-    r, vecs = tile_shape(isa, mac)
+    r, vecs = tile_shape(isa, mac, layout.max_kr // 4)
     block = max(1, min(4, SCRATCH // (r * layout.max_kr)))
     geo = Geometry(layout.max_kr // 4, (0,), 0, tile_major=True)
     gemm = GemmPlan(isa, mac, layout, gemv.levels, geo, r, vecs, parallel, block)

@@ -5,6 +5,7 @@ hot loops are NEON table lookups and dot products."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -110,19 +111,29 @@ def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, tar
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "s21"}
 
 
-def _hot_loop_ops(tmp_path, target: str) -> set[str]:
+def _hot_loop_insns(tmp_path, target: str) -> list[str]:
+    """The instructions (mnemonic and operands) of the chain's aarch64 object."""
     graph = run_pipeline(chain("nonuniform"))
     deploy(graph, load_target(target), tmp_path / target)
     text = subprocess.run(
         [OBJDUMP, "-d", str(tmp_path / target / "model.o")], capture_output=True, text=True
     ).stdout
-    return {line.split("\t")[2].split()[0] for line in text.splitlines() if line.count("\t") >= 2}
+    return [line.split("\t", 2)[2] for line in text.splitlines() if line.count("\t") >= 2]
+
+
+def _ops(insns: list[str]) -> set[str]:
+    return {i.split()[0] for i in insns}
 
 
 @NEEDS_ARM
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils)")
 def test_aarch64_objects_use_neon_table_lookups_and_dot_products(tmp_path):
-    a76 = _hot_loop_ops(tmp_path, "rpi5")
-    assert {"tbl", "sdot"} <= a76
-    a72 = _hot_loop_ops(tmp_path, "rpi4")
-    assert {"tbl", "smull", "smull2"} <= a72 and "sdot" not in a72
+    a76 = _hot_loop_insns(tmp_path, "rpi5")
+    assert {"tbl", "sdot"} <= _ops(a76)
+    # the GEMM takes each weight word from a 16-byte load by a lane broadcast (dup, or
+    # sdot's own lane index), not by a load-and-broadcast per word (ld1r)
+    assert any(re.match(r"(dup\s+v\d+\.4s, v\d+\.s|sdot\s.*\.4b)\[", i) for i in a76)
+    a72 = _ops(_hot_loop_insns(tmp_path, "rpi4"))
+    # narrow layers add products into int16 lanes (smlal, smlal2); 8-bit x 8-bit ones
+    # widen each product pair to int32 (smull, smull2 + saddlp)
+    assert {"tbl", "smlal", "smlal2", "smull", "smull2"} <= a72 and "sdot" not in a72

@@ -30,9 +30,9 @@ from __future__ import annotations
 from typing import Any
 
 from qcompile.backends.tvm.avx512_dense import attach
+from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
 from qcompile.backends.tvm.vector_conv import ConvPlan
-from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_dense import SUFFIX as VEC_SUFFIX
 from qcompile.backends.tvm.vector_dense import DensePlan
 from qcompile.backends.tvm.vector_dense import attach as attach_vector

@@ -30,8 +30,8 @@ import numpy as np
 
 from qcompile.backends.tvm.decode import c_name
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, tile_shape
-from qcompile.backends.tvm.isa import Isa
-from qcompile.backends.tvm.mac import choose
+from qcompile.backends.tvm.isa import ARM, Isa
+from qcompile.backends.tvm.mac import Mac, choose
 from qcompile.backends.tvm.row_layout import RowLayout
 from qcompile.backends.tvm.vector_dense import (
     INT8,
@@ -131,7 +131,11 @@ def plan(
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]
     cols = -(-(x_shape[2] + 2 * op.padding[1]) // op.stride[1])
-    vecs = pixel_vecs(rows, vecs, -(-oh * cols // isa.lanes))
+    total = -(-oh * cols // isa.lanes)
+    if isa.arch == ARM:
+        rows, vecs = neon_tile(mac, rows, vecs, o, total)
+    else:
+        vecs = max(1, min(vecs, total))
     # no more register tiles per block than the layer has rows (lenet's 6 channels)
     block = max(1, min(4, SCRATCH // (rows * layout.max_kr), -(-o // rows)))
     ow = node.output.shape[2]
@@ -144,15 +148,21 @@ def plan(
     return ConvPlan(gemm, k, phases, columns)
 
 
-def pixel_vecs(rows: int, most: int, total: int) -> int:
-    """Pixel vectors per register tile, at most ``most``, for ``total`` vectors of output
-    pixels: the fewest instructions per tap, counting a tile's ``rows * vecs`` products,
-    ``rows`` weight broadcasts and ``vecs`` activation loads (lenet's second conv has six
-    vectors: tiles of four computed eight, tiles of three six)."""
-    return min(
-        range(1, max(1, min(most, total)) + 1),
-        key=lambda v: (-(-total // v) * (rows * v + rows + v), -v),
-    )
+def neon_tile(mac: Mac, rows: int, vecs: int, o: int, total: int) -> tuple[int, int]:
+    """(rows, vecs) of an aarch64 register tile within ``tile_shape``'s for ``o`` output
+    channels and ``total`` pixel vectors: the fewest instructions per tap, counting the
+    products of every tile computed (sdot one instruction, smlal two, smull four), a weight
+    broadcast per row and an activation load per vector (two with smull's and smlal's
+    halves). Lenet's first conv has six channels: tiles of four rows computed eight."""
+    per_mac = {"sdot": 1, "smlal": 2}.get(mac.mode, 4)
+    per_load = 1 if mac.mode == "sdot" else 2
+
+    def cost(rv: tuple[int, int]) -> tuple[int, int]:
+        r, v = rv
+        return -(-o // r) * -(-total // v) * (r * v * per_mac + r + v * per_load), -r * v
+
+    shapes = [(r, v) for r in (1, 2, 4) if r <= rows for v in range(1, min(vecs, total) + 1)]
+    return min(shapes, key=cost)
 
 
 def tap_order(cg: int, kh: int, kw: int) -> np.ndarray:

@@ -97,6 +97,7 @@ _TBL1 = "llvm.aarch64.neon.tbl1.v16i8"
 _SDOT = "llvm.aarch64.neon.sdot.v4i32.v16i8"
 _SMULL = "llvm.aarch64.neon.smull.v8i16"
 _SADDLP = "llvm.aarch64.neon.saddlp.v4i32.v8i16"
+_SADDLP8 = "llvm.aarch64.neon.saddlp.v8i16.v16i8"
 _ADDP = "llvm.aarch64.neon.addp.v4i32"
 _ADDP16 = "llvm.aarch64.neon.addp.v8i16"
 
@@ -170,6 +171,11 @@ def smull_pairs(a_s8: Any, w_s8: Any, high: bool) -> Any:
 def addp(a: Any, b: Any) -> Any:
     """int32x4 ``(a0+a1, a2+a3, b0+b1, b2+b3)`` (aarch64 addp)."""
     return _call("int32x4", _ADDP, a, b)
+
+
+def pair_sums8(a_s8: Any) -> Any:
+    """int16x8: the sums of adjacent s8 lanes of an s8x16 (aarch64 saddlp)."""
+    return _call("int16x8", _SADDLP8, a_s8)
 
 
 def addp16(a: Any, b: Any) -> Any:

@@ -16,7 +16,7 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.cpu_features import running_features, target_isa
 from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, vector_conv
+from qcompile.backends.tvm import TvmRunner, vector_conv, vector_dense
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
@@ -109,6 +109,26 @@ def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, tar
         assert p.gemm.kd == -(-kw // 4) * 4 * kh  # bytes per output: 40 for 5x5, 12 for 3x3
     params = _run(graph, target, tmp_path / "c", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "s21"}
+
+
+def test_neon_gemv_folds_affine_zero_points_and_x86_does_not():
+    # aarch64 multiplies the scaled codes (int8 when step * (2^b - 1) <= 127) and adds
+    # zero * sum(a) per row; exactness: the chains above, on rpi4 and rpi5
+    graph = run_pipeline(chain("uniform"))
+    tensors = graph.tensors()
+    dense = [n for n in graph.nodes if n.kind == "dense"]
+    for target in ("rpi4", "rpi5", "x86-64-v3"):
+        isa = isa_of(load_target(target).tvm_target())
+        folded = set()
+        for node in dense:
+            p = vector_dense.plan(node, tensors[node.inputs[0]].qtype.range, "int32", isa)
+            assert p is not None, node.name
+            if p.gemv.fold:
+                folded.add(node.name)
+        w = {n.name: n.weights for n in dense}
+        small = {k for k, v in w.items() if v.levels.step * ((1 << v.bits) - 1) <= 127}
+        assert folded == (small if isa.arch == "arm" else set()), target
+        assert target.startswith("x86") or {"dense1", "dense4"} <= folded
 
 
 def _hot_loop_insns(tmp_path, target: str) -> list[str]:

@@ -131,6 +131,34 @@ def test_neon_gemv_folds_affine_zero_points_and_x86_does_not():
         assert target.startswith("x86") or {"dense1", "dense4"} <= folded
 
 
+def test_neon_gemv_finishes_four_rows_per_vector():
+    # aarch64: each four rows' sums are addp(addp(r0, r1), addp(r2, r3)), folded, corrected
+    # and stored as one vector; x86 keeps its per-row horizontal sums
+    from tvm import tirx
+
+    from qcompile.backends.tvm.gemv_lut import gemv_stmt
+
+    graph = run_pipeline(chain("uniform"))
+    node = next(n for n in graph.nodes if n.name == "dense4")  # 24 rows
+    x = graph.tensors()[node.inputs[0]]
+    for target in ("rpi4", "rpi5", "x86-64-v3"):
+        p = vector_dense.plan(
+            node, x.qtype.range, "int32", isa_of(load_target(target).tvm_target())
+        )
+        arrs = vector_dense.arrays(p, node)
+        bufs = {
+            ("stored" if k == "rows" else k): tirx.decl_buffer(a.shape, str(a.dtype), name=k)
+            for k, a in arrs.items()
+        }
+        xp = (1, p.gemv.mac.planes, p.gemv.layout.max_kr)
+        bufs["xp"] = tirx.decl_buffer(xp, "uint8", name="xp")
+        bufs["acc"] = tirx.decl_buffer((p.acc_rows, 1), "int32", name="acc")
+        text = gemv_stmt(p.gemv, bufs, tirx.const(1, "int32")).script()
+        # one block of rows (8 on rpi5, 12 on rpi4) in the loop body: three addp per four
+        per_block = 3 * p.gemv.rows // 4 if target.startswith("rpi") else 0
+        assert text.count("llvm.aarch64.neon.addp") == per_block, target
+
+
 def _hot_loop_insns(tmp_path, target: str) -> list[str]:
     """The instructions (mnemonic and operands) of the chain's aarch64 object."""
     graph = run_pipeline(chain("nonuniform"))

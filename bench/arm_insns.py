@@ -64,7 +64,7 @@ def main() -> None:
             figures[target] = round(per_image / per_image_macs, 3)
             rows.append(
                 f"| {graph.name} | {target} | {per_image_macs} | {per_image:.0f} | "
-                f"{figures[target]:.2f} |"
+                f"{figures[target]:.3f} |"
             )
     text = "\n".join(
         [

@@ -145,6 +145,27 @@ def mixed_chain(kind: str) -> Graph:
     return Graph("mixed", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
 
 
+def one_channel_convs(kind: str) -> Graph:
+    """Convolutions of one input channel, which the implicit GEMM packs as four neighbouring
+    columns per pixel: a 5x5 kernel (two groups of columns, the second one column wide)
+    with padding 2, then a 3x3 kernel with row stride 2, at 4 and 3 bits."""
+    rng = np.random.default_rng(12)
+    x = TensorInfo("x", (1, 9, 9), QType(8, True), 0.05)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits
+        ("k55", Conv2d((1, 1), (2, 2)), (1, 5, 5), (1, 9, 9), 4),
+        ("s21", Conv2d((2, 1), (1, 0)), (6, 3, 3), (6, 5, 7), 3),
+    ]
+    nodes: list[Node] = []
+    src = x
+    for name, op, (o, kh, kw), out_shape, bits in specs:
+        shape = (o, src.shape[0], kh, kw)
+        codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
+        w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
+        nodes.append(requantized(name, op, src, w, out_shape, rng))
+        src = nodes[-1].output
+    return Graph("one_channel", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+
+
 def conv_geometries(kind: str) -> Graph:
     """Convolutions whose taps the implicit GEMM reads from stride phases: 3x3 stride 2 with
     padding 1 on an odd-sized input, 6 channels (not a multiple of four), a 3x3 dilation-2

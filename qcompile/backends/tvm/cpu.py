@@ -30,8 +30,10 @@ from __future__ import annotations
 from typing import Any
 
 from qcompile.backends.tvm.avx512_dense import attach
+from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
 from qcompile.backends.tvm.vector_conv import ConvPlan
+from qcompile.backends.tvm.vector_dense import SUFFIX as VEC_SUFFIX
 from qcompile.backends.tvm.vector_dense import DensePlan
 from qcompile.backends.tvm.vector_dense import attach as attach_vector
 
@@ -61,7 +63,7 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
             name = sch.get(block).name_hint
             _pack_pixels(sch, block, par, kernels.get(name[: -len("_act")] + CONV_SUFFIX))
         elif 2 not in kinds:
-            _elementwise(sch, block, par)
+            _elementwise(sch, block, par, _byte_lanes(sch.get(block).name_hint, kernels))
         elif _is_dense_two_axis(sch, block):
             _dense(sch, block, par)
         elif sch.get(block).name_hint.endswith("_acc_nhwc"):
@@ -106,13 +108,24 @@ def _parallel(sch: Any, block: Any, loops: list) -> None:
         sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
-def _elementwise(sch: Any, block: Any, par: Any) -> None:
+def _elementwise(sch: Any, block: Any, par: Any, lanes: int | None = None) -> None:
+    """``lanes``: split a longer innermost loop into vectors of this many lanes."""
     loops = sch.get_loops(block)
     inner = _extent(sch, loops[-1])
     if len(loops) > 1:
         par(sch, block, loops[:-1])
-    if inner is not None and 1 < inner <= MAX_LANES:
+    if inner is not None and lanes and inner > MAX_LANES and inner % lanes == 0:
+        sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
+    elif inner is not None and 1 < inner <= MAX_LANES:
         sch.vectorize(loops[-1])
+
+
+def _byte_lanes(name: str, kernels: dict[str, Any]) -> int | None:
+    """16 for an aarch64 GEMV's activation bytes (``*_xp``): LLVM's loop vectoriser left
+    lenet's 128 and 96 bytes scalar, a compare and branch each (~1,300 instructions per
+    image). x86 keeps its schedule."""
+    plan = kernels.get(name.removesuffix("_xp") + VEC_SUFFIX) if name.endswith("_xp") else None
+    return 16 if isinstance(plan, DensePlan) and plan.gemv.isa.arch == ARM else None
 
 
 def _pack_pixels(sch: Any, block: Any, par: Any, plan: Any) -> None:

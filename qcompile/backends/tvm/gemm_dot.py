@@ -29,7 +29,7 @@ from typing import Any
 
 from qcompile.backends.tvm import isa as V
 from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp, _set, _vec, int16_sums
-from qcompile.backends.tvm.isa import Isa
+from qcompile.backends.tvm.isa import ARM, Isa
 from qcompile.backends.tvm.lut_decode import LevelsPlan, binary_levels, code_vec, weight_vec
 from qcompile.backends.tvm.mac import Mac
 from qcompile.backends.tvm.row_layout import RowLayout
@@ -90,17 +90,21 @@ class GemmPlan:
         return self.slots()[-1][1] + -(-len(last.rows) // self.block_rows) * self.block_rows
 
 
-def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
+def tile_shape(isa: Isa, mac: Mac, steps: int = 0) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
-    weight within the register file."""
+    weight within the register file; ``steps``: 4-byte steps per output (0: unknown)."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
     if mac.mode == "binary" and isa.vnni:
         per_acc = 1
+    elif mac.mode == "smlal":
+        # two int16 halves, and an int32 sum unless every step fits one flush
+        per_acc = 2 if 0 < steps <= mac.flush else 3
     elif per_acc is None:  # int16 accumulators per plane (+ int32 if flushed)
         per_acc = mac.planes + 1
-    # smull reads each activation vector as two halves (ext): two registers per vector.
-    # Past the budget LLVM spills the accumulators lane by lane (4.6x the instructions).
-    per_vec = mac.planes * (2 if mac.mode == "smull" else 1)
+    # smull and smlal read each activation vector as two halves (ext; the weights' halves
+    # are one broadcast, so LLVM takes no smull2/smlal2): two registers per vector. Past the
+    # budget LLVM spills the accumulators lane by lane (4.6x the instructions).
+    per_vec = mac.planes * (2 if mac.mode in ("smull", "smlal") else 1)
     budget = isa.regs - 4
     for rows, vecs in ((4, 4), (4, 3), (4, 2), (2, 2), (2, 1), (1, 1)):
         if rows * vecs * per_acc + vecs * per_vec <= budget:
@@ -108,22 +112,33 @@ def tile_shape(isa: Isa, mac: Mac) -> tuple[int, int]:
     return 1, 1
 
 
-def _bcast_w(isa: Isa, w32: Any, row: int, at: Any) -> Any:
-    """The four int8 weights of ``row`` at byte ``4 * at`` in every int32 lane."""
+def _bcast_w(isa: Isa, w32: Any, row: int, at: Any, lane: int | None = None) -> Any:
+    """The four int8 weights of ``row`` at byte ``4 * at`` in every int32 lane. ``lane``
+    (aarch64): the weights are word ``at + lane``, taken
+    from one 16-byte load of four words by a lane broadcast (``dup``, or sdot's own lane
+    index) instead of a load-and-broadcast per word (``ld1r``, which has no offset
+    addressing: an address computation each)."""
     from tvm.tirx.script.builder import ir as T
 
-    return T.reinterpret(V.vec(isa, "int8"), T.Broadcast(w32[row, at], isa.lanes))
+    if lane is None:
+        return T.reinterpret(V.vec(isa, "int8"), T.Broadcast(w32[row, at], isa.lanes))
+    words = w32[row, T.Ramp(at, 1, 4)]
+    return T.reinterpret("int8x16", T.Shuffle([words], [lane] * 4))
 
 
-def _dot(p: GemmPlan, acc: list, acc16: list | None, a: list, w: Any) -> None:
+def _dot(p: GemmPlan, mode: str, acc: list, acc16: list | None, a: list, w: Any) -> None:
     """One accumulator (``acc``: its int32 vectors, two for smull; ``acc16``: its int16 pair
-    sums per plane, None if not flushed): add the products of activation vectors ``a``
-    (planes) and ``w``."""
+    sums per plane, smlal's low and high halves, None if not flushed): add the products of
+    activation vectors ``a`` (planes) and ``w``."""
     from tvm.tirx.script.builder import ir as T
 
-    isa, mode, L, H = p.isa, p.mac.mode, p.isa.lanes, 2 * p.isa.lanes
+    isa, L, H = p.isa, p.isa.lanes, 2 * p.isa.lanes
     cur = _vec(acc[0], L)
-    if mode == "smull":  # two pair-sum accumulators per tile, combined at the end
+    if mode == "smlal":  # smlal / smlal2: 8 products of a half into int16 lanes
+        a8 = T.reinterpret("int8x16", a[0])
+        for h, part in enumerate(acc16):
+            _set(part, _vec(part, H) + V.smull(a8, w, h == 1), H)
+    elif mode == "smull":  # two pair-sum accumulators per tile, combined at the end
         a8 = T.reinterpret("int8x16", a[0])
         for h in range(2):
             _set(acc[h], _vec(acc[h], L) + V.smull_pairs(a8, w, h == 1), L)
@@ -152,6 +167,10 @@ def _widen_all(p: GemmPlan, accs: list, accs16: list) -> None:
     L, H = p.isa.lanes, 2 * p.isa.lanes
     for acc, parts in zip(accs, accs16, strict=True):
         total = _vec(acc[0], L)
+        if p.mac.mode == "smlal":  # the halves' pairs, then pairs again: four channels a pixel
+            both = V.addp16(_vec(parts[0], H), _vec(parts[1], H))
+            _set(acc[0], total + V.widen16(p.isa, both), L)
+            continue
         for q, part in enumerate(parts):
             total = total + V.widen16(p.isa, _vec(part, H), 16 * q or 1)
         _set(acc[0], total, L)
@@ -210,18 +229,21 @@ def _tile(
 
     # every accumulator vector its own buffer: LLVM keeps each in a register (one buffer of
     # twelve vectors was kept in memory lane by lane)
-    per = 2 if mac.mode == "smull" else 1
-    accs = [[T.alloc_buffer((L,), "int32") for _ in range(per)] for _ in range(R * Q)]
-    for acc in accs:
-        for part in acc:
-            _set(part, T.Broadcast(T.int32(0), L), L)
     taps = len(geo.taps)
     steps_total = geo.groups * taps
     flush = mac.flush if int16_sums(isa, mac) else 0
     per_flush = _flush_plan(taps, geo.groups, flush) if flush else 0
+    # smlal whose flush is shorter than a channel group's taps: smull's int32 pair sums
+    mode = "smull" if mac.mode == "smlal" and not per_flush else mac.mode
+    per = 2 if mode == "smull" else 1
+    accs = [[T.alloc_buffer((L,), "int32") for _ in range(per)] for _ in range(R * Q)]
+    for acc in accs:
+        for part in acc:
+            _set(part, T.Broadcast(T.int32(0), L), L)
     accs16: list = [None] * (R * Q)
     if per_flush:
-        accs16 = [[T.alloc_buffer((2 * L,), "int16") for _ in range(planes)] for _ in accs]
+        halves = 2 if mode == "smlal" else planes
+        accs16 = [[T.alloc_buffer((2 * L,), "int16") for _ in range(halves)] for _ in accs]
 
     def fetch_ahead(step: Any, steps: int) -> None:
         if ahead is None:
@@ -241,9 +263,12 @@ def _tile(
                 for q in range(Q)
             ]
             for r in range(R):
-                w = _bcast_w(isa, w32, sub + r, c4 * taps + t)
+                if isa.arch == ARM:  # four words a load (the scratch has a spare row)
+                    w = _bcast_w(isa, w32, sub + r, c4 * taps + t - t % 4, t % 4)
+                else:
+                    w = _bcast_w(isa, w32, sub + r, c4 * taps + t)
                 for q in range(Q):
-                    _dot(p, accs[r * Q + q], accs16[r * Q + q], a_by_q[q], w)
+                    _dot(p, mode, accs[r * Q + q], accs16[r * Q + q], a_by_q[q], w)
 
     if per_flush:
         with T.serial(0, geo.groups // per_flush) as co:
@@ -263,7 +288,7 @@ def _tile(
         for q in range(Q):
             acc = accs[r * Q + q]
             v = _vec(acc[0], L)
-            if mac.mode == "smull":
+            if mode == "smull":
                 v = V.addp(v, _vec(acc[1], L))
             if mac.mode == "binary":
                 w0, d = binary_levels(p.levels, bufs["levels"], comp[r])
@@ -295,8 +320,10 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
             loop = T.parallel if p.parallel and blocks * p.split > 1 else T.serial
             with loop(0, blocks * p.split) as it:
                 ob, part = it // p.split, it % p.split
-                scratch = T.alloc_buffer((B, kr), "int8")
-                w32 = T.decl_buffer((B, kr // 4), "int32", data=scratch.data)
+                # aarch64 reads the weights four words at a time, up to 12 bytes past a row
+                spare = 1 if p.isa.arch == ARM else 0
+                scratch = T.alloc_buffer((B + spare, kr), "int8")
+                w32 = T.decl_buffer((B + spare, kr // 4), "int32", data=scratch.data)
                 _decode_rows(p, gi, ob * B, scratch, bufs)
                 lo = part * tiles // p.split
                 hi = (part + 1) * tiles // p.split

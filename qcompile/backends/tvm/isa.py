@@ -10,8 +10,9 @@ its mcpu and mattr), never this machine's: an artifact runs where its target say
   ``vpmaddwd`` widens to int32; with VNNI (AVX512-VNNI, or AVX-VNNI at 32 bytes) ``vpdpbusd``
   adds four u8 x s8 products into each int32 lane without any intermediate saturation.
 - aarch64 NEON (16-byte vectors): ``tbl`` looks up a 16-entry table; with the dot-product
-  extension ``sdot`` adds four s8 x s8 products into each int32 lane, without it ``smull`` +
-  ``saddlp`` do the same in four instructions per 16 products.
+  extension ``sdot`` adds four s8 x s8 products into each int32 lane, without it ``smlal`` +
+  ``smlal2`` add 16 products into int16 lanes (widened by ``saddlp`` every few steps) where
+  the proven ranges allow, else ``smull`` + ``saddlp`` in four instructions per 16.
 
 Every builder returns a TIR expression (no bindings: a vector-typed variable would be spilled
 to a workspace by TVM's lowering), to be called while a TVMScript macro is parsed.
@@ -96,7 +97,9 @@ _TBL1 = "llvm.aarch64.neon.tbl1.v16i8"
 _SDOT = "llvm.aarch64.neon.sdot.v4i32.v16i8"
 _SMULL = "llvm.aarch64.neon.smull.v8i16"
 _SADDLP = "llvm.aarch64.neon.saddlp.v4i32.v8i16"
+_SADDLP8 = "llvm.aarch64.neon.saddlp.v8i16.v16i8"
 _ADDP = "llvm.aarch64.neon.addp.v4i32"
+_ADDP16 = "llvm.aarch64.neon.addp.v8i16"
 
 
 def _call(dtype: str, name: str, *args: Any) -> Any:
@@ -130,9 +133,13 @@ def maddwd(isa: Isa, a: Any, b: Any) -> Any:
 
 
 def widen16(isa: Isa, v16: Any, scale: int = 1) -> Any:
-    """int32 lanes: the sums of adjacent int16 lanes of ``v16``, times ``scale`` (x86)."""
+    """int32 lanes: the sums of adjacent int16 lanes of ``v16``, times ``scale`` (x86
+    vpmaddwd; aarch64 saddlp, scale 1)."""
     from tvm.script import tirx as T
 
+    if isa.arch == ARM:
+        assert scale == 1, "aarch64 widens int16 sums unscaled"
+        return _call("int32x4", _SADDLP, v16)
     return maddwd(isa, v16, T.Broadcast(T.int16(scale), isa.vbytes // 2))
 
 
@@ -146,16 +153,31 @@ def sdot(acc: Any, a_s8: Any, w_s8: Any) -> Any:
     return _call("int32x4", _SDOT, acc, a_s8, w_s8)
 
 
-def smull_pairs(a_s8: Any, w_s8: Any, high: bool) -> Any:
-    """int32x4: the pair sums of the 8 products of the low (or high) halves of two s8x16
-    (aarch64 smull/smull2 + saddlp)."""
+def smull(a_s8: Any, w_s8: Any, high: bool) -> Any:
+    """int16x8: the 8 products of the low (or high) halves of two s8x16 (aarch64
+    smull/smull2; added to an int16 vector, smlal/smlal2)."""
     from tvm.script import tirx as T
 
     half = list(range(8, 16)) if high else list(range(8))
-    prod = _call("int16x8", _SMULL, T.Shuffle([a_s8], half), T.Shuffle([w_s8], half))
-    return _call("int32x4", _SADDLP, prod)
+    return _call("int16x8", _SMULL, T.Shuffle([a_s8], half), T.Shuffle([w_s8], half))
+
+
+def smull_pairs(a_s8: Any, w_s8: Any, high: bool) -> Any:
+    """int32x4: the pair sums of the 8 products of the low (or high) halves of two s8x16
+    (aarch64 smull/smull2 + saddlp)."""
+    return _call("int32x4", _SADDLP, smull(a_s8, w_s8, high))
 
 
 def addp(a: Any, b: Any) -> Any:
     """int32x4 ``(a0+a1, a2+a3, b0+b1, b2+b3)`` (aarch64 addp)."""
     return _call("int32x4", _ADDP, a, b)
+
+
+def pair_sums8(a_s8: Any) -> Any:
+    """int16x8: the sums of adjacent s8 lanes of an s8x16 (aarch64 saddlp)."""
+    return _call("int16x8", _SADDLP8, a_s8)
+
+
+def addp16(a: Any, b: Any) -> Any:
+    """int16x8 ``(a0+a1, .., a6+a7, b0+b1, .., b6+b7)`` (aarch64 addp)."""
+    return _call("int16x8", _ADDP16, a, b)

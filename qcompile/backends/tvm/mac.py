@@ -10,8 +10,12 @@ chunks, to four channels) carry the byte 0 and add nothing.
 Modes, from the ranges proven at export:
 
 - ``vnni`` / ``sdot``: four products per int32 lane, no intermediate rounding; always exact.
-- ``smull`` (NEON without dotprod): int16 products (at most 128 * 128), pair sums widened to
-  int32; always exact.
+- ``smlal`` (NEON without dotprod): int16 products added into int16 lanes (``smlal`` the low
+  eight bytes, ``smlal2`` the high eight), ``flush`` steps of them before ``saddlp`` widens
+  them, two instructions per 16 products; taken where ``2 * flush`` products fit an int16
+  (``flush >= 1``: the narrow layers, not 8-bit activations times 8-bit weights).
+- ``smull`` (NEON without dotprod, where ``smlal`` is not exact): int16 products (at most
+  128 * 128), pair sums widened to int32 at once; always exact.
 - ``maddubs`` (x86 without VNNI): int16 pair sums saturate at 2^15, so the mode is taken only
   where ``2 * max(a) * max|w| < 2^15``; ``flush`` steps of pair sums are added in int16 before
   they are widened (as many as the bound allows).
@@ -32,6 +36,10 @@ Mac(mode='maddubs', offset=0, flush=546)
 Mac(mode='split', offset=128, flush=8)
 >>> choose(Isa("arm", 16, dotprod=True), (0, 255), (-1, 1), 64)
 Mac(mode='sdot', offset=-128, flush=0)
+>>> choose(Isa("arm", 16), (0, 15), (-8, 10), 72)
+Mac(mode='smlal', offset=0, flush=109)
+>>> choose(Isa("arm", 16), (-128, 127), (-128, 127), 12).mode
+'smull'
 >>> choose(Isa("x86", 32), (0, 255), (-128, 127), 4096, binary=True)
 Mac(mode='binary', offset=-128, flush=127)
 """
@@ -90,7 +98,11 @@ def choose(
     if k * amax * wmax > INT32_MAX // 2:
         return None
     if isa.arch == ARM:
-        return Mac("sdot" if isa.dotprod else "smull", o, 0)
+        if isa.dotprod:
+            return Mac("sdot", o, 0)
+        # an int16 lane takes one product a step, two once the halves are added pairwise
+        steps = INT16_MAX // (2 * amax * wmax)
+        return Mac("smlal", o, steps) if steps else Mac("smull", o, 0)
     if isa.vnni:
         return Mac("vnni", o, 0)
     pair = 2 * amax * wmax

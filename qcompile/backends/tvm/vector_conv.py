@@ -30,8 +30,8 @@ import numpy as np
 
 from qcompile.backends.tvm.decode import c_name
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, tile_shape
-from qcompile.backends.tvm.isa import Isa
-from qcompile.backends.tvm.mac import choose
+from qcompile.backends.tvm.isa import ARM, Isa
+from qcompile.backends.tvm.mac import Mac, choose
 from qcompile.backends.tvm.row_layout import RowLayout
 from qcompile.backends.tvm.vector_dense import (
     INT8,
@@ -97,6 +97,12 @@ class ConvPlan:
     gemm: GemmPlan
     k: int
     phases: Phases
+    # One input channel at column stride 1: the four bytes of a packed pixel are four
+    # neighbouring columns, a "channel group" is a kernel row's columns 4g .. 4g + 3 (the
+    # image shifted by 4g, columns past the kernel's width byte 0) and a tap is a kernel
+    # row (``column_order``). Padding the channel to four made lenet's first conv compute
+    # four times its products.
+    columns: bool = False
 
 
 def plan(
@@ -112,29 +118,51 @@ def plan(
         return None
     o, cg, kh, kw = w.shape
     k = cg * kh * kw
+    columns = cg == 1 and op.stride[1] == 1 and op.dilation[1] == 1
     # Decoding runs once per call, so 16-byte steps cost nothing and keep a small layer's
     # padding (at most one chunk per row: 128 positions of a 1-bit plane) small.
-    kp = -(-cg // 4) * 4 * kh * kw
+    kp = -(-kw // 4) * 4 * kh if columns else -(-cg // 4) * 4 * kh * kw
     layout = RowLayout.plan(kp, w.row_bits(), DECODE_BYTES)
     mac = choose(isa, x_range, (lo, hi), layout.max_kr)
     if mac is None:
         return None
-    rows, vecs = tile_shape(isa, mac)
+    rows, vecs = tile_shape(isa, mac, kp // 4)
     # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]
     cols = -(-(x_shape[2] + 2 * op.padding[1]) // op.stride[1])
-    vecs = max(1, min(vecs, -(-oh * cols // isa.lanes)))
+    total = -(-oh * cols // isa.lanes)
+    if isa.arch == ARM:
+        rows, vecs = neon_tile(mac, rows, vecs, o, total)
+    else:
+        vecs = max(1, min(vecs, total))
     # no more register tiles per block than the layer has rows (lenet's 6 channels)
     block = max(1, min(4, SCRATCH // (rows * layout.max_kr), -(-o // rows)))
     ow = node.output.shape[2]
     parallel = o * k * oh * ow >= PARALLEL_MACS
     blocks = -(-o // (rows * block))
     split = max(1, SLICES // blocks) if parallel else 1
-    phases = Phases.of(op, x_shape, (kh, kw), vecs * isa.lanes)
-    geo = Geometry(-(-cg // 4), phases.offsets, phases.group_pixels)
+    phases = Phases.of(op, x_shape, (kh, 1) if columns else (kh, kw), vecs * isa.lanes)
+    geo = Geometry(-(-(kw if columns else cg) // 4), phases.offsets, phases.group_pixels)
     gemm = GemmPlan(isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block, split)
-    return ConvPlan(gemm, k, phases)
+    return ConvPlan(gemm, k, phases, columns)
+
+
+def neon_tile(mac: Mac, rows: int, vecs: int, o: int, total: int) -> tuple[int, int]:
+    """(rows, vecs) of an aarch64 register tile within ``tile_shape``'s for ``o`` output
+    channels and ``total`` pixel vectors: the fewest instructions per tap, counting the
+    products of every tile computed (sdot one instruction, smlal two, smull four), a weight
+    broadcast per row and an activation load per vector (two with smull's and smlal's
+    halves). Lenet's first conv has six channels: tiles of four rows computed eight."""
+    per_mac = {"sdot": 1, "smlal": 2}.get(mac.mode, 4)
+    per_load = 1 if mac.mode == "sdot" else 2
+
+    def cost(rv: tuple[int, int]) -> tuple[int, int]:
+        r, v = rv
+        return -(-o // r) * -(-total // v) * (r * v * per_mac + r + v * per_load), -r * v
+
+    shapes = [(r, v) for r in (1, 2, 4) if r <= rows for v in range(1, min(vecs, total) + 1)]
+    return min(shapes, key=cost)
 
 
 def tap_order(cg: int, kh: int, kw: int) -> np.ndarray:
@@ -144,6 +172,14 @@ def tap_order(cg: int, kh: int, kw: int) -> np.ndarray:
     g, t, lane = np.meshgrid(np.arange(c4), np.arange(kh * kw), np.arange(4), indexing="ij")
     c = g * 4 + lane
     return np.where(c < cg, c * kh * kw + t, -1).reshape(-1)
+
+
+def column_order(kh: int, kw: int) -> np.ndarray:
+    """``tap_order`` of a one-channel conv in ``columns`` mode, ``[column group][kernel
+    row][4 columns]``: each the index of its code in the row, -1 past ``kw``."""
+    g, ky, lane = np.meshgrid(np.arange(-(-kw // 4)), np.arange(kh), np.arange(4), indexing="ij")
+    kx = g * 4 + lane
+    return np.where(kx < kw, ky * kw + kx, -1).reshape(-1)
 
 
 def acc_rows_of(p: GemmPlan) -> np.ndarray:
@@ -172,16 +208,23 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
         # Indices clamped into x (the region analysis then needs no padded copy); the zero
         # padding is the integer 0 (its byte is the offset, which ``comp`` removes); padding
         # channels and the pixels past the planes are byte 0.
-        c = grp * 4 + lane
+        c = 0 if p.columns else grp * 4 + lane
         r = pix % ph.plane if sh * sw > 1 else pix
         phase = pix // ph.plane
         row = r // ph.cols * sh + (phase // sw if sh * sw > 1 else 0) - pt
         col = r % ph.cols * sw + (phase % sw if sh * sw > 1 else 0) - pl
+        col = col + grp * 4 + lane if p.columns else col
         v = x[img, clamp(c, cg - 1), clamp(row, h - 1), clamp(col, wd - 1)].astype("int32")
         v = tirx.if_then_else(tirx.all(row >= 0, row < h, col >= 0, col < wd), v, 0)
         v = v + tirx.const(off, "int32")
         v = (v >> (q * 4)) & 15 if split else v & 255
-        inside = tirx.all(c < cg, pix < planes) if cg % 4 or ph.group_pixels > planes else None
+        kw = node.weights.shape[3]
+        if p.columns:
+            conds = [grp * 4 + lane < kw] if kw % 4 else []
+        else:
+            conds = [c < cg] if cg % 4 else []
+        conds += [pix < planes] if ph.group_pixels > planes else []
+        inside = tirx.all(*conds) if conds else None
         v = v if inside is None else tirx.if_then_else(inside, v, 0)
         return v.astype("uint8")
 
@@ -232,7 +275,9 @@ def arrays(p: ConvPlan, node: Node) -> dict[str, np.ndarray]:
     """The GEMM's arrays for ``node``, plus ``order`` (each channel's accumulator row)
     where some channel's row is not its own index."""
     g = p.gemm
-    out = kernel_arrays(g.layout, g.mac, g.levels, node.weights, tap_order(*node.weights.shape[1:]))
+    shape = node.weights.shape[1:]
+    order = column_order(*shape[1:]) if p.columns else tap_order(*shape)
+    out = kernel_arrays(g.layout, g.mac, g.levels, node.weights, order)
     rows = acc_rows_of(g)
     if not np.array_equal(rows, np.arange(rows.size)):
         out["order"] = rows

@@ -24,7 +24,7 @@ import numpy as np
 from qcompile.backends.tvm.decode import _arg, c_name
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, tile_shape
 from qcompile.backends.tvm.gemv_lut import GemvPlan, decode_width, gemv_stmt, rows_per_step
-from qcompile.backends.tvm.isa import Isa
+from qcompile.backends.tvm.isa import ARM, Isa
 from qcompile.backends.tvm.lut_decode import LevelsPlan
 from qcompile.backends.tvm.mac import Mac, choose
 from qcompile.backends.tvm.row_layout import RowLayout
@@ -38,6 +38,8 @@ SUFFIX = "_acc_vec"  # name of a placeholder block, which ``attach`` replaces
 BATCH_MIN = 4
 SCRATCH = 1 << 14  # bytes of decoded weights per block of rows (in L1 beside a pixel tile)
 INT8 = (-128, 127)
+# The zero-point fold's ``zero * sum(a)`` stays well inside int32 up to this many inputs.
+FOLD_K = (1 << 31) // (4 * 128 * 128)
 # Below this many multiply-accumulates per input row a parallel launch costs more than the
 # rows it shares out (the same trade-off as ``cpu.MIN_PARALLEL_WORK``).
 PARALLEL_MACS = 1 << 17
@@ -78,14 +80,19 @@ def plan(node: Node, x_range: tuple[int, int], dt: str, isa: Isa | None) -> Dens
     rows, k = w.shape
     layout = RowLayout.plan(k, w.row_bits(), decode_width(isa))
     binary = [g.bits for g in layout.groups] == [1]  # every row 1-bit
-    mac = choose(isa, x_range, (lo, hi), layout.max_kr, binary)
+    levels = levels_plan(w)
+    top = levels.step * ((1 << w.bits) - 1)  # the largest scaled code
+    fold = isa.arch == ARM and levels.affine and top <= INT8[1] and k <= FOLD_K
+    # a folded GEMV multiplies the scaled codes, the GEMM the weights: bounds for both
+    w_range = (min(lo, 0), max(hi, top)) if fold else (lo, hi)
+    mac = choose(isa, x_range, w_range, layout.max_kr, binary)
     if mac is None:
         return None
     parallel = rows * layout.max_kr >= PARALLEL_MACS
-    gemv = GemvPlan(isa, mac, layout, levels_plan(w), rows_per_step(isa, mac), parallel)
+    gemv = GemvPlan(isa, mac, layout, levels, rows_per_step(isa, mac, fold), parallel, fold)
     if len(layout.groups) > 1:
         return DensePlan(gemv, None)
-    r, vecs = tile_shape(isa, mac)
+    r, vecs = tile_shape(isa, mac, layout.max_kr // 4)
     block = max(1, min(4, SCRATCH // (r * layout.max_kr)))
     geo = Geometry(layout.max_kr // 4, (0,), 0, tile_major=True)
     gemm = GemmPlan(isa, mac, layout, gemv.levels, geo, r, vecs, parallel, block)

@@ -5,6 +5,7 @@ hot loops are NEON table lookups and dot products."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -15,13 +16,19 @@ from qcompile.backends.artifact import read_manifest
 from qcompile.backends.cpu_features import running_features, target_isa
 from qcompile.backends.registry import deploy
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import TvmRunner, vector_conv
+from qcompile.backends.tvm import TvmRunner, vector_conv, vector_dense
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
-from tests.backends.helpers import chain, conv_geometries, mixed_chain, random_inputs
+from tests.backends.helpers import (
+    chain,
+    conv_geometries,
+    mixed_chain,
+    one_channel_convs,
+    random_inputs,
+)
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 OBJDUMP = shutil.which("aarch64-linux-gnu-objdump")
@@ -88,19 +95,93 @@ def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, 
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
 
 
-def _hot_loop_ops(tmp_path, target: str) -> set[str]:
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, target, levels):
+    graph = run_pipeline(one_channel_convs(levels))
+    isa = isa_of(load_target(target).tvm_target())
+    tensors = graph.tensors()
+    for node in graph.nodes:  # four columns per packed pixel, not one channel padded to four
+        x = tensors[node.inputs[0]]
+        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+        kh, kw = node.weights.shape[2:]
+        assert p is not None and p.columns, node.name
+        assert p.gemm.kd == -(-kw // 4) * 4 * kh  # bytes per output: 40 for 5x5, 12 for 3x3
+    params = _run(graph, target, tmp_path / "c", (2, 3))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "s21"}
+
+
+def test_neon_gemv_folds_affine_zero_points_and_x86_does_not():
+    # aarch64 multiplies the scaled codes (int8 when step * (2^b - 1) <= 127) and adds
+    # zero * sum(a) per row; exactness: the chains above, on rpi4 and rpi5
+    graph = run_pipeline(chain("uniform"))
+    tensors = graph.tensors()
+    dense = [n for n in graph.nodes if n.kind == "dense"]
+    for target in ("rpi4", "rpi5", "x86-64-v3"):
+        isa = isa_of(load_target(target).tvm_target())
+        folded = set()
+        for node in dense:
+            p = vector_dense.plan(node, tensors[node.inputs[0]].qtype.range, "int32", isa)
+            assert p is not None, node.name
+            if p.gemv.fold:
+                folded.add(node.name)
+        w = {n.name: n.weights for n in dense}
+        small = {k for k, v in w.items() if v.levels.step * ((1 << v.bits) - 1) <= 127}
+        assert folded == (small if isa.arch == "arm" else set()), target
+        assert target.startswith("x86") or {"dense1", "dense4"} <= folded
+
+
+def test_neon_gemv_finishes_four_rows_per_vector():
+    # aarch64: each four rows' sums are addp(addp(r0, r1), addp(r2, r3)), folded, corrected
+    # and stored as one vector; x86 keeps its per-row horizontal sums
+    from tvm import tirx
+
+    from qcompile.backends.tvm.gemv_lut import gemv_stmt
+
+    graph = run_pipeline(chain("uniform"))
+    node = next(n for n in graph.nodes if n.name == "dense4")  # 24 rows
+    x = graph.tensors()[node.inputs[0]]
+    for target in ("rpi4", "rpi5", "x86-64-v3"):
+        p = vector_dense.plan(
+            node, x.qtype.range, "int32", isa_of(load_target(target).tvm_target())
+        )
+        arrs = vector_dense.arrays(p, node)
+        bufs = {
+            ("stored" if k == "rows" else k): tirx.decl_buffer(a.shape, str(a.dtype), name=k)
+            for k, a in arrs.items()
+        }
+        xp = (1, p.gemv.mac.planes, p.gemv.layout.max_kr)
+        bufs["xp"] = tirx.decl_buffer(xp, "uint8", name="xp")
+        bufs["acc"] = tirx.decl_buffer((p.acc_rows, 1), "int32", name="acc")
+        text = gemv_stmt(p.gemv, bufs, tirx.const(1, "int32")).script()
+        # one block of rows (8 on rpi5, 12 on rpi4) in the loop body: three addp per four
+        per_block = 3 * p.gemv.rows // 4 if target.startswith("rpi") else 0
+        assert text.count("llvm.aarch64.neon.addp") == per_block, target
+
+
+def _hot_loop_insns(tmp_path, target: str) -> list[str]:
+    """The instructions (mnemonic and operands) of the chain's aarch64 object."""
     graph = run_pipeline(chain("nonuniform"))
     deploy(graph, load_target(target), tmp_path / target)
     text = subprocess.run(
         [OBJDUMP, "-d", str(tmp_path / target / "model.o")], capture_output=True, text=True
     ).stdout
-    return {line.split("\t")[2].split()[0] for line in text.splitlines() if line.count("\t") >= 2}
+    return [line.split("\t", 2)[2] for line in text.splitlines() if line.count("\t") >= 2]
+
+
+def _ops(insns: list[str]) -> set[str]:
+    return {i.split()[0] for i in insns}
 
 
 @NEEDS_ARM
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils)")
 def test_aarch64_objects_use_neon_table_lookups_and_dot_products(tmp_path):
-    a76 = _hot_loop_ops(tmp_path, "rpi5")
-    assert {"tbl", "sdot"} <= a76
-    a72 = _hot_loop_ops(tmp_path, "rpi4")
-    assert {"tbl", "smull", "smull2"} <= a72 and "sdot" not in a72
+    a76 = _hot_loop_insns(tmp_path, "rpi5")
+    assert {"tbl", "sdot"} <= _ops(a76)
+    # the GEMM takes each weight word from a 16-byte load by a lane broadcast (dup, or
+    # sdot's own lane index), not by a load-and-broadcast per word (ld1r)
+    assert any(re.match(r"(dup\s+v\d+\.4s, v\d+\.s|sdot\s.*\.4b)\[", i) for i in a76)
+    a72 = _ops(_hot_loop_insns(tmp_path, "rpi4"))
+    # narrow layers add products into int16 lanes (smlal, smlal2); 8-bit x 8-bit ones
+    # widen each product pair to int32 (smull, smull2 + saddlp)
+    assert {"tbl", "smlal", "smlal2", "smull", "smull2"} <= a72 and "sdot" not in a72

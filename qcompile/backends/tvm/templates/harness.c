@@ -24,14 +24,45 @@ void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int
     fputc('\n', stderr);
 }
 
-/* Workspace hooks (weak in the object): plain aligned heap memory. */
+/* Workspace hooks (weak in the object): aligned heap memory, kept per thread for reuse. The
+ * model runs image by image and every image allocates the same buffers in the same order
+ * (and frees them in reverse): a freed block goes onto its thread's stack of spare blocks
+ * and the next request of its size takes it back, usually from the top. malloc and free
+ * themselves took ~5,000 aarch64 instructions per lenet image, a fifth of the model. */
+#define SPARE_BLOCKS 64
+typedef struct { void* ptr; uint64_t nbytes; } Block;
+static __thread Block spare[SPARE_BLOCKS];
+static __thread int n_spare;
+static __thread Block live[SPARE_BLOCKS]; /* sizes of the blocks this thread handed out */
+static __thread int n_live;
+
 static void* alloc_workspace(int device_type, int device_id, uint64_t nbytes, int code, int bits) {
     (void)device_type; (void)device_id; (void)code; (void)bits;
     void* p = NULL;
-    return posix_memalign(&p, 64, nbytes ? nbytes : 1) == 0 ? p : NULL;
+    for (int i = n_spare - 1; i >= 0; i--) {
+        if (spare[i].nbytes == nbytes) {
+            p = spare[i].ptr;
+            spare[i] = spare[--n_spare];
+            break;
+        }
+    }
+    if (p == NULL && posix_memalign(&p, 64, nbytes ? nbytes : 1) != 0) return NULL;
+    if (n_live < SPARE_BLOCKS) live[n_live++] = (Block){p, nbytes};
+    return p;
 }
 static int free_workspace(int device_type, int device_id, void* ptr) {
     (void)device_type; (void)device_id;
+    for (int i = n_live - 1; i >= 0; i--) {
+        if (live[i].ptr == ptr) {
+            Block b = live[i];
+            live[i] = live[--n_live];
+            if (n_spare < SPARE_BLOCKS) {
+                spare[n_spare++] = b;
+                return 0;
+            }
+            break;
+        }
+    }
     free(ptr);
     return 0;
 }

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from qcompile.backends.tvm import TvmRunner, vector_conv, vector_dense
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
+from qcompile.ir import Graph
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
 from tests.backends.helpers import (
@@ -51,7 +54,12 @@ TARGETS = [
 def _run(graph, target: str, out, batches: tuple[int, ...]) -> list[str]:
     """Export ``graph`` for ``target``, assert it equals the simulator on each batch size,
     and return the artifact's parameter names."""
-    info = deploy(graph, load_target(target), out)
+    return _check(graph, target, out, deploy(graph, load_target(target), out), batches)
+
+
+def _check(graph, target: str, out, info, batches: tuple[int, ...]) -> list[str]:
+    """Assert the artifact in ``out`` equals the simulator on each batch size, and return
+    its parameter names."""
     if info["target"] == "arm":
         run = ArmRunner(out, graph, load_weights(out, info))
     else:
@@ -62,13 +70,31 @@ def _run(graph, target: str, out, batches: tuple[int, ...]) -> list[str]:
     return info["params"]
 
 
+@pytest.fixture(scope="module")
+def chain_on(tmp_path_factory) -> Callable[[str, str], tuple[Graph, Path, dict]]:
+    """``chain_on(target, levels)``: the 1-8-bit chain exported for ``target``, once per
+    module: the exactness sweep and the aarch64 disassembly read the same objects (two TVM
+    builds less)."""
+    built: dict[tuple[str, str], tuple[Graph, Path, dict]] = {}
+    root = tmp_path_factory.mktemp("chain")
+
+    def get(target: str, levels: str) -> tuple[Graph, Path, dict]:
+        if (target, levels) not in built:
+            graph = run_pipeline(chain(levels))
+            out = root / f"{levels}-{target}"
+            built[target, levels] = graph, out, deploy(graph, load_target(target), out)
+        return built[target, levels]
+
+    return get
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
-def test_every_width_takes_the_vector_kernels_and_is_exact(tmp_path, target, levels):
-    graph = run_pipeline(chain(levels))
+def test_every_width_takes_the_vector_kernels_and_is_exact(chain_on, target, levels):
+    graph, out, info = chain_on(target, levels)
     # two input rows (the dense layers' GEMV), five (their GEMM; conv pixels end mid-tile)
     # and a larger batch
-    params = _run(graph, target, tmp_path / "a", (2, 5, 64))
+    params = _check(graph, target, out, info, (2, 5, 64))
     weighted = [node.name for node in graph.weighted()]
     on_kernel = {p.split(".")[0] for p in params if p.endswith((".rows", ".table"))}
     assert on_kernel == set(weighted)  # no layer fell back to the TE path
@@ -159,12 +185,11 @@ def test_neon_gemv_finishes_four_rows_per_vector():
         assert text.count("llvm.aarch64.neon.addp") == per_block, target
 
 
-def _hot_loop_insns(tmp_path, target: str) -> list[str]:
+def _hot_loop_insns(chain_on, target: str) -> list[str]:
     """The instructions (mnemonic and operands) of the chain's aarch64 object."""
-    graph = run_pipeline(chain("nonuniform"))
-    deploy(graph, load_target(target), tmp_path / target)
+    _, out, _ = chain_on(target, "nonuniform")
     text = subprocess.run(
-        [OBJDUMP, "-d", str(tmp_path / target / "model.o")], capture_output=True, text=True
+        [OBJDUMP, "-d", str(out / "model.o")], capture_output=True, text=True
     ).stdout
     return [line.split("\t", 2)[2] for line in text.splitlines() if line.count("\t") >= 2]
 
@@ -175,13 +200,13 @@ def _ops(insns: list[str]) -> set[str]:
 
 @NEEDS_ARM
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils)")
-def test_aarch64_objects_use_neon_table_lookups_and_dot_products(tmp_path):
-    a76 = _hot_loop_insns(tmp_path, "rpi5")
+def test_aarch64_objects_use_neon_table_lookups_and_dot_products(chain_on):
+    a76 = _hot_loop_insns(chain_on, "rpi5")
     assert {"tbl", "sdot"} <= _ops(a76)
     # the GEMM takes each weight word from a 16-byte load by a lane broadcast (dup, or
     # sdot's own lane index), not by a load-and-broadcast per word (ld1r)
     assert any(re.match(r"(dup\s+v\d+\.4s, v\d+\.s|sdot\s.*\.4b)\[", i) for i in a76)
-    a72 = _ops(_hot_loop_insns(tmp_path, "rpi4"))
+    a72 = _ops(_hot_loop_insns(chain_on, "rpi4"))
     # narrow layers add products into int16 lanes (smlal, smlal2); 8-bit x 8-bit ones
     # widen each product pair to int32 (smull, smull2 + saddlp)
     assert {"tbl", "smlal", "smlal2", "smull", "smull2"} <= a72 and "sdot" not in a72

@@ -27,7 +27,8 @@ from qcompile.ir import (
     ops,
     qir,
 )
-from tests.conftest import last_json, run_cli
+from tests.bad_inputs import run_main
+from tests.conftest import last_json
 
 # Integer weights (3-bit codes, w = code - 4): CSD digits 3 -> 2, 2 -> 1, 1 -> 1, -4 -> 1.
 W = np.array([[3, 0, -3, -4], [1, 1, 1, 1], [2, -1, 3, 0]])
@@ -150,11 +151,11 @@ def test_inspect_target_prints_the_estimate(tmp_path):
     target = "pynq-z2"
     path = tmp_path / "one.qir"
     qir.save(one_layer(), path)
-    r = run_cli("inspect", str(path), "--target", target)
-    assert r.returncode == 0, r.stderr
+    r = run_main(["inspect", str(path), "--target", target])
+    assert r.code == 0, r.stderr
     assert "LUT" in r.stdout and "BRAM18" in r.stdout and "latency" in r.stdout
-    r = run_cli("inspect", str(path), "--target", target, "--json")
+    r = run_main(["inspect", str(path), "--target", target, "--json"])
     est = last_json(r.stdout)["estimate"]
     assert est == estimate(one_layer(), options(load_target(target), one_layer())).as_dict()
-    r = run_cli("inspect", str(path), "--target", "cpu")
-    assert r.returncode == 2 and "estimates are for fpga profiles" in r.stderr
+    r = run_main(["inspect", str(path), "--target", "cpu"])
+    assert r.code == 2 and "estimates are for fpga profiles" in r.stderr

@@ -38,7 +38,8 @@ from qcompile.stages import quantize
 from qcompile.zoo import build_model
 from tests.backends.helpers import random_inputs
 from tests.backends.hls4ml.test_fpga_estimate import BIAS, MULT, SHIFT, W
-from tests.conftest import NEEDS_GXX, last_json, run_cli
+from tests.bad_inputs import run_main
+from tests.conftest import NEEDS_GXX, last_json
 
 # The one-layer model of test_fpga_estimate.py (hand-computed there at R = 1 and R = 2): int4
 # x[4] -> 3 rows of 3-bit affine codes, acc_bits 8, requantized products of 19 bits.
@@ -209,19 +210,19 @@ def test_reuse_factor_option_overrides_the_profile(tmp_path):
     path = tmp_path / "one.qir"
     qir.save(model(3), path)
     base = ("inspect", str(path), "--target", "pynq-z2")
-    r = run_cli(*base, "--reuse-factor", "2", "--json")
-    assert r.returncode == 0, r.stderr
+    r = run_main([*base, "--reuse-factor", "2", "--json"])
+    assert r.code == 0, r.stderr
     e = last_json(r.stdout)["estimate"]
     assert e["reuse_factor"] == 2 and per_layer(e) == {"d0": 2} and e["total"]["lut"] == 386
-    r = run_cli(*base)  # the profile's auto: the model is tiny, every layer at R = 1
+    r = run_main(base)  # the profile's auto: the model is tiny, every layer at R = 1
     assert "reuse factor auto: chosen per layer to fit 80% of the part" in r.stdout
     for args, needle in [
         (("--reuse-factor", "0"), "--reuse-factor must be an integer >= 1 or \"auto\", got '0'"),
         (("--reuse-factor", "x4"), "--reuse-factor must be an integer >= 1"),
     ]:
-        r = run_cli(*base, *args)
-        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
-    r = run_cli("inspect", str(path), "--target", "cpu", "--reuse-factor", "2")
-    assert r.returncode == 2 and "--reuse-factor is for fpga profiles" in r.stderr
-    r = run_cli("inspect", str(path), "--reuse-factor", "2")
-    assert r.returncode == 2 and "needs --target" in r.stderr
+        r = run_main([*base, *args])
+        assert r.code == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_main(["inspect", str(path), "--target", "cpu", "--reuse-factor", "2"])
+    assert r.code == 2 and "--reuse-factor is for fpga profiles" in r.stderr
+    r = run_main(["inspect", str(path), "--reuse-factor", "2"])
+    assert r.code == 2 and "needs --target" in r.stderr

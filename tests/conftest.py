@@ -37,6 +37,20 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = Path(tempfile.gettempdir()) / f"qc-{worker}-{os.getpid()}"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """tests/tiers.py gives every test an xdist group, which pytest-xdist appends to its id
+    (``nodeid@group``) for --dist loadgroup. Ids without it mean the groups were lost (as
+    under pytest 9.2): every test would be scheduled alone and a shared fixture built once
+    per worker, without a word; stop instead."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in i for i in ids):
+        pytest.exit(
+            f"pytest-xdist could not group the tests (--dist loadgroup) under pytest "
+            f"{pytest.__version__}; install the pytest pyproject.toml names (make install)",
+            returncode=4,
+        )
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A worker removes its directory when its tests are done (a serial run's is pytest's
     own, kept for the last three runs)."""

@@ -15,7 +15,8 @@ from qcompile.backends.tvm import TvmRunner
 from qcompile.errors import QCompileError
 from qcompile.sim import Simulator
 from tests.backends.helpers import random_inputs, zoo_graph
-from tests.conftest import NEEDS_GXX, run_cli
+from tests.bad_inputs import run_main
+from tests.conftest import NEEDS_GXX
 
 pytestmark = pytest.mark.skipif(not cf.is_x86_64(), reason="x86-64 features: this is not x86-64")
 
@@ -101,9 +102,9 @@ def test_v4_artifact_is_refused_on_a_cpu_without_avx512(levels, monkeypatch):
     monkeypatch.setenv(cf.ENV, AVX2_VM)
     with pytest.raises(QCompileError, match="avx512bw"):
         TvmRunner(root / "x86-64-v4", graph, read_manifest(root / "x86-64-v4"))
-    r = run_cli("simulate", str(root / "x86-64-v4"), "--inputs", str(root / "x.npy"))
+    r = run_main(["simulate", str(root / "x86-64-v4"), "--inputs", str(root / "x.npy")])
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert r.code == 2 and len(lines) == 1, r.stderr
     assert lines[0] == (
         f"error: {root / 'x86-64-v4'} needs avx512bw, avx512cd, avx512dq, avx512f, avx512vl, "
         "which this CPU lacks (CPU features from $QCOMPILE_CPU_FEATURES): export it with "

@@ -19,50 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from qcompile.quant import compiled
 from qcompile.quant.activation import PACT, pact_mixture
 from qcompile.quant.base import Encoded, Identity, Quantizer
-from qcompile.quant.minmax_stack import minmax_stack, stacked_grids
+from qcompile.quant.minmax_stack import minmax_stack
 from qcompile.quant.uniform import MinMax
 
 MODES = ("attention", "relax")
-
-
-def _member_values(x: Tensor, start: Tensor, step: Tensor, top: Tensor) -> Tensor:
-    """One min-max member's values, with :func:`~qcompile.quant.minmax_stack.minmax_stack`'s
-    operations in its order."""
-    codes = torch.clamp_max(torch.clamp_min(torch.round((x - start) / step), 0), top)
-    return codes * step + start
-
-
-def minmax_mix_values(
-    x: Tensor, start: Tensor, step: Tensor, top: Tensor, a: Tensor, grids: tuple
-) -> Tensor:
-    """``sum_k a_k Q_k(x)``, ``Q_k`` min-max on row ``grids[k]`` of ``start``/``step``/``top``
-    (None: a float member, ``Q_k(x) = x``), summed in member order as :class:`_MinMaxMix`'s
-    eager path does. The compiled kernel's source: one pass over ``x``."""
-    out = None
-    for k, j in enumerate(grids):
-        q = x if j is None else _member_values(x, start[j], step[j], top[j])
-        out = q * a[k] if out is None else out + q * a[k]
-    assert out is not None
-    return out
-
-
-def minmax_mix_grads(
-    g: Tensor, x: Tensor, start: Tensor, step: Tensor, top: Tensor, a_sum: Tensor, grids: tuple
-) -> tuple[Tensor, Tensor]:
-    """:class:`_MinMaxMix`'s gradients given ``g``: ``dx = g * sum_k a_k``, ``da_k = <g,
-    Q_k(x)>`` (the members recomputed, not stored). The compiled kernel's source: one pass
-    over ``x`` and ``g``."""
-    da = []
-    for j in grids:
-        q = x if j is None else _member_values(x, start[j], step[j], top[j])
-        da.append((g * q).sum())
-    return g * a_sum, torch.stack(da)
-
-
-_MIX_VALUES, _MIX_GRADS = compiled.Kernel(minmax_mix_values), compiled.Kernel(minmax_mix_grads)
 
 
 class _MinMaxMix(torch.autograd.Function):
@@ -75,26 +37,11 @@ class _MinMaxMix(torch.autograd.Function):
     for each step of the formula instead of one per member and step), from ``x - lo`` and
     ``hi - lo`` computed once; each element goes through the same operations as in its
     member, so the values are the same bit for bit, and so is the sum, taken in member order.
-
-    Large weights (lenet's 94k-weight fc1: DQA's costliest layer, 5x a plain min-max one)
-    go through the compiled kernels of :func:`minmax_mix_values` and :func:`minmax_mix_grads`
-    (:mod:`qcompile.quant.compiled`): the same values and ``dx`` bit for bit, ``a``'s sums
-    in another order.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, bits: tuple, per_channel: bool) -> Tensor:  # type: ignore[override]
         grids = [k for k, b in enumerate(bits) if b is not None]
-        ctx.compiled = compiled.enabled() and compiled.worth_it(x)
-        if ctx.compiled:
-            start, step, top = stacked_grids(x, [bits[k] for k in grids], per_channel)
-            rows = iter(range(len(grids)))
-            ctx.rows = tuple(None if b is None else next(rows) for b in bits)
-            k, rows_of = len(grids), x.shape[0] if per_channel else 1
-            flat = (x.reshape(x.shape[0], -1), start.reshape(k, rows_of, 1),
-                    step.reshape(k, rows_of, 1), top.reshape(k, 1, 1))  # fmt: skip
-            ctx.save_for_backward(a, *flat)
-            return _MIX_VALUES(*flat, a, ctx.rows).view_as(x)
         q = minmax_stack(x, [bits[k] for k in grids], per_channel)
         mix = a if len(grids) == len(bits) else a[grids]
         rows = dict(zip(grids, (q * mix.reshape(-1, *([1] * x.dim()))).unbind(), strict=True))
@@ -108,10 +55,6 @@ class _MinMaxMix(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        if ctx.compiled:
-            a, x, start, step, top = ctx.saved_tensors
-            gx, ga = _MIX_GRADS(grad.reshape(x.shape), x, start, step, top, a.sum(), ctx.rows)
-            return gx.view_as(grad), ga, None, None
         a, q, x = ctx.saved_tensors
         gx = grad * a.sum() if ctx.needs_input_grad[0] else None
         ga = None

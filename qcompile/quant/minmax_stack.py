@@ -52,11 +52,9 @@ def minmax_grids(lo: Tensor, hi: Tensor, widths: Sequence[int]) -> tuple[Tensor,
     return torch.stack(starts), torch.stack(steps)
 
 
-def stacked_grids(
-    x: Tensor, widths: Sequence[int], per_channel: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(start, step, top)`` of every width's min-max grid for ``x``, shaped to broadcast
-    against ``x`` stacked ``K`` times (``[K, C, 1, ...]``, ``top``: ``[K, 1, ...]``). No
+def minmax_stack(x: Tensor, widths: Sequence[int], per_channel: bool) -> Tensor:
+    """``[K, *x.shape]``: what ``MinMax(b, per_channel)(x)`` gives for each ``b`` in
+    ``widths``, computed together (``x - start`` and the rounding once for all K). No
     gradient."""
     with torch.no_grad():
         lo, hi = row_extremes(channel_rows(x, per_channel))
@@ -64,15 +62,7 @@ def stacked_grids(
         tail = [1] * (x.dim() - 1)
         start = start.reshape(len(widths), -1, *tail)
         step = step.reshape(len(widths), -1, *tail)
-        return start, step, _top_codes(tuple(widths), x.dtype, x.dim())
-
-
-def minmax_stack(x: Tensor, widths: Sequence[int], per_channel: bool) -> Tensor:
-    """``[K, *x.shape]``: what ``MinMax(b, per_channel)(x)`` gives for each ``b`` in
-    ``widths``, computed together (``x - start`` and the rounding once for all K). No
-    gradient."""
-    start, step, top = stacked_grids(x, widths, per_channel)
-    with torch.no_grad():
+        top = _top_codes(tuple(widths), x.dtype, x.dim())
         q = (x.unsqueeze(0) - start).div_(step).round_().clamp_min_(0).clamp_max_(top)
         return q.mul_(step).add_(start)
 

@@ -18,9 +18,9 @@ from qcompile.quant.activation import _PACTMix, mix_grads, mix_values, pact_grad
 from qcompile.quant.ddq import LearnedLevels
 from qcompile.quant.ddq_fused import gated_average_grads
 from qcompile.quant.dmbq import DMBQ, _midpoints, unit_table
-from qcompile.quant.dqa import Mixture, _MinMaxMix, minmax_mix_grads, minmax_mix_values
+from qcompile.quant.dqa import Mixture
 from qcompile.quant.fused import abs_max, row_extremes
-from qcompile.quant.minmax_stack import minmax_grids, minmax_stack, stacked_grids
+from qcompile.quant.minmax_stack import minmax_grids, minmax_stack
 from qcompile.quant.sdq import SDQQuantizer, gumbel_weight
 from qcompile.quant.ste import straight_through, uniform_fake_quant
 from qcompile.quant.uniform import minmax_grid
@@ -187,30 +187,6 @@ def test_pact_kernel_sources_match_the_eager_function() -> None:
     dx, dalpha = pact_grads(g, x, q.alpha.detach())
     assert torch.equal(dx, xg.grad)
     torch.testing.assert_close(dalpha, q.alpha.grad, **ROUNDING)
-
-
-@pytest.mark.parametrize("bits", [(2, 4, 8), (2, None), (1, 3, None)])
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_minmax_mix_kernel_sources_match_the_eager_function(bits, per_channel) -> None:
-    """minmax_mix_values / minmax_mix_grads (the compiled weight-mixture kernels' sources)
-    agree with _MinMaxMix's eager path: values and dx bit for bit, the attention's
-    gradient (sums over the weights) to rounding."""
-    w = randn(12, 5, 3, 3) * 0.1
-    g = randn(12, 5, 3, 3, seed=9)
-    a = torch.softmax(torch.tensor([0.3, -0.2, 0.5])[: len(bits)], 0).requires_grad_(True)
-    x = w.clone().requires_grad_(True)
-    y = _MinMaxMix.apply(x, a, bits, per_channel)
-    y.backward(g)
-    start, step, top = stacked_grids(w, [b for b in bits if b is not None], per_channel)
-    k, rows = start.shape[0], 12 if per_channel else 1
-    flat = (w.reshape(12, -1), start.reshape(k, rows, 1), step.reshape(k, rows, 1),
-            top.reshape(k, 1, 1))  # fmt: skip
-    it = iter(range(k))
-    grids = tuple(None if b is None else next(it) for b in bits)
-    assert torch.equal(minmax_mix_values(*flat, a.detach(), grids).view_as(w), y.detach())
-    dx, da = minmax_mix_grads(g.reshape(12, -1), *flat, a.detach().sum(), grids)
-    assert torch.equal(dx.view_as(w), x.grad)
-    torch.testing.assert_close(da, a.grad, **ROUNDING)
 
 
 def test_dmbq_cell_search_is_bucketize_exactly() -> None:

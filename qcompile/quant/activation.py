@@ -39,8 +39,9 @@ class _PACT(torch.autograd.Function):
     """``clamp(round(x / s), 0, 2^b - 1) * s`` with ``s = alpha / (2^b - 1)``.
 
     Gradients as in the PACT paper: ``x`` gets 1 on ``(0, alpha)``, ``alpha`` gets 1 where
-    ``x >= alpha`` (the rounding is straight-through). Large activations go through the
-    compiled kernels of :func:`pact_values` and :func:`pact_grads` (one read of ``x``
+    ``x >= alpha`` (the rounding is straight-through). Activations of
+    ``compiled.PACT_MIN_NUMEL`` elements or more go through the compiled kernels of
+    :func:`pact_values` and :func:`pact_grads` (one read of ``x``
     forward, one of ``x`` and the gradient backward, where eager ATen needs four passes
     forward and four backward: on resnet20 the hardtanh-backward passes alone were half of
     a W+A step's extra time); the values and ``dx`` are the eager ones bit for bit, ``alpha``'s

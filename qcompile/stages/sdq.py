@@ -182,11 +182,13 @@ class SDQStage(BudgetStage):
     @per_model
     def _lookup(
         self, model: QuantModel
-    ) -> tuple[dict[str, SDQQuantizer], dict[str, int], dict[str, Quantizer]]:
-        """The learned layers' quantizers, every layer's size and every layer's quantizer."""
-        quants = {n: m.weight_quant for n, m in model.weight_layers().items()}
+    ) -> tuple[dict[str, SDQQuantizer], dict[str, int], dict[str, Quantizer], dict[str, nn.Module]]:
+        """The learned layers' quantizers, every layer's size, every layer's quantizer and
+        every weight layer."""
+        layers = model.weight_layers()
+        quants = {n: m.weight_quant for n, m in layers.items()}
         found = {n: q for n, q in quants.items() if isinstance(q, SDQQuantizer)}
-        return found, layer_sizes(model), quants
+        return found, layer_sizes(model), quants, dict(layers)
 
     def searching(self, model: QuantModel) -> bool:
         """Phase 1 (bit search) until ``end_search`` froze the widths."""
@@ -271,7 +273,7 @@ class SDQStage(BudgetStage):
         sizes = self._sizes(model)
         total = sum(sizes.values())
         terms = []
-        for name, layer in model.weight_layers().items():
+        for name, layer in self._lookup(model)[3].items():  # found once: EBR runs every step
             with torch.no_grad():
                 enc = layer.weight_quant.encode(layer.weight.detach())
             terms.append(sizes[name] / total * bin_regularizer(layer.weight, enc))

@@ -75,3 +75,32 @@ def test_compiled_mixture_matches_the_eager_one(fresh_state, monkeypatch) -> Non
     assert torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[1])
     for a, b in zip(got[2:], eager[2:], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def run_pact(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    q = PACT(2, 1.5)
+    x = x.clone().requires_grad_(True)
+    y = q(x)
+    y.backward(g)
+    return y.detach(), x.grad, q.alpha.grad
+
+
+@pytest.mark.slow
+def test_compiled_pact_matches_the_eager_one(fresh_state, monkeypatch) -> None:
+    """A single PACT on a large activation (resnet20's first stage): values and dx bit for
+    bit; the clip's gradient, a sum over half a million elements, against the exact sum in
+    float64 (the eager path takes it as the difference of two large sums, which cancels:
+    there its error reaches 3e-4 relative, the compiled single sum's stays under 1e-5)."""
+    x = torch.randn(8, 16, 64, 64, generator=torch.Generator().manual_seed(3)) * 2
+    x.view(-1)[:2] = torch.tensor([0.0, 1.5])  # exactly on both bounds
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    assert compiled.worth_it(x, compiled.PACT_MIN_NUMEL)
+    got = run_pact(x, g)
+    if not compiled.enabled():
+        pytest.skip(f"torch.compile does not work here: {compiled._state['broken']}")
+    monkeypatch.setenv(compiled.ENV, "0")
+    eager = run_pact(x, g)
+    assert torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[1])
+    exact = g.double()[x >= 1.5].sum().reshape(1)
+    torch.testing.assert_close(got[2].double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eager[2].double(), exact, rtol=1e-3, atol=1e-3)

@@ -155,15 +155,7 @@ def one_channel_convs(kind: str) -> Graph:
         ("k55", Conv2d((1, 1), (2, 2)), (1, 5, 5), (1, 9, 9), 4),
         ("s21", Conv2d((2, 1), (1, 0)), (6, 3, 3), (6, 5, 7), 3),
     ]
-    nodes: list[Node] = []
-    src = x
-    for name, op, (o, kh, kw), out_shape, bits in specs:
-        shape = (o, src.shape[0], kh, kw)
-        codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
-        w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
-        nodes.append(requantized(name, op, src, w, out_shape, rng))
-        src = nodes[-1].output
-    return Graph("one_channel", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+    return conv_stack("one_channel", x, specs, kind, rng)
 
 
 def conv_geometries(kind: str) -> Graph:
@@ -178,6 +170,12 @@ def conv_geometries(kind: str) -> Graph:
         ("k53", Conv2d((1, 2), (2, 0)), (12, 5, 3), (12, 5, 2), 3),
         ("pw", Conv2d(), (7, 1, 1), (7, 5, 2), 8),
     ]
+    return conv_stack("geometries", x, specs, kind, rng)
+
+
+def conv_stack(name: str, x: TensorInfo, specs: list, kind: str, rng: np.random.Generator) -> Graph:
+    """Convolutions one after another from ``specs`` (name, op, (out channels, kh, kw),
+    out shape, bits), random codes and ``kind`` levels, on the 8-bit input ``x``."""
     nodes: list[Node] = []
     src = x
     for name, op, (o, kh, kw), out_shape, bits in specs:
@@ -186,4 +184,4 @@ def conv_geometries(kind: str) -> Graph:
         w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
         nodes.append(requantized(name, op, src, w, out_shape, rng))
         src = nodes[-1].output
-    return Graph("geometries", x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+    return Graph(name, x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))

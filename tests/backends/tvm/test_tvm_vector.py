@@ -22,7 +22,7 @@ from qcompile.backends.tvm import TvmRunner, vector_conv, vector_dense
 from qcompile.backends.tvm.arm import ArmRunner
 from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
-from qcompile.ir import Graph
+from qcompile.ir import Graph, Node
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
 from tests.backends.helpers import (
@@ -107,15 +107,22 @@ def test_per_channel_widths_on_the_vector_kernels_are_exact(tmp_path, target):
     assert {"conv.rows", "conv.order"} <= set(params)  # rows grouped by width, then reordered
 
 
+def _conv_plans(graph: Graph, target: str) -> list[tuple[Node, object]]:
+    """Each conv of ``graph`` with the implicit-GEMM plan ``target`` gives it (None: none)."""
+    isa = isa_of(load_target(target).tvm_target())
+    tensors = graph.tensors()
+    shapes = [tensors[node.inputs[0]] for node in graph.nodes]
+    return [
+        (node, vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape))
+        for node, x in zip(graph.nodes, shapes, strict=True)
+    ]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, target, levels):
     graph = run_pipeline(conv_geometries(levels))
-    isa = isa_of(load_target(target).tvm_target())
-    tensors = graph.tensors()
-    for node in graph.nodes:  # every conv reads its taps from the packed stride phases
-        x = tensors[node.inputs[0]]
-        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+    for node, p in _conv_plans(graph, target):  # taps read from the packed stride phases
         assert p is not None and p.phases.offsets, node.name
     params = _run(graph, target, tmp_path / "g", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
@@ -125,11 +132,7 @@ def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, 
 @pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
 def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, target, levels):
     graph = run_pipeline(one_channel_convs(levels))
-    isa = isa_of(load_target(target).tvm_target())
-    tensors = graph.tensors()
-    for node in graph.nodes:  # four columns per packed pixel, not one channel padded to four
-        x = tensors[node.inputs[0]]
-        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+    for node, p in _conv_plans(graph, target):  # four columns per pixel, not one channel
         kh, kw = node.weights.shape[2:]
         assert p is not None and p.columns, node.name
         assert p.gemm.kd == -(-kw // 4) * 4 * kh  # bytes per output: 40 for 5x5, 12 for 3x3

@@ -21,7 +21,7 @@ from qcompile.backends.tvm.isa import isa_of
 from qcompile.backends.tvm.runner import load_weights
 from qcompile.passes import run_pipeline
 from qcompile.sim import Simulator
-from tests.backends.helpers import chain, conv_geometries, mixed_chain, random_inputs
+from tests.backends.helpers import chain, conv_geometries, mixed_chain, random_inputs, wide_inputs
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
 OBJDUMP = shutil.which("aarch64-linux-gnu-objdump")
@@ -86,6 +86,24 @@ def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, 
         assert p is not None and p.phases.offsets, node.name
     params = _run(graph, target, tmp_path / "g", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_wide_inputs_run_the_gemm_per_byte_digit_and_are_exact(tmp_path, target, levels):
+    graph = run_pipeline(wide_inputs(levels))
+    isa = isa_of(load_target(target).tvm_target())
+    tensors = graph.tensors()
+    digits = {}
+    for node in graph.nodes:  # every conv on the GEMM, the wide ones digit by digit
+        x = tensors[node.inputs[0]]
+        p = vector_conv.plan(node, x.qtype.range, "int32", isa, x.shape)
+        assert p is not None, node.name
+        digits[node.name] = p.gemm.digits and p.gemm.digits.count
+    # aarch64's balanced digits put a full int16 range's top digit at +-128: three digits
+    assert digits == {"s2": 3 if isa.signed_acts else 2, "pw": 3, "k3": 2}
+    params = _run(graph, target, tmp_path / "w", (2, 5))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == set(digits)
 
 
 def _hot_loop_ops(tmp_path, target: str) -> set[str]:

@@ -67,8 +67,12 @@ def product_dtype(node: Node, ranges: list[tuple[int, int]]) -> str:
 
 
 def storage_dtype(node: Node) -> str:
+    """The narrowest of int8, int16, int32, int64 that holds the node's output."""
     lo, hi = node.output.qtype.range
-    return I32 if INT32[0] <= lo and hi <= INT32[1] else I64
+    for dtype, bits in (("int8", 8), ("int16", 16), (I32, 32)):
+        if -(1 << (bits - 1)) <= lo and hi < 1 << (bits - 1):
+            return dtype
+    return I64
 
 
 @dataclass(frozen=True)

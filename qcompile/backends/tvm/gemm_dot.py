@@ -264,11 +264,7 @@ def _tile(
                 for q in range(Q):
                     _dot(p, accs[r * Q + q], accs16[r * Q + q], a_by_q[q], w)
 
-    for digit in range(p.digits.count if p.digits else 1):
-        if digit:
-            for acc in accs:
-                for part in acc:
-                    _set(part, _vec(part, L) * T.Broadcast(T.int32(256), L), L)
+    def reduction(digit: Any) -> None:
         if per_flush:
             with T.serial(0, geo.groups // per_flush) as co:
                 for parts in accs16:
@@ -282,6 +278,16 @@ def _tile(
             with T.serial(0, geo.groups) as c4:
                 fetch_ahead(c4, geo.groups)
                 group(c4, digit)
+
+    if p.digits is None:
+        reduction(0)
+    else:  # a loop, not unrolled: one copy of the reduction's code whatever the digits
+        with T.serial(0, p.digits.count) as digit:
+            with T.If(digit > 0), T.Then():
+                for acc in accs:
+                    for part in acc:
+                        _set(part, _vec(part, L) * T.Broadcast(T.int32(256), L), L)
+            reduction(digit)
     assert steps_total > 0
     for r in range(R):
         for q in range(Q):

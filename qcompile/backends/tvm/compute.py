@@ -296,6 +296,24 @@ def _padded_copy(te, tirx, x, padding: tuple[int, int], name: str):
     return lambda n, c, i, j: out[n, c, i, j]
 
 
+def _phase_copy(te, tirx, x, padding: tuple[int, int], stride: tuple[int, int], name: str):
+    """``x`` zero-padded and split by stride phase, ``[n, c, phase, rows, cols]`` (phase
+    ``(py, px)`` holds padded pixels ``(py + sh * r, px + sw * q)``), as an accessor in padded
+    coordinates: a strided conv's taps then read consecutive columns (read straight from
+    the padded image, a stride-2 row was gathered byte by byte)."""
+    (ph, pw), (sh, sw) = padding, stride
+    h, w = (int(v) for v in x.shape[2:])
+    rows, cols = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    inner = _pad(te, tirx, x, ph, pw, 0, name)
+    shape = (x.shape[0], x.shape[1], sh * sw, rows, cols)
+    out = te.compute(
+        shape,
+        lambda n, c, p, r, q: inner(n, c, p // sw + sh * r, p % sw + sw * q),
+        name=f"{name}_pad",
+    )
+    return lambda n, c, i, j: out[n, c, i % sh * sw + j % sw, i // sh, j // sw]
+
+
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     op, x, dt = node.op, ins[0], t.acc
     if isinstance(p, vector_conv.ConvPlan):
@@ -339,7 +357,9 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
     else:
         # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
         # output rows: padded once into its own tensor, those reads need no bounds checks.
-        if any(op.padding):
+        if any(s > 1 for s in op.stride):
+            padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
+        elif any(op.padding):
             padded = _padded_copy(te, tirx, x, op.padding, name)
         levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
         acc = te.compute(

@@ -66,10 +66,12 @@ def product_dtype(node: Node, ranges: list[tuple[int, int]]) -> str:
     return I64 if ops.product_bits_needed(node, ranges) > 32 else I32
 
 
-def storage_dtype(node: Node) -> str:
-    """The narrowest of int8, int16, int32, int64 that holds the node's output."""
+def storage_dtype(node: Node, narrow: bool = False) -> str:
+    """int32 where the node's output fits, else int64; with ``narrow``, the narrowest of
+    int8, int16, int32, int64 that holds it."""
     lo, hi = node.output.qtype.range
-    for dtype, bits in (("int8", 8), ("int16", 16), (I32, 32)):
+    widths = (("int8", 8), ("int16", 16), (I32, 32)) if narrow else ((I32, 32),)
+    for dtype, bits in widths:
         if -(1 << (bits - 1)) <= lo and hi < 1 << (bits - 1):
             return dtype
     return I64
@@ -112,11 +114,14 @@ def build_program(
     isa: Isa | None = None,
     batch: int | None = None,
     threads: bool = True,
+    narrow: bool = False,
 ) -> Program:
     """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
     ``isa``: its vector unit, where the other dense layers may use the vector GEMV;
     ``batch``: a static batch size (None: the function takes any); ``threads``: whether
-    the kernels may share their rows out to threads."""
+    the kernels may share their rows out to threads; ``narrow``: tensors between nodes
+    stored at their narrowest integer type (the CPU schedules: a quarter of the bytes for
+    4-bit activations; the GPU schedule keeps int32, where no GPU here could check it)."""
     from tvm import te, tirx
 
     prog = Program()
@@ -151,7 +156,10 @@ def build_program(
         else:
             a = None
         t = Types(
-            acc, product_dtype(node, ranges), storage_dtype(node), requant_args(te, prog, node)
+            acc,
+            product_dtype(node, ranges),
+            storage_dtype(node, narrow),
+            requant_args(te, prog, node),
         )
         env[node.output.name] = LOWER[type(node.op)](
             te, tirx, prog, node, ins, c_name(node), t, p, a

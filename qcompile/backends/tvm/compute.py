@@ -3,8 +3,9 @@
 Each node sums in int32 where the verifier's accumulator width (``Requant.acc_bits``) is at
 most 32 bits, else in int64, and requantizes (``clip((acc * m_c + 2^(s-1)) >> s, lo, hi)``)
 in int32 only where ``acc * m + round`` is proven to fit, else in int64; tensors between nodes
-are int32 whenever their QType fits. The function's input and output stay int64 so every
-runner and harness sees one calling convention. Weights arrive as arguments
+are int32 whenever their QType fits (for the CPU schedules: int8 or int16 where that fits).
+The function's input and output stay int64 so every runner and harness sees one calling
+convention. Weights arrive as arguments
 (:mod:`qcompile.backends.tvm.decode`: packed codes, zero points or int8 tables, biases,
 per-channel multipliers).
 

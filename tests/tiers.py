@@ -56,6 +56,17 @@ SWEEPS: dict[str, set[str]] = {
         "affine-x_range2-x86-64-v4",
         "table-x_range3-sapphirerapids",
     },
+    # byte digits: each range (2, 3, 4 digits) once, on VNNI and on AVX2's split/maddubs
+    "tests/backends/tvm/test_vector_kernels.py::test_gemm_on_byte_digits_is_exact": {
+        "x_range0-2-x86-64-v3",
+        "x_range1-2-sapphirerapids",
+        "x_range2-3-x86-64-v4",
+        "x_range3-4-alderlake",
+    },
+    "tests/backends/tvm/test_tvm_vector.py::test_wide_inputs_run_the_gemm_per_byte_digit_and_are_exact": {  # noqa: E501
+        "nonuniform-x86-64-v3",
+        "uniform-rpi4",
+    },
     "tests/backends/tvm/test_vector_kernels.py::test_binary_gemm_is_exact": {
         "table-x_range0-x86-64-v4",
         "affine-x_range1-sapphirerapids",

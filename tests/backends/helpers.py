@@ -75,16 +75,18 @@ def requantized(
     out_shape: tuple[int, ...],
     rng: np.random.Generator,
     clip: tuple[int, int] = (-20, 31),
+    out_bits: int = 6,
 ) -> Node:
     """A weight node with random per-channel multipliers and biases (up to 8 output steps)
-    and a shift that keeps most outputs of random inputs inside the clip (not saturated)."""
+    and a shift that keeps most outputs of random inputs inside the clip (not saturated);
+    its output a signed ``out_bits`` integer."""
     mult = tuple(int(m) for m in rng.integers(1 << 10, 1 << 15, w.shape[0]))
     probe = Node(name, op, (src.name,), src, w, Requant(0, 0, 0, 64, mult))
     lo, hi = ops.requant_range(probe, [src.qtype.range])
-    shift = max(0, ops.signed_bits(lo, hi) - 10)
+    shift = max(0, ops.signed_bits(lo, hi) - max(10, out_bits - 2))
     bias = tuple(int(b) for b in rng.integers(-(8 << shift), 8 << shift, w.shape[0]))
     acc = ops.acc_bits_needed(probe, [src.qtype.range])
-    out = TensorInfo(name, out_shape, QType(6, True), 0.1)
+    out = TensorInfo(name, out_shape, QType(out_bits, True), 0.1)
     return Node(name, op, (src.name,), out, w, Requant(shift, *clip, acc, mult, bias))
 
 
@@ -173,15 +175,45 @@ def conv_geometries(kind: str) -> Graph:
     return conv_stack("geometries", x, specs, kind, rng)
 
 
-def conv_stack(name: str, x: TensorInfo, specs: list, kind: str, rng: np.random.Generator) -> Graph:
+def conv_stack(
+    name: str,
+    x: TensorInfo,
+    specs: list,
+    kind: str,
+    rng: np.random.Generator,
+    iq: InputQuant | None = None,
+) -> Graph:
     """Convolutions one after another from ``specs`` (name, op, (out channels, kh, kw),
-    out shape, bits), random codes and ``kind`` levels, on the 8-bit input ``x``."""
+    out shape, bits, and optionally the output's bits: then it clips to its whole signed
+    range, else 6 bits clipped to -20..31), random codes and ``kind`` levels, on the input
+    ``x`` quantized by ``iq`` (the 8-bit one unless given)."""
     nodes: list[Node] = []
     src = x
-    for name, op, (o, kh, kw), out_shape, bits in specs:
+    for layer, op, (o, kh, kw), out_shape, bits, *out_bits in specs:
         shape = (o, src.shape[0], kh, kw)
         codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
         w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
-        nodes.append(requantized(name, op, src, w, out_shape, rng))
+        if out_bits:
+            half = 1 << (out_bits[0] - 1)
+            clip = (-half, half - 1)
+            nodes.append(requantized(layer, op, src, w, out_shape, rng, clip, out_bits[0]))
+        else:
+            nodes.append(requantized(layer, op, src, w, out_shape, rng))
         src = nodes[-1].output
-    return Graph(name, x, InputQuant(8, -6.4, 0.05, -128), tuple(nodes), (src.name,))
+    iq = iq or InputQuant(8, -6.4, 0.05, -128)
+    return Graph(name, x, iq, tuple(nodes), (src.name,))
+
+
+def wide_inputs(kind: str) -> Graph:
+    """Convolutions on inputs wider than a byte (residual sums are 14-22 bits): a 3x3
+    stride-2 padded conv on a 16-bit input, 8-bit weights, with a 20-bit output, read by a
+    1x1 conv at 2 bits (three byte digits), then a 3x3 conv at 4 bits on its 12-bit output."""
+    rng = np.random.default_rng(13)
+    x = TensorInfo("x", (5, 9, 9), QType(16, True), 0.001)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits, out bits
+        ("s2", Conv2d((2, 2), (1, 1)), (6, 3, 3), (6, 5, 5), 8, 20),
+        ("pw", Conv2d(), (9, 1, 1), (9, 5, 5), 2, 12),
+        ("k3", Conv2d((1, 1), (1, 1)), (4, 3, 3), (4, 5, 5), 4, 6),
+    ]
+    iq = InputQuant(16, -32.768, 0.001, 0, signed=True)
+    return conv_stack("wide", x, specs, kind, rng, iq)

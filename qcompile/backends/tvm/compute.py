@@ -3,8 +3,9 @@
 Each node sums in int32 where the verifier's accumulator width (``Requant.acc_bits``) is at
 most 32 bits, else in int64, and requantizes (``clip((acc * m_c + 2^(s-1)) >> s, lo, hi)``)
 in int32 only where ``acc * m + round`` is proven to fit, else in int64; tensors between nodes
-are int32 whenever their QType fits. The function's input and output stay int64 so every
-runner and harness sees one calling convention. Weights arrive as arguments
+are int32 whenever their QType fits (for the CPU schedules: int8 or int16 where that fits).
+The function's input and output stay int64 so every runner and harness sees one calling
+convention. Weights arrive as arguments
 (:mod:`qcompile.backends.tvm.decode`: packed codes, zero points or int8 tables, biases,
 per-channel multipliers).
 
@@ -66,9 +67,15 @@ def product_dtype(node: Node, ranges: list[tuple[int, int]]) -> str:
     return I64 if ops.product_bits_needed(node, ranges) > 32 else I32
 
 
-def storage_dtype(node: Node) -> str:
+def storage_dtype(node: Node, narrow: bool = False) -> str:
+    """int32 where the node's output fits, else int64; with ``narrow``, the narrowest of
+    int8, int16, int32, int64 that holds it."""
     lo, hi = node.output.qtype.range
-    return I32 if INT32[0] <= lo and hi <= INT32[1] else I64
+    widths = (("int8", 8), ("int16", 16), (I32, 32)) if narrow else ((I32, 32),)
+    for dtype, bits in widths:
+        if -(1 << (bits - 1)) <= lo and hi < 1 << (bits - 1):
+            return dtype
+    return I64
 
 
 @dataclass(frozen=True)
@@ -108,11 +115,14 @@ def build_program(
     isa: Isa | None = None,
     batch: int | None = None,
     threads: bool = True,
+    narrow: bool = False,
 ) -> Program:
     """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
     ``isa``: its vector unit, where the other dense layers may use the vector GEMV;
     ``batch``: a static batch size (None: the function takes any); ``threads``: whether
-    the kernels may share their rows out to threads."""
+    the kernels may share their rows out to threads; ``narrow``: tensors between nodes
+    stored at their narrowest integer type (the CPU schedules: a quarter of the bytes for
+    4-bit activations; the GPU schedule keeps int32, where no GPU here could check it)."""
     from tvm import te, tirx
 
     prog = Program()
@@ -147,7 +157,10 @@ def build_program(
         else:
             a = None
         t = Types(
-            acc, product_dtype(node, ranges), storage_dtype(node), requant_args(te, prog, node)
+            acc,
+            product_dtype(node, ranges),
+            storage_dtype(node, narrow),
+            requant_args(te, prog, node),
         )
         env[node.output.name] = LOWER[type(node.op)](
             te, tirx, prog, node, ins, c_name(node), t, p, a
@@ -292,6 +305,24 @@ def _padded_copy(te, tirx, x, padding: tuple[int, int], name: str):
     return lambda n, c, i, j: out[n, c, i, j]
 
 
+def _phase_copy(te, tirx, x, padding: tuple[int, int], stride: tuple[int, int], name: str):
+    """``x`` zero-padded and split by stride phase, ``[n, c, phase, rows, cols]`` (phase
+    ``(py, px)`` holds padded pixels ``(py + sh * r, px + sw * q)``), as an accessor in padded
+    coordinates: a strided conv's taps then read consecutive columns (read straight from
+    the padded image, a stride-2 row was gathered byte by byte)."""
+    (ph, pw), (sh, sw) = padding, stride
+    h, w = (int(v) for v in x.shape[2:])
+    rows, cols = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    inner = _pad(te, tirx, x, ph, pw, 0, name)
+    shape = (x.shape[0], x.shape[1], sh * sw, rows, cols)
+    out = te.compute(
+        shape,
+        lambda n, c, p, r, q: inner(n, c, p // sw + sh * r, p % sw + sw * q),
+        name=f"{name}_pad",
+    )
+    return lambda n, c, i, j: out[n, c, i % sh * sw + j % sw, i // sh, j // sw]
+
+
 def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
     op, x, dt = node.op, ins[0], t.acc
     if isinstance(p, vector_conv.ConvPlan):
@@ -335,7 +366,9 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
     else:
         # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
         # output rows: padded once into its own tensor, those reads need no bounds checks.
-        if any(op.padding):
+        if any(s > 1 for s in op.stride):
+            padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
+        elif any(op.padding):
             padded = _padded_copy(te, tirx, x, op.padding, name)
         levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
         acc = te.compute(

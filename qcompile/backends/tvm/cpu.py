@@ -39,6 +39,7 @@ from qcompile.backends.tvm.vector_dense import attach as attach_vector
 
 PIXELS = 4  # output pixels sharing one vector of levels in a channels-last conv
 MAX_LANES = 64  # a longer static innermost loop is left to LLVM's loop vectoriser
+MAX_TAPS = 7  # a grouped conv's kernel rows and columns up to this long are unrolled
 # Below this many inner iterations per batch item a parallel launch costs more than it saves
 # (lenet's small layers ran 1.8x slower at batch 1 when every block was parallel).
 MIN_PARALLEL_WORK = 1 << 15
@@ -180,6 +181,11 @@ def _conv(sch: Any, block: Any, par: Any) -> None:
     par(sch, block, [n, f])
     if width <= MAX_LANES:
         sch.vectorize(j)
+    # the taps unrolled: one straight run of vector multiply-adds into the row's
+    # accumulator, which LLVM then keeps in registers (a loop stored it after every tap)
+    for loop in (ri, rj):
+        if (_extent(sch, loop) or MAX_TAPS + 1) <= MAX_TAPS:
+            sch.unroll(loop)
     sch.decompose_reduction(block, rc)
 
 

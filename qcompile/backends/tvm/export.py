@@ -39,10 +39,10 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     tvm_target = target.tvm_target()
     avx512, isa = target_features(tvm_target), isa_of(tvm_target)
     if image_by_image(graph):
-        prog = build_program(graph, avx512, isa, batch=1, threads=False)
+        prog = build_program(graph, avx512, isa, batch=1, threads=False, narrow=True)
         func = per_image(schedule_cpu(te.create_prim_func(prog.params), prog.kernels, False))
     else:
-        prog = build_program(graph, avx512, isa)
+        prog = build_program(graph, avx512, isa, narrow=True)
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
     # StorageRewrite would hand a buffer's memory to a later one while a kernel still reads
     # the first through a view (the GEMM's int8 weight scratch, read as int32 words): with

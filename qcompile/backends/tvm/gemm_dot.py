@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.backends.tvm import isa as V
+from qcompile.backends.tvm.digits import Digits
 from qcompile.backends.tvm.gemv_lut import _flush_plan, _ramp, _set, _vec, int16_sums
 from qcompile.backends.tvm.isa import ARM, Isa
 from qcompile.backends.tvm.lut_decode import LevelsPlan, binary_levels, code_vec, weight_vec
@@ -60,6 +61,13 @@ class GemmPlan:
     parallel: bool
     block: int = 1  # register tiles of rows decoded together (sharing each activation pass)
     split: int = 1  # parallel slices of the pixel tiles (each decodes its rows again)
+    digits: Digits | None = None  # wide activations: one reduction per byte digit
+
+    @property
+    def act_planes(self) -> int:
+        """Activation planes packed per image: the multiply mode's (split: two nibbles)
+        for each byte digit."""
+        return self.mac.planes * (self.digits.count if self.digits else 1)
 
     @property
     def tile_pixels(self) -> int:
@@ -210,9 +218,11 @@ def _tile(
     """One register tile: ``rows`` accumulator rows from ``row0`` x ``vecs`` pixel vectors
     of pixel tile ``pt`` of image ``img`` (None: a dense layer's one image, 2-D ``acc``);
     weights from scratch rows ``sub ..`` (read as int32); ``comp``: each row's stored
-    index. ``ahead``: ``(start, nbytes, t)``, codes the next block of rows will decode,
-    prefetched a cache line per reduction step from line ``t * steps`` (the decode then
-    finds them in cache: an 8-bit layer's decode stalled on memory for 9% of its GEMM)."""
+    index. With ``digits``, the reduction runs once per byte digit of the activations, top
+    first, the accumulators times 256 between digits (:mod:`digits`). ``ahead``: ``(start,
+    nbytes, t)``, codes the next block of rows will decode, prefetched a cache line per
+    reduction step from line ``t * steps`` (the decode then finds them in cache: an 8-bit
+    layer's decode stalled on memory for 9% of its GEMM)."""
     from tvm.tirx.script.builder import ir as T
 
     isa, mac, geo = p.isa, p.mac, p.geometry
@@ -227,19 +237,25 @@ def _tile(
             return ((pt * geo.groups + c4) * TP + q * L + off) * 4
         return (c4 * geo.group_pixels + p0 + q * L + off) * 4
 
-    # every accumulator vector its own buffer: LLVM keeps each in a register (one buffer of
-    # twelve vectors was kept in memory lane by lane)
     taps = len(geo.taps)
     steps_total = geo.groups * taps
     flush = mac.flush if int16_sums(isa, mac) else 0
     per_flush = _flush_plan(taps, geo.groups, flush) if flush else 0
     # smlal whose flush is shorter than a channel group's taps: smull's int32 pair sums
     mode = "smull" if mac.mode == "smlal" and not per_flush else mac.mode
+    # every accumulator vector its own buffer: LLVM keeps each in a register (one buffer of
+    # twelve vectors was kept in memory lane by lane)
     per = 2 if mode == "smull" else 1
     accs = [[T.alloc_buffer((L,), "int32") for _ in range(per)] for _ in range(R * Q)]
-    for acc in accs:
-        for part in acc:
-            _set(part, T.Broadcast(T.int32(0), L), L)
+    # digits on x86: the accumulators start at -offset * sum(w) of the top digit (then
+    # every intermediate is a bounded partial sum, see ``digits``)
+    start = "comp" in bufs and p.digits is not None
+    assert not (start and mode == "smull"), "aarch64 digits are balanced: no offset"
+    for r in range(R):
+        init = T.Broadcast(bufs["comp"][comp[r]] if start else T.int32(0), L)
+        for q in range(Q):
+            for part in accs[r * Q + q]:
+                _set(part, init, L)
     accs16: list = [None] * (R * Q)
     if per_flush:
         halves = 2 if mode == "smlal" else planes
@@ -256,10 +272,13 @@ def _tile(
                 T.call_intrin("void", "tirx.prefetch", T.address_of(bufs["stored"][at]), 0, 3, 1)
             )
 
-    def group(c4: Any) -> None:
+    def group(c4: Any, digit: int) -> None:
         for t, off in enumerate(geo.taps):
             a_by_q = [
-                [act[image, pl, _ramp(act_at(c4, q, off), 4 * L)] for pl in range(planes)]
+                [
+                    act[image, digit * planes + pl, _ramp(act_at(c4, q, off), 4 * L)]
+                    for pl in range(planes)
+                ]
                 for q in range(Q)
             ]
             for r in range(R):
@@ -270,19 +289,30 @@ def _tile(
                 for q in range(Q):
                     _dot(p, mode, accs[r * Q + q], accs16[r * Q + q], a_by_q[q], w)
 
-    if per_flush:
-        with T.serial(0, geo.groups // per_flush) as co:
-            for parts in accs16:
-                for part in parts:
-                    _set(part, T.Broadcast(T.int16(0), 2 * L), 2 * L)
-            fetch_ahead(co, geo.groups // per_flush)
-            with T.serial(0, per_flush) as ci:
-                group(co * per_flush + ci)
-            _widen_all(p, accs, accs16)
-    else:
-        with T.serial(0, geo.groups) as c4:
-            fetch_ahead(c4, geo.groups)
-            group(c4)
+    def reduction(digit: Any) -> None:
+        if per_flush:
+            with T.serial(0, geo.groups // per_flush) as co:
+                for parts in accs16:
+                    for part in parts:
+                        _set(part, T.Broadcast(T.int16(0), 2 * L), 2 * L)
+                fetch_ahead(co, geo.groups // per_flush)
+                with T.serial(0, per_flush) as ci:
+                    group(co * per_flush + ci, digit)
+                _widen_all(p, accs, accs16)
+        else:
+            with T.serial(0, geo.groups) as c4:
+                fetch_ahead(c4, geo.groups)
+                group(c4, digit)
+
+    if p.digits is None:
+        reduction(0)
+    else:  # a loop, not unrolled: one copy of the reduction's code whatever the digits
+        with T.serial(0, p.digits.count) as digit:
+            with T.If(digit > 0), T.Then():
+                for acc in accs:
+                    for part in acc:
+                        _set(part, _vec(part, L) * T.Broadcast(T.int32(256), L), L)
+            reduction(digit)
     assert steps_total > 0
     for r in range(R):
         for q in range(Q):
@@ -294,7 +324,7 @@ def _tile(
                 w0, d = binary_levels(p.levels, bufs["levels"], comp[r])
                 asum = bufs["asum"][_ramp(p0 + q * L, L)]
                 v = v * T.Broadcast(d, L) + asum * T.Broadcast(w0, L)
-            if "comp" in bufs:
+            if "comp" in bufs and not start:
                 v = v + T.Broadcast(bufs["comp"][comp[r]], L)
             at = [row0 + r, _ramp(p0 + q * L, L)]
             T.buffer_store(out, v, at if img is None else [img, *at])

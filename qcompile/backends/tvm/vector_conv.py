@@ -1,7 +1,8 @@
 """When and how a convolution runs the vector GEMM kernel (:mod:`gemm_dot`).
 
 A dense (groups = 1) convolution with int8 weights, an int32 accumulator and an input whose
-proven range fits a byte is lowered as a GEMM over its output pixels, the kernel decoding each
+proven range fits a byte (or, wider, splits into byte digits: :mod:`digits`, one plane of
+bytes per digit) is lowered as a GEMM over its output pixels, the kernel decoding each
 tile of output channels' codes once per call into an int8 scratch and sweeping every pixel
 tile with register-blocked dot products (:mod:`mac`). Grouped and depthwise convolutions keep
 the TE schedule (one weight per pixel: nothing to share).
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from qcompile.backends.tvm import digits as D
 from qcompile.backends.tvm.decode import c_name
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, tile_shape
 from qcompile.backends.tvm.isa import ARM, Isa
@@ -123,7 +125,13 @@ def plan(
     # padding (at most one chunk per row: 128 positions of a 1-bit plane) small.
     kp = -(-kw // 4) * 4 * kh if columns else -(-cg // 4) * 4 * kh * kw
     layout = RowLayout.plan(kp, w.row_bits(), DECODE_BYTES)
-    mac = choose(isa, x_range, (lo, hi), layout.max_kr)
+    mac, digits = choose(isa, x_range, (lo, hi), layout.max_kr), None
+    if mac is None and x_range[1] - x_range[0] > 255:
+        # a wide input: one reduction per byte digit, each digit a byte in the mode's range
+        # (the bound counts real products: padding positions carry byte 0 in every digit)
+        digits = D.plan(isa, x_range, (lo, hi), k)
+        byte = (-128, 127) if isa.signed_acts else (0, 255)
+        mac = choose(isa, byte, (lo, hi), layout.max_kr) if digits else None
     if mac is None:
         return None
     rows, vecs = tile_shape(isa, mac, kp // 4)
@@ -144,7 +152,9 @@ def plan(
     split = max(1, SLICES // blocks) if parallel else 1
     phases = Phases.of(op, x_shape, (kh, 1) if columns else (kh, kw), vecs * isa.lanes)
     geo = Geometry(-(-(kw if columns else cg) // 4), phases.offsets, phases.group_pixels)
-    gemm = GemmPlan(isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block, split)
+    gemm = GemmPlan(
+        isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block, split, digits
+    )
     return ConvPlan(gemm, k, phases, columns)
 
 
@@ -198,7 +208,7 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
     cg = node.weights.shape[1]
     (sh, sw), (pt, pl) = op.stride, op.padding
     h, wd = (int(v) for v in x.shape[2:])
-    off, split = g.mac.offset, g.mac.planes == 2
+    off, split, nib = g.mac.offset, g.mac.planes == 2, g.mac.planes
     planes = sh * sw * ph.plane
 
     def clamp(v: Any, hi: int) -> Any:
@@ -216,8 +226,11 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
         col = col + grp * 4 + lane if p.columns else col
         v = x[img, clamp(c, cg - 1), clamp(row, h - 1), clamp(col, wd - 1)].astype("int32")
         v = tirx.if_then_else(tirx.all(row >= 0, row < h, col >= 0, col < wd), v, 0)
-        v = v + tirx.const(off, "int32")
-        v = (v >> (q * 4)) & 15 if split else v & 255
+        if g.digits is None:
+            v = v + tirx.const(off, "int32")
+        else:  # plane q: nibble q % 2 (split) of digit q // planes, the top digit first
+            v = _digit_select(tirx, g.digits, v, q // nib)
+        v = (v >> (q % nib * 4)) & 15 if split else v & 255
         kw = node.weights.shape[3]
         if p.columns:
             conds = [grp * 4 + lane < kw] if kw % 4 else []
@@ -233,7 +246,7 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
     def flat(img: Any, q: Any, i: Any) -> Any:
         return byte(img, q, i // (gp * 4), i // 4 % gp, i % 4)
 
-    shape = (x.shape[0], g.mac.planes, g.geometry.groups * gp * 4)
+    shape = (x.shape[0], g.act_planes, g.geometry.groups * gp * 4)
     act = te.compute(shape, flat, name=f"{name}_act")
 
     def stub(img: Any, r: Any, px: Any) -> Any:
@@ -249,6 +262,14 @@ def lower(te: Any, tirx: Any, prog: Any, node: Node, x: Any, p: ConvPlan, a: Vec
         return acc[n, row, i * ph.cols + j]
 
     return at
+
+
+def _digit_select(tirx: Any, digits: D.Digits, v: Any, plane: Any) -> Any:
+    """Digit ``plane`` of ``v`` (a loop variable picks the plane: a Select chain)."""
+    out = digits.byte(tirx, v, digits.count - 1)
+    for d in range(digits.count - 2, -1, -1):
+        out = tirx.Select(plane == d, digits.byte(tirx, v, d), out)
+    return out
 
 
 def taps_on(p: ConvPlan, bufs: dict[str, Any]) -> Any:
@@ -278,6 +299,11 @@ def arrays(p: ConvPlan, node: Node) -> dict[str, np.ndarray]:
     shape = node.weights.shape[1:]
     order = column_order(*shape[1:]) if p.columns else tap_order(*shape)
     out = kernel_arrays(g.layout, g.mac, g.levels, node.weights, order)
+    if g.digits is not None and g.digits.top_offset:
+        # the accumulators' start: the top digit's offset times each row's weight sum
+        stored = [r for grp in g.layout.groups for r in grp.rows]
+        sums = node.weights.decoded().reshape(node.weights.shape[0], -1).sum(axis=1)
+        out["comp"] = (-g.digits.top_offset * sums)[stored].astype(np.int32)
     rows = acc_rows_of(g)
     if not np.array_equal(rows, np.arange(rows.size)):
         out["order"] = rows

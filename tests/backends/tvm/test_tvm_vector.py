@@ -31,6 +31,7 @@ from tests.backends.helpers import (
     mixed_chain,
     one_channel_convs,
     random_inputs,
+    wide_inputs,
 )
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
@@ -138,6 +139,21 @@ def test_one_channel_convs_pack_neighbouring_columns_and_are_exact(tmp_path, tar
         assert p.gemm.kd == -(-kw // 4) * 4 * kh  # bytes per output: 40 for 5x5, 12 for 3x3
     params = _run(graph, target, tmp_path / "c", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "s21"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("levels", ["uniform", "nonuniform"])
+def test_wide_inputs_run_the_gemm_per_byte_digit_and_are_exact(tmp_path, target, levels):
+    graph = run_pipeline(wide_inputs(levels))
+    digits = {}
+    for node, p in _conv_plans(graph, target):  # every conv on the GEMM, wide ones by digit
+        assert p is not None, node.name
+        digits[node.name] = p.gemm.digits and p.gemm.digits.count
+    # aarch64's balanced digits put a full int16 range's top digit at +-128: three digits
+    signed = isa_of(load_target(target).tvm_target()).signed_acts
+    assert digits == {"s2": 3 if signed else 2, "pw": 3, "k3": 2}
+    params = _run(graph, target, tmp_path / "w", (2, 5))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == set(digits)
 
 
 def test_neon_gemv_folds_affine_zero_points_and_x86_does_not():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qcompile.backends.cpu_features import running_features, target_isa
+from qcompile.backends.tvm import digits as D
 from qcompile.backends.tvm.gemm_dot import GemmPlan, Geometry, gemm_stmt, tile_shape
 from qcompile.backends.tvm.gemv_lut import GemvPlan, decode_width, gemv_stmt, rows_per_step
 from qcompile.backends.tvm.isa import isa_of
@@ -176,6 +177,67 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
 
     def stmt(bufs):
         if not mac.offset:
+            bufs = {k: v for k, v in bufs.items() if k != "comp"}
+        return gemm_stmt(plan, bufs, 1, npad, True)
+
+    got = _compile(mcpu, args, stmt)[:rows, :n]
+    assert np.array_equal(got, (x @ W.T).T)
+
+
+# Wide activations (residual sums): ranges of 2, 3 and 4 byte digits, signed and unsigned
+# (range, digits)
+WIDE_RANGES = [
+    ((-300, 700), 2),
+    ((0, 65535), 2),
+    ((-(1 << 20), (1 << 20) - 1), 3),
+    ((-(1 << 26), 1 << 26), 4),
+]
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize(("x_range", "count"), WIDE_RANGES)
+def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
+    """An input wider than a byte runs the GEMM once per byte digit (Horner's rule on the
+    same accumulators), exact up to the int32 bound ``digits.plan`` checks."""
+    rng = np.random.default_rng(x_range[1] % 97)
+    isa = isa_of(_target(mcpu))
+    rows, n = 40, 37
+    bits = 8 if x_range[1] < 1 << 16 else 2
+    w = _weights(rng, bits, "table" if bits == 8 else "affine", rows, 300)
+    if bits == 2:  # weights -2..1: the widest inputs still fit a few products in int32
+        w = Weights(2, w.shape, w.data, False, Affine(1, np.full(rows, -2)))
+    wmax = int(np.abs(w.decoded()).max())
+    k4 = min(300, (2**31 - 1) // (wmax * (max(map(abs, x_range)) + 512))) // 4 * 4
+    w = Weights(bits, (rows, k4), w.data[:, :k4], False, w.levels)
+    W = w.decoded()
+    layout = RowLayout.plan(k4, w.row_bits(), 16)
+    digits = D.plan(isa, x_range, w.level_range(), k4)
+    assert digits is not None and digits.count == count
+    mac = choose(isa, (0, 255), w.level_range(), k4)
+    levels_plan, levels = _levels(w, list(range(rows)))
+    R, Q = tile_shape(isa, mac)
+    tp = Q * isa.lanes
+    npad = -(-n // tp) * tp
+    geo = Geometry(k4 // 4, (0,), npad, True)
+    plan = GemmPlan(isa, mac, layout, levels_plan, geo, R, Q, True, 2, 1, digits)
+    x = _x(rng, x_range, n, k4)
+    x[1] //= 1 << 12  # small values too: carries through every digit
+    a = np.zeros((npad, k4), np.int64)
+    a[:n] = x
+    act = np.zeros((1, plan.act_planes, npad // tp, k4 // 4, tp, 4), np.uint8)
+    tiles = a.reshape(npad // tp, tp, k4 // 4, 4).transpose(0, 2, 1, 3)
+    for d in range(digits.count):
+        act[0, d * mac.planes] = (digits.value(tiles, d) + (d == 0) * digits.top_offset) % 256
+        if mac.planes == 2:  # nibbles of the digit's byte
+            act[0, 2 * d + 1] = act[0, 2 * d] >> 4
+            act[0, 2 * d] &= 15
+    args = {"act": act.reshape(1, plan.act_planes, -1), "stored": layout.pack(w.codes())}
+    args["levels"] = levels
+    args["comp"] = (-digits.top_offset * W.sum(axis=1)).astype(np.int32)
+    args["acc"] = np.zeros((plan.acc_rows, npad), np.int32)
+
+    def stmt(bufs):
+        if not digits.top_offset:
             bufs = {k: v for k, v in bufs.items() if k != "comp"}
         return gemm_stmt(plan, bufs, 1, npad, True)
 

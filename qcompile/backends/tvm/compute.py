@@ -3,7 +3,7 @@
 Each node sums in int32 where the verifier's accumulator width (``Requant.acc_bits``) is at
 most 32 bits, else in int64, and requantizes (``clip((acc * m_c + 2^(s-1)) >> s, lo, hi)``)
 in int32 only where ``acc * m + round`` is proven to fit, else in int64; tensors between nodes
-are int32 whenever their QType fits (for the CPU schedules: int8 or int16 where that fits).
+are int32 whenever their QType fits (for the x86 CPU schedules: int8 or int16 where that fits).
 The function's input and output stay int64 so every runner and harness sees one calling
 convention. Weights arrive as arguments
 (:mod:`qcompile.backends.tvm.decode`: packed codes, zero points or int8 tables, biases,
@@ -121,7 +121,7 @@ def build_program(
     ``isa``: its vector unit, where the other dense layers may use the vector GEMV;
     ``batch``: a static batch size (None: the function takes any); ``threads``: whether
     the kernels may share their rows out to threads; ``narrow``: tensors between nodes
-    stored at their narrowest integer type (the CPU schedules: a quarter of the bytes for
+    stored at their narrowest integer type (the x86 schedules: a quarter of the bytes for
     4-bit activations; the GPU schedule keeps int32, where no GPU here could check it)."""
     from tvm import te, tirx
 

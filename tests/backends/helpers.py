@@ -217,3 +217,16 @@ def wide_inputs(kind: str) -> Graph:
     ]
     iq = InputQuant(16, -32.768, 0.001, 0, signed=True)
     return conv_stack("wide", x, specs, kind, rng, iq)
+
+
+def wide_one_channel_conv(kind: str) -> Graph:
+    """A one-channel conv (four neighbouring columns per pixel) on a 16-bit input (byte
+    digits): a padded 5x5 kernel to 12 bits, then a 3x3 conv at 3 bits on that."""
+    rng = np.random.default_rng(21)
+    x = TensorInfo("x", (1, 9, 9), QType(16, True), 0.001)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits, out bits
+        ("k55", Conv2d((1, 1), (2, 2)), (5, 5, 5), (5, 9, 9), 4, 12),
+        ("k3", Conv2d((1, 1), (1, 1)), (3, 3, 3), (3, 9, 9), 3, 6),
+    ]
+    iq = InputQuant(16, -32.768, 0.001, 0, signed=True)
+    return conv_stack("wide_one_channel", x, specs, kind, rng, iq)

@@ -32,6 +32,7 @@ from tests.backends.helpers import (
     one_channel_convs,
     random_inputs,
     wide_inputs,
+    wide_one_channel_conv,
 )
 from tests.conftest import NEEDS_ARM, NEEDS_GXX
 
@@ -154,6 +155,16 @@ def test_wide_inputs_run_the_gemm_per_byte_digit_and_are_exact(tmp_path, target,
     assert digits == {"s2": 3 if signed else 2, "pw": 3, "k3": 2}
     params = _run(graph, target, tmp_path / "w", (2, 5))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == set(digits)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_one_channel_conv_on_a_wide_input_packs_columns_per_digit(tmp_path, target):
+    # both packings at once: each byte digit's plane holds four neighbouring columns
+    graph = run_pipeline(wide_one_channel_conv("nonuniform"))
+    node, p = _conv_plans(graph, target)[0]
+    assert p is not None and p.columns and p.gemm.digits is not None, node.name
+    params = _run(graph, target, tmp_path / "wc", (2, 3))
+    assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"k55", "k3"}
 
 
 def test_neon_gemv_folds_affine_zero_points_and_x86_does_not():

@@ -4,11 +4,12 @@ tile, pixels in vector lanes, register-blocked.
 A convolution reuses every weight at each output pixel and a batched dense layer at each
 input row, so decoding once is cheap and the multiply-accumulates are what count. For each
 tile of ``rows`` output channels the kernel decodes their codes (:mod:`lut_decode`, one
-vector per step) into a small int8 scratch, row-major, then sweeps every image and pixel
-tile of ``vecs`` vectors: per channel group of four and kernel tap, one load of
-``vecs`` activation vectors (four channels of ``lanes`` consecutive pixels each), one
-broadcast of each row's four weights, ``rows * vecs`` dot-product instructions (:mod:`mac`)
-into int32 (or int16, widened as the proven bounds allow) accumulators held in registers.
+vector per step) into a small scratch, row-major, of int32 words (four int8 weights each:
+the buffer its loads name), then sweeps every image and pixel tile of ``vecs`` vectors:
+per channel group of four and kernel tap, one load of ``vecs`` activation vectors (four
+channels of ``lanes`` consecutive pixels each), one broadcast of each row's four weights,
+``rows * vecs`` dot-product instructions (:mod:`mac`) into int32 (or int16, widened as the
+proven bounds allow) accumulators held in registers.
 
 Activations arrive packed by the graph (``compute``): bytes ``x + offset``, four channels
 interleaved, each stride phase of the zero-padded image a plane of ``plane`` pixels,

@@ -67,13 +67,24 @@ class RequantArgs:
 
 
 def requant_args(te: Any, prog: Any, node: Node) -> RequantArgs:
+    """The node's multipliers (int32: the IR keeps them within 32 bits) and biases (int32
+    where they fit). An int64 product of an int32 sign-extended is one vpmuldq per four
+    lanes on AVX2; of an int64 multiplier LLVM cannot prove fits, three vpmuludq and their
+    shifts and adds (lenet/AVX2: its first conv's requantization took 17% of a batch)."""
     r = node.requant
     out = RequantArgs()
     if r is not None and r.per_channel:
-        out.mult = _arg(te, prog, node, "mult", r.multipliers)
+        out.mult = _arg(te, prog, node, "mult", r.multipliers.astype(np.int32))
     if r is not None and r.bias is not None:
-        out.bias = _arg(te, prog, node, "bias", r.biases)
+        out.bias = _arg(te, prog, node, "bias", _narrow(r.biases))
     return out
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """``values`` as int32 where every one fits, else as they are."""
+    i32 = np.iinfo(np.int32)
+    fits = values.size == 0 or (i32.min <= values.min() and values.max() <= i32.max)
+    return values.astype(np.int32) if fits else values
 
 
 def weight_args(

@@ -49,11 +49,10 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     else:
         prog = build_program(graph, avx512, isa, narrow=narrow)
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
-    # StorageRewrite would hand a buffer's memory to a later one while a kernel still reads
-    # the first through a view (the GEMM's int8 weight scratch, read as int32 words): with
-    # static shapes it merges them (wrong results on AVX2); every buffer keeps its memory.
-    with tvm.transform.PassContext(config={"tirx.disable_storage_rewrite": True}):
-        ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
+    # TVM's StorageRewrite reuses a dead buffer's memory for later ones (the intermediates of
+    # one image stay in cache). It sees a buffer's accesses only through that buffer, so no
+    # kernel reads an allocated buffer through a view of its memory (gemm_dot's scratch).
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
 
 

@@ -4,11 +4,12 @@ tile, pixels in vector lanes, register-blocked.
 A convolution reuses every weight at each output pixel and a batched dense layer at each
 input row, so decoding once is cheap and the multiply-accumulates are what count. For each
 tile of ``rows`` output channels the kernel decodes their codes (:mod:`lut_decode`, one
-vector per step) into a small int8 scratch, row-major, then sweeps every image and pixel
-tile of ``vecs`` vectors: per channel group of four and kernel tap, one load of
-``vecs`` activation vectors (four channels of ``lanes`` consecutive pixels each), one
-broadcast of each row's four weights, ``rows * vecs`` dot-product instructions (:mod:`mac`)
-into int32 (or int16, widened as the proven bounds allow) accumulators held in registers.
+vector per step) into a small scratch, row-major, of int32 words (four int8 weights each:
+the buffer its loads name), then sweeps every image and pixel tile of ``vecs`` vectors:
+per channel group of four and kernel tap, one load of ``vecs`` activation vectors (four
+channels of ``lanes`` consecutive pixels each), one broadcast of each row's four weights,
+``rows * vecs`` dot-product instructions (:mod:`mac`) into int32 (or int16, widened as the
+proven bounds allow) accumulators held in registers.
 
 Activations arrive packed by the graph (``compute``): bytes ``x + offset``, four channels
 interleaved, each stride phase of the zero-padded image a plane of ``plane`` pixels,
@@ -185,12 +186,13 @@ def _widen_all(p: GemmPlan, accs: list, accs16: list) -> None:
 
 
 def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, Any]) -> None:
-    """Decode rows ``i0 .. i0 + block_rows`` of width group ``gi`` into ``scratch``
-    (a row past the group repeats its last row: defined values for accumulators nobody
-    reads)."""
+    """Decode rows ``i0 .. i0 + block_rows`` of width group ``gi`` into ``scratch``, int32
+    words of four int8 weights (a row past the group repeats its last row: defined values
+    for accumulators nobody reads)."""
     from tvm.tirx.script.builder import ir as T
 
     g, dw = p.layout.groups[gi], p.layout.dw
+    assert dw % 4 == 0, "decoded vectors are stored as whole int32 words"
     first = p.slots()[gi][0]
     steps = 8 // min(g.planes)
     with T.serial(0, p.block_rows) as r:
@@ -201,7 +203,8 @@ def _decode_rows(p: GemmPlan, gi: int, i0: Any, scratch: Any, bufs: dict[str, An
                 w = code
                 if p.mac.mode != "binary":
                     w = weight_vec(p.isa, p.levels, code, bufs["levels"], first + i, g.bits, dw)
-                T.buffer_store(scratch, w, [r, _ramp((c * steps + s) * dw, dw)])
+                words = T.reinterpret(f"int32x{dw // 4}", w)
+                T.buffer_store(scratch, words, [r, _ramp((c * steps + s) * dw // 4, dw // 4)])
 
 
 def _tile(
@@ -352,9 +355,12 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
                 ob, part = it // p.split, it % p.split
                 # aarch64 reads the weights four words at a time, up to 12 bytes past a row
                 spare = 1 if p.isa.arch == ARM else 0
-                scratch = T.alloc_buffer((B + spare, kr), "int8")
-                w32 = T.decl_buffer((B + spare, kr // 4), "int32", data=scratch.data)
-                _decode_rows(p, gi, ob * B, scratch, bufs)
+                # int32 words written and read through this one buffer: TVM's StorageRewrite
+                # tracks a buffer's liveness by the buffer it is accessed through, so an int8
+                # scratch read through an int32 view looked dead once decoded, and its memory
+                # went to the GEMM's own output (resnet20 on AVX2: every output wrong)
+                w32 = T.alloc_buffer((B + spare, kr // 4), "int32")
+                _decode_rows(p, gi, ob * B, w32, bufs)
                 lo = part * tiles // p.split
                 hi = (part + 1) * tiles // p.split
                 with T.serial(0, hi - lo) as pi, T.serial(0, p.block) as sb:

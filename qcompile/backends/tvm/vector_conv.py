@@ -3,7 +3,8 @@
 A dense (groups = 1) convolution with int8 weights, an int32 accumulator and an input whose
 proven range fits a byte (or, wider, splits into byte digits: :mod:`digits`, one plane of
 bytes per digit) is lowered as a GEMM over its output pixels, the kernel decoding each
-tile of output channels' codes once per call into an int8 scratch and sweeping every pixel
+tile of output channels' codes once per call into a scratch of int8 weights (stored as
+int32 words, as they are read) and sweeping every pixel
 tile with register-blocked dot products (:mod:`mac`). Grouped and depthwise convolutions keep
 the TE schedule (one weight per pixel: nothing to share).
 

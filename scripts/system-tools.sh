@@ -2,8 +2,8 @@
 # Installs the system tools qcompile's backends use, when they are missing, with apt-get
 # (through sudo when not root): g++ (the FPGA C simulation; linking TVM host libraries),
 # make and perl (the rtl target's Verilator build), gcc-aarch64-linux-gnu and qemu-user
-# (ARM artifacts, cross-built and run under emulation),
-# and python3-venv where `python3 -m venv` cannot work without it. Where that is impossible
+# (ARM artifacts, cross-built and run under emulation), ccache (each Verilator build's
+# runtime compiled once, not per build), and python3-venv where `python3 -m venv` cannot work without it. Where that is impossible
 # (no apt-get, no root and no sudo, no network) it says in one line per tool what to install,
 # and `make demo` and the tests skip the steps that need it. Always exits 0.
 set -u
@@ -16,6 +16,7 @@ need make make
 need perl perl
 need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
 need qemu-aarch64 qemu-user
+need ccache ccache
 # Debian's python3 lacks ensurepip (so venv) until python3-venv is installed.
 if ! "$PYTHON" -c "import ensurepip" >/dev/null 2>&1; then
     v=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
@@ -37,7 +38,7 @@ fi
 still=()
 for pkg in "${missing[@]}"; do
     case $pkg in
-        g++ | make | perl) command -v "$pkg" >/dev/null 2>&1 || still+=("$pkg") ;;
+        g++ | make | perl | ccache) command -v "$pkg" >/dev/null 2>&1 || still+=("$pkg") ;;
         gcc-aarch64-linux-gnu) command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || still+=("$pkg") ;;
         qemu-user) command -v qemu-aarch64 >/dev/null 2>&1 || still+=("$pkg") ;;
         *) "$PYTHON" -c "import ensurepip" >/dev/null 2>&1 || still+=("$pkg") ;;

@@ -35,6 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         config.option.basetemp = Path(tempfile.gettempdir()) / f"qc-{worker}-{os.getpid()}"
+    # The Verilator builds' compiles go through ccache where it is installed: a cache of this
+    # run's own (removed at its end), so a run reuses only what it compiled itself and leaves
+    # nothing in the user's ~/.cache.
+    os.environ["CCACHE_DIR"] = tempfile.mkdtemp(prefix="qc-ccache-")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -53,9 +57,10 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A worker removes its directory when its tests are done (a serial run's is pytest's
-    own, kept for the last three runs)."""
+    own, kept for the last three runs), and every run its ccache directory."""
     if os.environ.get("PYTEST_XDIST_WORKER") and session.config.option.basetemp:
         shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
+    shutil.rmtree(os.environ["CCACHE_DIR"], ignore_errors=True)
 
 
 def needs_tools(*tools: str, install: str) -> pytest.MarkDecorator:

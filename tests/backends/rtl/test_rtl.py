@@ -15,6 +15,7 @@ import torch
 
 from qcompile.backends.estimates import RtlEstimate
 from qcompile.backends.registry import deploy
+from qcompile.backends.rtl import runner as rtl_runner
 from qcompile.backends.rtl.export import macs
 from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
@@ -68,6 +69,22 @@ def saturating_inputs(graph: Graph, n: int) -> np.ndarray:
     k = n // 4
     x[2 : 2 + k] = np.where(rng.random((k, *x.shape[1:])) < 0.5, lo, hi)
     return x
+
+
+@needs_verilator
+@pytest.mark.parametrize("ccache", [True, False], ids=["ccache", "no-ccache"])
+def test_verilator_builds_compile_through_ccache_where_it_is_installed(monkeypatch, ccache):
+    real = rtl_runner.shutil.which
+
+    def which(tool: str) -> str | None:
+        if tool == "ccache":
+            return "/usr/bin/ccache" if ccache else None
+        return real(tool)
+
+    monkeypatch.setattr(rtl_runner.shutil, "which", which)
+    flags = rtl_runner.verilator_env()["MAKEFLAGS"].split()
+    assert ("OBJCACHE=ccache" in flags) == ccache
+    assert "OPT_GLOBAL=-O0" in flags
 
 
 def test_size_limit_is_one_error_before_any_work(tmp_path):

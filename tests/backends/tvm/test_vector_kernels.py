@@ -243,3 +243,29 @@ def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
 
     got = _compile(mcpu, args, stmt)[:rows, :n]
     assert np.array_equal(got, (x @ W.T).T)
+
+
+@pytest.mark.parametrize("arch", ["x86", "arm"])
+def test_x86_gemv_prefetches_the_next_block_of_rows(arch):
+    """The x86 GEMV prefetches one cache line of each next row per 64 bytes it reads (the
+    code loads of a layer past L2 stalled without); aarch64 keeps its instruction count."""
+    from tvm import tirx
+
+    from qcompile.backends.tvm.isa import Isa
+
+    isa = Isa("x86", 32) if arch == "x86" else Isa("arm", 16, dotprod=True)
+    rows, k = 40, 4096
+    layout = RowLayout.plan(k, (2,) * rows, decode_width(isa))
+    mac = choose(isa, (-128, 127), (-128, 127), layout.max_kr)
+    plan = GemvPlan(isa, mac, layout, LevelsPlan(False), rows_per_step(isa, mac), True)
+    bufs = {
+        "xp": tirx.decl_buffer((1, mac.planes, layout.max_kr), "uint8", name="xp"),
+        "stored": tirx.decl_buffer((layout.nbytes,), "uint8", name="stored"),
+        "levels": tirx.decl_buffer((rows, 16), "int8", name="levels"),
+        "comp": tirx.decl_buffer((rows,), "int32", name="comp"),
+        "acc": tirx.decl_buffer((rows, 1), "int32", name="acc"),
+    }
+    text = gemv_stmt(plan, bufs, tirx.const(1, "int32")).script()
+    # one prefetch per row of a block, and one per tail row, each in its row loop's body
+    expected = plan.rows + 1 if rows % plan.rows else plan.rows
+    assert text.count("prefetch(") == (expected if arch == "x86" else 0)

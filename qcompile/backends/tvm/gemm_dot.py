@@ -99,17 +99,23 @@ class GemmPlan:
         return self.slots()[-1][1] + -(-len(last.rows) // self.block_rows) * self.block_rows
 
 
-def tile_shape(isa: Isa, mac: Mac, steps: int = 0) -> tuple[int, int]:
+def tile_shape(isa: Isa, mac: Mac, steps: int = 0, digits: bool = False) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
-    weight within the register file; ``steps``: 4-byte steps per output (0: unknown)."""
+    weight within the register file; ``steps``: 4-byte steps per output (0: unknown);
+    ``digits``: the reduction runs once per byte digit (the int32 sums live across it)."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
+    one_flush = 0 < steps <= mac.flush
     if mac.mode == "binary" and isa.vnni:
         per_acc = 1
     elif mac.mode == "smlal":
         # two int16 halves, and an int32 sum unless every step fits one flush
-        per_acc = 2 if 0 < steps <= mac.flush else 3
-    elif per_acc is None:  # int16 accumulators per plane (+ int32 if flushed)
-        per_acc = mac.planes + 1
+        per_acc = 2 if one_flush else 3
+    elif per_acc is None:
+        # int16 accumulators per plane, and an int32 sum unless every step fits one flush
+        # (then the sums are widened once, after the loop: resnet20's narrow layers on
+        # AVX2 take 4 x 2 tiles instead of 2 x 2, whose accumulators LLVM had kept partly
+        # in general registers, and ran 10% faster)
+        per_acc = mac.planes + (0 if one_flush and not digits else 1)
     # smull and smlal read each activation vector as two halves (ext; the weights' halves
     # are one broadcast, so LLVM takes no smull2/smlal2): two registers per vector. Past the
     # budget LLVM spills the accumulators lane by lane (4.6x the instructions).

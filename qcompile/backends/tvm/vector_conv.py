@@ -135,7 +135,7 @@ def plan(
         mac = choose(isa, byte, (lo, hi), layout.max_kr) if digits else None
     if mac is None:
         return None
-    rows, vecs = tile_shape(isa, mac, kp // 4)
+    rows, vecs = tile_shape(isa, mac, kp // 4, digits is not None)
     # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]

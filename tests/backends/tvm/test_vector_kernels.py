@@ -39,6 +39,8 @@ def _weights(rng: np.random.Generator, bits: int, kind: str, rows: int, k: int) 
         entries = rng.integers(-128, 128, (rows, 1 << bits))
         entries[0, -1], entries[1, 0] = -128, 127  # both int8 extremes
         return Weights(bits, (rows, k), codes, False, Table(entries.astype(np.int64)))
+    if kind == "narrow":  # W2 uniform as the zoo's models: weights -2..1
+        return Weights(bits, (rows, k), codes, False, Affine(1, np.full(rows, -2)))
     step = 2 if bits < 7 and bits % 2 else 1
     span = step * ((1 << bits) - 1)
     zero = rng.integers(-128, 128 - span, rows)
@@ -137,6 +139,13 @@ def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
 
 
 @pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+def test_gemm_of_narrow_layers_takes_wide_tiles_and_is_exact(mcpu):
+    """W2A4 (resnet20's layers): the int16 sums of every step fit one flush, so no int32
+    accumulator is live in the loop and AVX2 takes 4 x 2 tiles (AVX-512 4 x 4)."""
+    _gemm_case(mcpu, 2, "narrow", (0, 15), binary=False)
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
 @pytest.mark.parametrize("x_range", X_RANGES)
 @pytest.mark.parametrize("kind", ["affine", "table"])
 def test_binary_gemm_is_exact(mcpu, x_range, kind):
@@ -156,7 +165,10 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
     mac = choose(isa, x_range, w.level_range(), k4, binary)
     assert (mac.mode == "binary") == binary
     levels_plan, levels = _levels(w, list(range(rows)))
-    R, Q = tile_shape(isa, mac)
+    R, Q = tile_shape(isa, mac, k4 // 4)
+    if kind == "narrow" and not isa.vnni:  # every step in one int16 flush: no int32 sums
+        shape = (R, Q)
+        assert shape == ((4, 2) if isa.vbytes == 32 else (4, 4))
     tp = Q * isa.lanes
     npad = -(-n // tp) * tp
     geo = Geometry(k4 // 4, (0,), npad, True)

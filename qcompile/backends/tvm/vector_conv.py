@@ -13,11 +13,13 @@ GEMM reads them (``Phases``): each image's zero-padded input, split by stride ph
 channels interleaved per pixel, ``[image, plane, channel group, pixel, 4]`` (computed flat);
 each input byte is packed once and every kernel tap is a constant pixel offset into it
 (output pixel ``(i, j)`` is ``i * width + j`` over the phase plane's width; the columns past
-the output's are computed and never read). The weights are reordered to match:
-``[channel group][tap][4 channels]``, channels padded to four with byte 0. (An im2col
-packing, one row of ``c * kh * kw`` bytes per output pixel, wrote each input byte ``kh * kw``
-times with a division per byte: it took most of lenet's time; padding lenet's one input
-channel to four costs far less.)
+the output's are computed and never read, except on x86 where an output row is whole
+vectors: its tiles then sweep the rows' vectors only, ``Geometry.row_vecs``). On x86 a
+stride-1 conv's packing runs as whole vectors (:mod:`conv_pack`). The weights are
+reordered to match: ``[channel group][tap][4 channels]``, channels padded to four with
+byte 0. (An im2col packing, one row of ``c * kh * kw`` bytes per output pixel, wrote each
+input byte ``kh * kw`` times with a division per byte: it took most of lenet's time;
+padding lenet's one input channel to four costs far less.)
 
 Arguments as for :mod:`vector_dense` (``rows``, ``levels``, ``comp``), plus ``order`` (each
 output channel's accumulator row) where rows of several widths are stored apart.

@@ -175,6 +175,20 @@ def conv_geometries(kind: str) -> Graph:
     return conv_stack("geometries", x, specs, kind, rng)
 
 
+def row_tiled_convs(kind: str) -> Graph:
+    """Convolutions whose output rows are whole AVX2 vectors (widths 16 and 8), tiled by
+    output row: an odd count of row vectors (the last tile repeats one), stride 2, dilation
+    2 and channel counts off four."""
+    rng = np.random.default_rng(12)
+    x = TensorInfo("x", (6, 9, 16), QType(8, True), 0.05)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits
+        ("r1", Conv2d((1, 1), (1, 1)), (8, 3, 3), (8, 9, 16), 2),
+        ("s2", Conv2d((2, 2), (1, 1)), (5, 3, 3), (5, 5, 8), 4),
+        ("d2", Conv2d((1, 1), (2, 2), (2, 2)), (6, 3, 3), (6, 5, 8), 3),
+    ]
+    return conv_stack("rows", x, specs, kind, rng)
+
+
 def conv_stack(
     name: str,
     x: TensorInfo,

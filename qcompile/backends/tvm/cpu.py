@@ -5,7 +5,8 @@ One rule per kind of block, chosen by what the block computes:
 - padding is already inlined into its consumer (``compute._pad``); the int64 -> int32 input
   cast is kept as its own pass: the convolutions then read 4-byte pixels;
 - a GEMM's activation packing unrolls the four bytes of a pixel (``_pack_pixels``); a
-  conv's runs one loop per channel group, pixel row and column of its phase planes;
+  conv's runs one loop per channel group, pixel row and column of its phase planes, and on
+  x86 a stride-1 conv's is replaced by whole-vector rows (``conv_pack``);
 - a vector kernel's placeholder block (``vector_dense``, ``vector_conv``) is left alone, then
   replaced by its kernel statement;
 - a dense accumulator whose rows start on word boundaries is ``rfactor``-ed over the codes of
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qcompile.backends.tvm import conv_pack
 from qcompile.backends.tvm.avx512_dense import attach
 from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
@@ -55,6 +57,7 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
     sch = tvm.s_tir.Schedule(func)
     par = _parallel if threads else _serial
     kernels = kernels or {}
+    packs: dict[str, ConvPlan] = {}  # conv packings replaced by ``conv_pack``'s statement
     for block in _blocks(sch):
         if sch.get(block).name_hint in kernels:
             continue
@@ -62,7 +65,11 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
         kinds = [v.iter_type for v in iters]  # 0: data parallel, 2: reduction
         if sch.get(block).name_hint.endswith("_act"):
             name = sch.get(block).name_hint
-            _pack_pixels(sch, block, par, kernels.get(name[: -len("_act")] + CONV_SUFFIX))
+            plan = kernels.get(name[: -len("_act")] + CONV_SUFFIX)
+            if conv_pack.applies(plan):
+                packs[name] = plan
+            else:
+                _pack_pixels(sch, block, par, plan)
         elif 2 not in kinds:
             _elementwise(sch, block, par, _byte_lanes(sch.get(block).name_hint, kernels))
         elif _is_dense_two_axis(sch, block):
@@ -73,10 +80,29 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
             _conv(sch, block, par)
         else:
             _outer_parallel(sch, block, kinds.count(0), par)
+    for name, plan in packs.items():
+        _replace(sch, name, lambda blk, p=plan: conv_pack.pack_stmt(p, *_io(blk)))
     vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | ConvPlan)}
     attach(sch, {k: v for k, v in kernels.items() if k not in vec})
     attach_vector(sch, vec)
     return sch.mod["main"]
+
+
+def _io(block: Any) -> tuple[Any, Any]:
+    """(the buffer a one-input block reads, the buffer it writes)."""
+    return block.reads[0].source, block.writes[0].source
+
+
+def _replace(sch: Any, name: str, stmt_of: Any) -> None:
+    """Replace block ``name`` and its loops with ``stmt_of(block)``."""
+    from tvm import tirx
+    from tvm.s_tir.stmt import SBlock, SBlockRealize
+
+    rv = sch.get_sblock(name)
+    stmt = stmt_of(sch.get(rv))
+    outer = sch.get_loops(rv)[0]
+    block = SBlock([], [], [], name, stmt)
+    sch.state.replace(sch.get_sref(outer), SBlockRealize([], tirx.const(True), block), {})
 
 
 def _blocks(sch: Any) -> list:

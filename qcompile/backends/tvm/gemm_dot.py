@@ -48,6 +48,13 @@ class Geometry:
     taps: tuple[int, ...]
     group_pixels: Any  # int, or an expression (a dense layer's padded batch)
     tile_major: bool = False
+    # A conv whose output rows are whole vectors: the tiles sweep only the ``out_vecs``
+    # vectors of output pixels, ``row_vecs`` a row, each row ``row_pixels`` apart (the
+    # phase planes' width), not the columns past the output's (resnet20's 8x8 layers
+    # computed 80 pixels a channel for 64). 0: every pixel vector from 0.
+    row_vecs: int = 0
+    row_pixels: int = 0
+    out_vecs: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,17 +106,23 @@ class GemmPlan:
         return self.slots()[-1][1] + -(-len(last.rows) // self.block_rows) * self.block_rows
 
 
-def tile_shape(isa: Isa, mac: Mac, steps: int = 0) -> tuple[int, int]:
+def tile_shape(isa: Isa, mac: Mac, steps: int = 0, digits: bool = False) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
-    weight within the register file; ``steps``: 4-byte steps per output (0: unknown)."""
+    weight within the register file; ``steps``: 4-byte steps per output (0: unknown);
+    ``digits``: the reduction runs once per byte digit (the int32 sums live across it)."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
+    one_flush = 0 < steps <= mac.flush
     if mac.mode == "binary" and isa.vnni:
         per_acc = 1
     elif mac.mode == "smlal":
         # two int16 halves, and an int32 sum unless every step fits one flush
-        per_acc = 2 if 0 < steps <= mac.flush else 3
-    elif per_acc is None:  # int16 accumulators per plane (+ int32 if flushed)
-        per_acc = mac.planes + 1
+        per_acc = 2 if one_flush else 3
+    elif per_acc is None:
+        # int16 accumulators per plane, and an int32 sum unless every step fits one flush
+        # (then the sums are widened once, after the loop: resnet20's narrow layers on
+        # AVX2 take 4 x 2 tiles instead of 2 x 2, whose accumulators LLVM had kept partly
+        # in general registers, and ran 10% faster)
+        per_acc = mac.planes + (0 if one_flush and not digits else 1)
     # smull and smlal read each activation vector as two halves (ext; the weights' halves
     # are one broadcast, so LLVM takes no smull2/smlal2): two registers per vector. Past the
     # budget LLVM spills the accumulators lane by lane (4.6x the instructions).
@@ -234,11 +247,16 @@ def _tile(
     image = 0 if img is None else img
     TP = p.tile_pixels
     p0 = pt * TP
+    firsts = [p0 + q * L for q in range(Q)]  # each vector's first pixel
+    if geo.row_vecs:
+        # the last tile repeats the last vector past the output's (same values stored)
+        vecs = [T.min(pt * Q + q, geo.out_vecs - 1) for q in range(Q)]
+        firsts = [v // geo.row_vecs * geo.row_pixels + v % geo.row_vecs * L for v in vecs]
 
     def act_at(c4: Any, q: int, off: int) -> Any:
         if geo.tile_major:
             return ((pt * geo.groups + c4) * TP + q * L + off) * 4
-        return (c4 * geo.group_pixels + p0 + q * L + off) * 4
+        return (c4 * geo.group_pixels + firsts[q] + off) * 4
 
     taps = len(geo.taps)
     steps_total = geo.groups * taps
@@ -329,7 +347,7 @@ def _tile(
                 v = v * T.Broadcast(d, L) + asum * T.Broadcast(w0, L)
             if "comp" in bufs and not start:
                 v = v + T.Broadcast(bufs["comp"][comp[r]], L)
-            at = [row0 + r, _ramp(p0 + q * L, L)]
+            at = [row0 + r, _ramp(firsts[q], L)]
             T.buffer_store(out, v, at if img is None else [img, *at])
 
 
@@ -342,7 +360,8 @@ def gemm_stmt(p: GemmPlan, bufs: dict[str, Any], images: Any, pixels: Any, dense
 
     R, B = p.rows, p.block_rows
     kr = p.layout.max_kr
-    tiles = pixels // p.tile_pixels
+    geo = p.geometry
+    tiles = -(-geo.out_vecs // p.vecs) if geo.row_vecs else pixels // p.tile_pixels
     with IRBuilder() as ib, T.serial(0, 1):
         if p.mac.mode == "binary":
             assert dense and p.geometry.tile_major, "binary mode: dense layers only"

@@ -13,11 +13,13 @@ GEMM reads them (``Phases``): each image's zero-padded input, split by stride ph
 channels interleaved per pixel, ``[image, plane, channel group, pixel, 4]`` (computed flat);
 each input byte is packed once and every kernel tap is a constant pixel offset into it
 (output pixel ``(i, j)`` is ``i * width + j`` over the phase plane's width; the columns past
-the output's are computed and never read). The weights are reordered to match:
-``[channel group][tap][4 channels]``, channels padded to four with byte 0. (An im2col
-packing, one row of ``c * kh * kw`` bytes per output pixel, wrote each input byte ``kh * kw``
-times with a division per byte: it took most of lenet's time; padding lenet's one input
-channel to four costs far less.)
+the output's are computed and never read, except on x86 where an output row is whole
+vectors: its tiles then sweep the rows' vectors only, ``Geometry.row_vecs``). On x86 a
+stride-1 conv's packing runs as whole vectors (:mod:`conv_pack`). The weights are
+reordered to match: ``[channel group][tap][4 channels]``, channels padded to four with
+byte 0. (An im2col packing, one row of ``c * kh * kw`` bytes per output pixel, wrote each
+input byte ``kh * kw`` times with a division per byte: it took most of lenet's time;
+padding lenet's one input channel to four costs far less.)
 
 Arguments as for :mod:`vector_dense` (``rows``, ``levels``, ``comp``), plus ``order`` (each
 output channel's accumulator row) where rows of several widths are stored apart.
@@ -25,7 +27,7 @@ output channel's accumulator row) where rows of several widths are stored apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,7 @@ DECODE_BYTES = 16
 # Pixel-tile slices per row block where the GEMM runs in parallel (a layer of 16 channels is
 # one row block: without slices it would run on one thread).
 SLICES = 4
+ROW_TILES = True  # x86: tiles of whole output-row vectors (a flag for A/B timing)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def plan(
         mac = choose(isa, byte, (lo, hi), layout.max_kr) if digits else None
     if mac is None:
         return None
-    rows, vecs = tile_shape(isa, mac, kp // 4)
+    rows, vecs = tile_shape(isa, mac, kp // 4, digits is not None)
     # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]
@@ -153,6 +156,11 @@ def plan(
     split = max(1, SLICES // blocks) if parallel else 1
     phases = Phases.of(op, x_shape, (kh, 1) if columns else (kh, kw), vecs * isa.lanes)
     geo = Geometry(-(-(kw if columns else cg) // 4), phases.offsets, phases.group_pixels)
+    if ROW_TILES and isa.arch != ARM and ow % isa.lanes == 0:
+        # tiles of whole output-row vectors only (x86; aarch64's instruction counts keep
+        # their layout): each tap's loads stay contiguous within a row
+        row_vecs = ow // isa.lanes
+        geo = replace(geo, row_vecs=row_vecs, row_pixels=phases.cols, out_vecs=oh * row_vecs)
     gemm = GemmPlan(
         isa, mac, layout, levels_plan(w), geo, rows, vecs, parallel, block, split, digits
     )

@@ -32,6 +32,7 @@ from tests.backends.helpers import (
     mixed_chain,
     one_channel_convs,
     random_inputs,
+    row_tiled_convs,
     wide_inputs,
     wide_one_channel_conv,
     zoo_graph,
@@ -130,6 +131,19 @@ def test_strided_dilated_and_odd_convs_on_the_implicit_gemm_are_exact(tmp_path, 
         assert p is not None and p.phases.offsets, node.name
     params = _run(graph, target, tmp_path / "g", (2, 3))
     assert {p.split(".")[0] for p in params if p.endswith(".rows")} == {"s2", "d2", "k53", "pw"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_x86_gemm_tiles_skip_the_columns_past_the_output_and_are_exact(tmp_path, target):
+    # x86: pixel tiles of whole output-row vectors only (the phase planes' padding columns
+    # are not computed); aarch64 keeps its contiguous tiles
+    graph = run_pipeline(row_tiled_convs("uniform"))
+    lanes = isa_of(load_target(target).tvm_target()).lanes
+    for node, p in _conv_plans(graph, target):
+        ow = node.output.shape[2]
+        rows = ow // lanes if not target.startswith("rpi") and ow % lanes == 0 else 0
+        assert p.gemm.geometry.row_vecs == rows, node.name
+    _run(graph, target, tmp_path / "rows", (2, 3))
 
 
 @pytest.mark.parametrize("target", TARGETS)

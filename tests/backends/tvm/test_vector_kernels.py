@@ -39,6 +39,8 @@ def _weights(rng: np.random.Generator, bits: int, kind: str, rows: int, k: int) 
         entries = rng.integers(-128, 128, (rows, 1 << bits))
         entries[0, -1], entries[1, 0] = -128, 127  # both int8 extremes
         return Weights(bits, (rows, k), codes, False, Table(entries.astype(np.int64)))
+    if kind == "narrow":  # W2 uniform as the zoo's models: weights -2..1
+        return Weights(bits, (rows, k), codes, False, Affine(1, np.full(rows, -2)))
     step = 2 if bits < 7 and bits % 2 else 1
     span = step * ((1 << bits) - 1)
     zero = rng.integers(-128, 128 - span, rows)
@@ -137,6 +139,13 @@ def test_gemm_decodes_once_and_is_exact(mcpu, bits, kind):
 
 
 @pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+def test_gemm_of_narrow_layers_takes_wide_tiles_and_is_exact(mcpu):
+    """W2A4 (resnet20's layers): the int16 sums of every step fit one flush, so no int32
+    accumulator is live in the loop and AVX2 takes 4 x 2 tiles (AVX-512 4 x 4)."""
+    _gemm_case(mcpu, 2, "narrow", (0, 15), binary=False)
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
 @pytest.mark.parametrize("x_range", X_RANGES)
 @pytest.mark.parametrize("kind", ["affine", "table"])
 def test_binary_gemm_is_exact(mcpu, x_range, kind):
@@ -156,7 +165,10 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
     mac = choose(isa, x_range, w.level_range(), k4, binary)
     assert (mac.mode == "binary") == binary
     levels_plan, levels = _levels(w, list(range(rows)))
-    R, Q = tile_shape(isa, mac)
+    R, Q = tile_shape(isa, mac, k4 // 4)
+    if kind == "narrow" and not isa.vnni:  # every step in one int16 flush: no int32 sums
+        shape = (R, Q)
+        assert shape == ((4, 2) if isa.vbytes == 32 else (4, 4))
     tp = Q * isa.lanes
     npad = -(-n // tp) * tp
     geo = Geometry(k4 // 4, (0,), npad, True)
@@ -243,3 +255,29 @@ def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
 
     got = _compile(mcpu, args, stmt)[:rows, :n]
     assert np.array_equal(got, (x @ W.T).T)
+
+
+@pytest.mark.parametrize("arch", ["x86", "arm"])
+def test_x86_gemv_prefetches_the_next_block_of_rows(arch):
+    """The x86 GEMV prefetches one cache line of each next row per 64 bytes it reads (the
+    code loads of a layer past L2 stalled without); aarch64 keeps its instruction count."""
+    from tvm import tirx
+
+    from qcompile.backends.tvm.isa import Isa
+
+    isa = Isa("x86", 32) if arch == "x86" else Isa("arm", 16, dotprod=True)
+    rows, k = 40, 4096
+    layout = RowLayout.plan(k, (2,) * rows, decode_width(isa))
+    mac = choose(isa, (-128, 127), (-128, 127), layout.max_kr)
+    plan = GemvPlan(isa, mac, layout, LevelsPlan(False), rows_per_step(isa, mac), True)
+    bufs = {
+        "xp": tirx.decl_buffer((1, mac.planes, layout.max_kr), "uint8", name="xp"),
+        "stored": tirx.decl_buffer((layout.nbytes,), "uint8", name="stored"),
+        "levels": tirx.decl_buffer((rows, 16), "int8", name="levels"),
+        "comp": tirx.decl_buffer((rows,), "int32", name="comp"),
+        "acc": tirx.decl_buffer((rows, 1), "int32", name="acc"),
+    }
+    text = gemv_stmt(plan, bufs, tirx.const(1, "int32")).script()
+    # one prefetch per row of a block, and one per tail row, each in its row loop's body
+    expected = plan.rows + 1 if rows % plan.rows else plan.rows
+    assert text.count("prefetch(") == (expected if arch == "x86" else 0)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from qcompile.backends.tvm import vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
 from qcompile.backends.tvm.decode import (
@@ -132,10 +134,17 @@ def build_program(
     first = te.compute(x.shape, lambda *i: x(*i).astype(I32), name="input_i32")
     env = {graph.input.name: first if graph.input.qtype.bits <= 32 else x}
     tensors = graph.tensors()
+    accs: dict[tuple, Any] = {}  # a conv's ``shared_key`` -> its accumulator's accessor
     for node in graph.nodes:
         ins = [env[t] for t in node.inputs]
         ranges = [tensors[t].qtype.range for t in node.inputs]
         acc = acc_dtype(node)
+        key = shared_key(node, acc)
+        if key is not None and key in accs:
+            # the same sums as an earlier conv's: only this node's requantization is new
+            t = _types(te, prog, node, acc, ranges, narrow)
+            env[node.output.name] = _conv_out(te, tirx, node, ins[0], accs[key], c_name(node), t)
+            continue
         # The vector kernels first (as fast as the AVX-512 LUT kernel on one input row, and
         # they decode once for batches); the LUT kernel still takes int16-range inputs.
         p = None
@@ -156,12 +165,11 @@ def build_program(
             a = weight_args(te, prog, node, acc, table(p, node) if p else None)
         else:
             a = None
-        t = Types(
-            acc,
-            product_dtype(node, ranges),
-            storage_dtype(node, narrow),
-            requant_args(te, prog, node),
-        )
+        t = _types(te, prog, node, acc, ranges, narrow)
+        if key is not None:
+            accs[key] = _conv_acc(te, tirx, prog, node, ins[0], c_name(node), acc, p, a)
+            env[node.output.name] = _conv_out(te, tirx, node, ins[0], accs[key], c_name(node), t)
+            continue
         env[node.output.name] = LOWER[type(node.op)](
             te, tirx, prog, node, ins, c_name(node), t, p, a
         )
@@ -171,6 +179,26 @@ def build_program(
     prog.output = out
     prog.params.append(out)
     return prog
+
+
+def shared_key(node: Node, acc: str) -> tuple | None:
+    """What decides a conv's accumulator (input tensor, geometry, decoded weights,
+    accumulator type): two convs with one key compute the same integers, so the sums run
+    once and each node applies its own requantization to them. (A frozen residual block
+    recomputes an earlier projection for each sum it feeds, every copy requantized to its own
+    scale: mobilenetv2's are 27M of its 64M projection MACs.) None for other nodes."""
+    op = node.op
+    if not isinstance(op, Conv2d) or node.weights is None:
+        return None
+    w = node.weights.decoded()
+    geometry = (op.stride, op.padding, op.dilation, op.groups, w.shape)
+    return (node.inputs[0], geometry, w.astype(np.int64).tobytes(), acc)
+
+
+def _types(te, prog: Program, node: Node, acc: str, ranges: list, narrow: bool) -> Types:
+    return Types(
+        acc, product_dtype(node, ranges), storage_dtype(node, narrow), requant_args(te, prog, node)
+    )
 
 
 def _serial(p: Any) -> Any:
@@ -323,15 +351,12 @@ def _phase_copy(te, tirx, x, padding: tuple[int, int], stride: tuple[int, int], 
     return lambda n, c, i, j: out[n, c, i % sh * sw + j % sw, i // sh, j // sw]
 
 
-def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
-    op, x, dt = node.op, ins[0], t.acc
+def _conv_acc(te, tirx, prog: Program, node: Node, x, name: str, dt: str, p, a):
+    """``at(n, f, i, j)``: an accessor of the conv's accumulator (the vector GEMM's, or a TE
+    reduction's: channels-last for dense convs, per row for grouped ones)."""
+    op = node.op
     if isinstance(p, vector_conv.ConvPlan):
-        at = vector_conv.lower(te, tirx, prog, node, x, p, a)
-        return te.compute(
-            (x.shape[0], *node.output.shape),
-            lambda n, f, i, j: _requant(tirx, at(n, f, i, j), node, t, f),
-            name=name,
-        )
+        return vector_conv.lower(te, tirx, prog, node, x, p, a)
     w = a.w
     o, cg, kh, kw = w.shape
     og = o // op.groups
@@ -362,30 +387,38 @@ def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p
             ),
             name=f"{name}_acc_nhwc",
         )
-        at = lambda n, f, i, j: acc[n, i, j, f]  # noqa: E731
-    else:
-        # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
-        # output rows: padded once into its own tensor, those reads need no bounds checks.
-        if any(s > 1 for s in op.stride):
-            padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
-        elif any(op.padding):
-            padded = _padded_copy(te, tirx, x, op.padding, name)
-        levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
-        acc = te.compute(
-            (batch, o, oh, ow),
-            lambda n, f, i, j: te.sum(
-                _cast(padded(n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw), dt)
-                * levels[f, rc, ri, rj],
-                axis=[rc, ri, rj],
-            ),
-            name=f"{name}_acc",
-        )
-        at = lambda n, f, i, j: acc[n, f, i, j]  # noqa: E731
-    return te.compute(
+        return lambda n, f, i, j: acc[n, i, j, f]
+    # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
+    # output rows: padded once into its own tensor, those reads need no bounds checks.
+    if any(s > 1 for s in op.stride):
+        padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
+    elif any(op.padding):
+        padded = _padded_copy(te, tirx, x, op.padding, name)
+    levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
+    acc = te.compute(
         (batch, o, oh, ow),
+        lambda n, f, i, j: te.sum(
+            _cast(padded(n, (f // og) * cg + rc, i * sh + ri * dh, j * sw + rj * dw), dt)
+            * levels[f, rc, ri, rj],
+            axis=[rc, ri, rj],
+        ),
+        name=f"{name}_acc",
+    )
+    return lambda n, f, i, j: acc[n, f, i, j]
+
+
+def _conv_out(te, tirx, node: Node, x, at, name: str, t: Types):
+    """The node's output: its requantization of the accumulator ``at``."""
+    return te.compute(
+        (x.shape[0], *node.output.shape),
         lambda n, f, i, j: _requant(tirx, at(n, f, i, j), node, t, f),
         name=name,
     )
+
+
+def _conv(te, tirx, prog: Program, node: Node, ins: list, name: str, t: Types, p, a):
+    at = _conv_acc(te, tirx, prog, node, ins[0], name, t.acc, p, a)
+    return _conv_out(te, tirx, node, ins[0], at, name, t)
 
 
 # The TE lowering of each op class.

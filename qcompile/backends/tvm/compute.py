@@ -62,6 +62,18 @@ def acc_dtype(node: Node) -> str:
     return I64 if r is not None and r.acc_bits > 32 else I32
 
 
+def grouped_acc(node: Node, acc: str) -> str:
+    """int16 for a grouped (depthwise) conv whose accumulator is proven to fit (every
+    partial sum then fits too: each product's range holds 0), else ``acc``. Its
+    multiply-adds are then 16 lanes a 256-bit vector (vpmullw, vpaddw) where int32 took
+    vpmulld, two uops for 8 lanes: mobilenetv2's depthwise sums were 15% of its AVX2 time.
+    For the x86 schedules (``narrow``); aarch64 keeps int32."""
+    op, r = node.op, node.requant
+    if isinstance(op, Conv2d) and op.groups > 1 and r is not None and r.acc_bits <= 16:
+        return "int16"
+    return acc
+
+
 def product_dtype(node: Node, ranges: list[tuple[int, int]]) -> str:
     """int32 where ``acc * m + round`` is proven to fit, else int64."""
     if node.requant is None:
@@ -139,6 +151,7 @@ def build_program(
         ins = [env[t] for t in node.inputs]
         ranges = [tensors[t].qtype.range for t in node.inputs]
         acc = acc_dtype(node)
+        acc = grouped_acc(node, acc) if narrow else acc
         key = shared_key(node, acc)
         if key is not None and key in accs:
             # the same sums as an earlier conv's: only this node's requantization is new

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from qcompile.backends.tvm.compute import acc_dtype, shared_key
+from qcompile.backends.tvm.compute import acc_dtype, grouped_acc, shared_key
 from qcompile.ir import Conv2d, Graph, InputQuant, Node, QType, Requant, TensorInfo, Weights, ops
 from qcompile.ir.graph import Add
 from qcompile.passes import run_pipeline
@@ -71,3 +73,13 @@ def test_recomputed_convs_sum_once_and_each_requantizes_exactly(tmp_path, target
     assert owners == {"dw", "q", "pw"}  # the second of each pair passes no weights
     scaled = {p.split(".")[0] for p in params if p.endswith(".mult")}
     assert scaled == {"dw", "dw_again", "q", "q_again", "pw", "pw_again"}  # its own requant
+
+
+def test_depthwise_sums_proven_to_fit_16_bits_accumulate_in_int16():
+    graph = recomputed_convs("uniform")
+    nodes = {n.name: n for n in graph.nodes}
+    assert nodes["dw"].requant.acc_bits <= 16  # the pair test above runs it in int16 on x86
+    assert grouped_acc(nodes["dw"], "int32") == "int16"
+    wider = replace(nodes["dw"], requant=replace(nodes["dw"].requant, acc_bits=17))
+    assert grouped_acc(wider, "int32") == "int32"
+    assert grouped_acc(nodes["q"], "int32") == "int32"  # dense convs run the GEMM in int32

@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def per_image(func: Any) -> Any:
+def per_image(func: Any, outline: bool = False) -> Any:
     """``func``: a scheduled PrimFunc for a batch of one (input first, output last, the
     weights between; no parallel loop inside) -> the same function over a batch ``n``, one
-    image per iteration of a parallel loop."""
+    image per iteration of a parallel loop. ``outline``: each loop nest but the last in a
+    function of its own (``_own_function``; the x86 targets)."""
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
     from tvm.script.ir_builder import IRBuilder
@@ -37,17 +38,18 @@ def per_image(func: Any) -> Any:
     levels = {b.source.name for s in once for b in _first_block(s).writes}
     hoisted = [b for b in root.alloc_buffers if b.name in levels]
     kept = [b for b in root.alloc_buffers if b.name not in levels]
-    # the last nest stays inline: TVM's LLVM codegen leaves an outlined function's debug
-    # location current, and the caller's return then failed LLVM's verifier
-    scoped = [*(_own_function(s, k) for k, s in enumerate(every[:-1])), every[-1]]
-    image = SBlock([], [], [], "image", tirx.SeqStmt(scoped), alloc_buffers=kept)
+    if outline:
+        # the last nest stays inline: TVM's LLVM codegen leaves an outlined function's
+        # debug location current, and the caller's return then failed LLVM's verifier
+        every = [*(_own_function(s, k) for k, s in enumerate(every[:-1])), every[-1]]
+    image = SBlock([], [], [], "image", tirx.SeqStmt(every), alloc_buffers=kept)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         # not noalias: TVM marks an outlined nest's pointer arguments noalias with its
         # function, and two of them may name one memory (the 1-8-bit chain on x86-64-v4
         # computed wrong outputs, even with only the GEMM nests outlined; mobilenetv2 on
         # x86-64-v3 was about 15% faster that way, and wrong is not an option)
-        T.func_attr({"tirx.noalias": False})
+        T.func_attr({"tirx.noalias": not outline})
         x = T.arg("input", T.buffer((n, *one_in.shape[1:]), one_in.dtype))
         for w in func.params[1:-1]:
             T.arg(w.name, w)

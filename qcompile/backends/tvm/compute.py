@@ -30,6 +30,7 @@ from qcompile.backends.tvm.decode import (
     I32,
     I64,
     RequantArgs,
+    _arg,
     c_name,
     code_at,
     requant_args,
@@ -111,6 +112,8 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
     """``clip((acc * m + b + 2^(s-1)) >> s, lo, hi)``; ``ch`` indexes per-channel arrays."""
     r, a = node.requant, t.requant
     dt = t.product
+    if a.acc_lo is not None:  # the same clipped output from a narrower product
+        value = tirx.max(tirx.min(_cast(value, I32), a.acc_hi[ch]), a.acc_lo[ch])
     v = _cast(value, dt)
     if a.mult is not None:
         v = v * _cast(a.mult[ch], dt)
@@ -209,9 +212,47 @@ def shared_key(node: Node, acc: str) -> tuple | None:
 
 
 def _types(te, prog: Program, node: Node, acc: str, ranges: list, narrow: bool) -> Types:
-    return Types(
-        acc, product_dtype(node, ranges), storage_dtype(node, narrow), requant_args(te, prog, node)
-    )
+    product, args = product_dtype(node, ranges), requant_args(te, prog, node)
+    bounds = clamp_bounds(node, ranges[0]) if narrow and product == I64 and acc == I32 else None
+    if bounds is not None:
+        args.acc_lo = _arg(te, prog, node, "acc_lo", bounds[0])
+        args.acc_hi = _arg(te, prog, node, "acc_hi", bounds[1])
+        product = I32
+    return Types(acc, product, storage_dtype(node, narrow), args)
+
+
+def clamp_bounds(node: Node, x_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel int32 bounds ``[lo_c, hi_c]`` such that clamping the accumulator to them
+    first leaves the clipped output unchanged and ``acc * m + b + round`` fits int32, or
+    None. The output ``f(acc) = (acc * m + b + round) >> s`` is monotone in ``acc``: every
+    accumulator past the last one that still lands inside the clip lands outside it on the
+    same side, so one step past that last one is as good as any further one. (An expansion
+    conv on a residual sum, 21-bit accumulators times 15-bit multipliers, requantized in
+    int64: vpmuldq and int64 compares on AVX2; clamped, its products fit int32.)"""
+    r = node.requant
+    if r is None or not isinstance(node.op, Conv2d | Dense) or r.shift > 30:
+        return None
+    ranges = node.op.channel_ranges(node, [x_range])
+    ms, bs = r.multipliers, r.biases
+    lows, highs = [], []
+    for c, (alo, ahi) in enumerate(ranges):
+        m, bias = int(ms[c % ms.size]), int(bs[c % bs.size])
+        b = bias + r.rounding
+        k0 = (r.lo << r.shift) - b  # f(a) >= lo  <=>  a * m >= k0
+        k1 = ((r.hi + 1) << r.shift) - 1 - b  # f(a) <= hi  <=>  a * m <= k1
+        if m > 0:  # inside the clip for a in [ceil(k0 / m), floor(k1 / m)]
+            first, last = -(-k0 // m), k1 // m
+        else:  # m < 0: the order reverses
+            first, last = -(-k1 // m), k0 // m
+        lo, hi = max(alo, first - 1), min(ahi, last + 1)
+        hi = max(hi, lo)  # every accumulator in range lands on one side: any one will do
+        # each step of the requantization as it is evaluated: product, + bias, + rounding
+        ends = [bias, *(a * m + d for a in (lo, hi) for d in (0, bias, b))]
+        if min(ends) < INT32[0] or max(ends) > INT32[1]:
+            return None
+        lows.append(lo)
+        highs.append(hi)
+    return np.array(lows, dtype=np.int32), np.array(highs, dtype=np.int32)
 
 
 def _serial(p: Any) -> Any:

@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def per_image(func: Any) -> Any:
+def per_image(func: Any, outline: bool = False) -> Any:
     """``func``: a scheduled PrimFunc for a batch of one (input first, output last, the
     weights between; no parallel loop inside) -> the same function over a batch ``n``, one
-    image per iteration of a parallel loop."""
+    image per iteration of a parallel loop. ``outline``: each loop nest but the last in a
+    function of its own (``_own_function``; the x86 targets)."""
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
     from tvm.script.ir_builder import IRBuilder
@@ -37,10 +38,18 @@ def per_image(func: Any) -> Any:
     levels = {b.source.name for s in once for b in _first_block(s).writes}
     hoisted = [b for b in root.alloc_buffers if b.name in levels]
     kept = [b for b in root.alloc_buffers if b.name not in levels]
+    if outline:
+        # the last nest stays inline: TVM's LLVM codegen leaves an outlined function's
+        # debug location current, and the caller's return then failed LLVM's verifier
+        every = [*(_own_function(s, k) for k, s in enumerate(every[:-1])), every[-1]]
     image = SBlock([], [], [], "image", tirx.SeqStmt(every), alloc_buffers=kept)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        T.func_attr({"tirx.noalias": True})
+        # not noalias: TVM marks an outlined nest's pointer arguments noalias with its
+        # function, and two of them may name one memory (the 1-8-bit chain on x86-64-v4
+        # computed wrong outputs, even with only the GEMM nests outlined; mobilenetv2 on
+        # x86-64-v3 was about 15% faster that way, and wrong is not an option)
+        T.func_attr({"tirx.noalias": not outline})
         x = T.arg("input", T.buffer((n, *one_in.shape[1:]), one_in.dtype))
         for w in func.params[1:-1]:
             T.arg(w.name, w)
@@ -56,6 +65,17 @@ def per_image(func: Any) -> Any:
     body = tirx.SeqStmt([*once, loop]) if once else loop
     outer = SBlock([], [], [], "root", body, alloc_buffers=hoisted)
     return f.with_body(SBlockRealize([], tirx.const(True), outer))
+
+
+def _own_function(stmt: Any, k: int) -> Any:
+    """``stmt`` compiled as a function of its own (TVM's ``compute_scope``: LLVM outlines
+    it). In one function with the whole graph, LLVM's register allocator spilled the AVX2
+    GEMM's int16 accumulators lane by lane into general registers (vpinsrd / vpextrd: a
+    third of mobilenetv2's x86-64-v3 samples); each nest alone keeps them in registers."""
+    from tvm import ir, tirx
+
+    name = ir.StringImm(f"nest{k}_{_first_block(stmt).name_hint}_compute_")
+    return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", name, stmt)
 
 
 def _first_block(stmt: Any) -> Any:

@@ -64,6 +64,9 @@ class RequantArgs:
 
     mult: Any = None
     bias: Any = None
+    # per-channel bounds the accumulator is clamped to first (``compute.clamp_bounds``)
+    acc_lo: Any = None
+    acc_hi: Any = None
 
 
 def requant_args(te: Any, prog: Any, node: Node) -> RequantArgs:

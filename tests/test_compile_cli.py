@@ -189,9 +189,8 @@ def test_fpga_export_csim_is_exact_on_trained_model(trained):
     res = last_json(r.stdout)
     assert res["compared"] == ["fpga_csim", "frozen", "sim"]
     assert res["n"] == 1000 and res["exact"] == 1.0 and res["max_abs_diff"] == 0.0
-    r = run_cli("simulate", str(art), "--json")  # the test split, with accuracies
-    res = last_json(r.stdout)
-    assert res["exact"] == 1.0 and res["acc_fpga_csim"] == res["acc_sim"]
+    # (the artifact on its own dataset's test split, with accuracies: the learned-bitwidth
+    # test below; a second `simulate` here was a second g++ build of the same project)
 
 
 def test_export_mistakes_are_one_line(small_qir, tmp_path):
@@ -246,3 +245,6 @@ def test_learned_bitwidths_meet_the_budget_and_deploy_exactly(method, tmp_path):
         assert r.returncode == 0, r.stderr
         res = last_json(run_cli("simulate", str(art), "--json").stdout)
         assert res["n"] == 359 and res["exact"] == 1.0 and res["max_abs_diff"] == 0.0
+        # the test split's labels: every implementation's accuracy, the artifact's included
+        accs = {k: v for k, v in res.items() if k.startswith("acc_") and v is not None}
+        assert len(accs) >= 3 and len(set(accs.values())) == 1 and res["acc_sim"] > 0.5, accs

@@ -35,8 +35,6 @@ from qcompile.backends.tvm.lut_decode import (
 from qcompile.backends.tvm.mac import Mac
 from qcompile.backends.tvm.row_layout import Group, RowLayout
 
-PREFETCH = True  # x86 GEMV: prefetch the next block of rows (a flag for A/B timing)
-
 
 @dataclass(frozen=True)
 class GemvPlan:
@@ -194,7 +192,7 @@ def _row_block(
         0.47 to 0.38 ms, 4-bit 0.55 to 0.40 (AVX-512: 2-bit 0.159 to 0.132). aarch64 is
         left as it was: its instruction counts are measured under qemu, where a prefetch
         only adds instructions."""
-        if not PREFETCH or isa.arch == ARM:
+        if isa.arch == ARM:
             return
         span = -(-g.row_bytes // iters)
         for r in range(nrows):

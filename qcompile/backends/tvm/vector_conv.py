@@ -54,7 +54,6 @@ DECODE_BYTES = 16
 # Pixel-tile slices per row block where the GEMM runs in parallel (a layer of 16 channels is
 # one row block: without slices it would run on one thread).
 SLICES = 4
-ROW_TILES = True  # x86: tiles of whole output-row vectors (a flag for A/B timing)
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def plan(
     split = max(1, SLICES // blocks) if parallel else 1
     phases = Phases.of(op, x_shape, (kh, 1) if columns else (kh, kw), vecs * isa.lanes)
     geo = Geometry(-(-(kw if columns else cg) // 4), phases.offsets, phases.group_pixels)
-    if ROW_TILES and isa.arch != ARM and ow % isa.lanes == 0:
+    if isa.arch != ARM and ow % isa.lanes == 0:
         # tiles of whole output-row vectors only (x86; aarch64's instruction counts keep
         # their layout): each tap's loads stay contiguous within a row
         row_vecs = ow // isa.lanes

@@ -182,18 +182,34 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
         act[0, 0], act[0, 1] = tiles & 15, tiles >> 4
     else:
         act[0, 0] = tiles % 256
-    args = {"act": act.reshape(1, mac.planes, -1), "stored": layout.pack(codes)}
-    args["levels"] = levels
-    args["comp"] = (-mac.offset * W.sum(axis=1)).astype(np.int32)
+    got = _gemm_acc(mcpu, plan, act, layout.pack(codes), levels, mac.offset, W, npad, n)
+    assert np.array_equal(got, (x @ W.T).T)
+
+
+def _gemm_acc(
+    mcpu: str,
+    plan: GemmPlan,
+    act: np.ndarray,
+    stored: np.ndarray,
+    levels: np.ndarray,
+    offset: int,
+    W: np.ndarray,
+    npad: int,
+    n: int,
+) -> np.ndarray:
+    """``plan``'s GEMM run on packed activations ``act`` (1, planes, ...) whose bytes carry
+    ``offset`` (taken back by the per-row compensation ``-offset * sum(W)``): the first
+    ``n`` columns of its accumulators, one row per weight row."""
+    args = {"act": act.reshape(1, act.shape[1], -1), "stored": stored, "levels": levels}
+    args["comp"] = (-offset * W.sum(axis=1)).astype(np.int32)
     args["acc"] = np.zeros((plan.acc_rows, npad), np.int32)
 
     def stmt(bufs):
-        if not mac.offset:
+        if not offset:
             bufs = {k: v for k, v in bufs.items() if k != "comp"}
         return gemm_stmt(plan, bufs, 1, npad, True)
 
-    got = _compile(mcpu, args, stmt)[:rows, :n]
-    assert np.array_equal(got, (x @ W.T).T)
+    return _compile(mcpu, args, stmt)[: len(W), :n]
 
 
 # Wide activations (residual sums): ranges of 2, 3 and 4 byte digits, signed and unsigned
@@ -243,17 +259,8 @@ def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
         if mac.planes == 2:  # nibbles of the digit's byte
             act[0, 2 * d + 1] = act[0, 2 * d] >> 4
             act[0, 2 * d] &= 15
-    args = {"act": act.reshape(1, plan.act_planes, -1), "stored": layout.pack(w.codes())}
-    args["levels"] = levels
-    args["comp"] = (-digits.top_offset * W.sum(axis=1)).astype(np.int32)
-    args["acc"] = np.zeros((plan.acc_rows, npad), np.int32)
-
-    def stmt(bufs):
-        if not digits.top_offset:
-            bufs = {k: v for k, v in bufs.items() if k != "comp"}
-        return gemm_stmt(plan, bufs, 1, npad, True)
-
-    got = _compile(mcpu, args, stmt)[:rows, :n]
+    stored = layout.pack(w.codes())
+    got = _gemm_acc(mcpu, plan, act, stored, levels, digits.top_offset, W, npad, n)
     assert np.array_equal(got, (x @ W.T).T)
 
 

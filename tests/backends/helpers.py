@@ -204,7 +204,7 @@ def conv_stack(
     nodes: list[Node] = []
     src = x
     for layer, op, (o, kh, kw), out_shape, bits, *out_bits in specs:
-        shape = (o, src.shape[0], kh, kw)
+        shape = (o, src.shape[0] // op.groups, kh, kw)
         codes = rng.integers(0, 1 << bits, shape).astype(np.uint8)
         w = Weights(bits, shape, codes, False, levels(rng, kind, bits, o))
         if out_bits:
@@ -216,6 +216,21 @@ def conv_stack(
         src = nodes[-1].output
     iq = iq or InputQuant(8, -6.4, 0.05, -128)
     return Graph(name, x, iq, tuple(nodes), (src.name,))
+
+
+def grouped_geometries(kind: str) -> Graph:
+    """Grouped convs on zero-padded copies of their inputs (``pad_rows``): depthwise 3x3
+    stride 1 on an odd width, stride 2, a 5x3 kernel with stride (1, 2) and padding (2, 0),
+    and two channels a group at stride 2 with padding 2 (past the image's last rows)."""
+    rng = np.random.default_rng(23)
+    x = TensorInfo("x", (6, 9, 11), QType(8, True), 0.05)
+    specs = [  # name, op, (out channels, kh, kw), out shape, bits
+        ("dw1", Conv2d((1, 1), (1, 1), groups=6), (6, 3, 3), (6, 9, 11), 4),
+        ("dw2", Conv2d((2, 2), (1, 1), groups=6), (6, 3, 3), (6, 5, 6), 2),
+        ("dw3", Conv2d((1, 2), (2, 0), groups=6), (6, 5, 3), (6, 5, 2), 3),
+        ("g2", Conv2d((2, 2), (2, 2), groups=3), (6, 3, 3), (6, 4, 2), 4),
+    ]
+    return conv_stack("grouped", x, specs, kind, rng)
 
 
 def wide_inputs(kind: str) -> Graph:

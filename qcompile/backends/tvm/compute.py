@@ -26,6 +26,7 @@ import numpy as np
 
 from qcompile.backends.tvm import vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
+from qcompile.backends.tvm.clamp import clamp_bounds, offset_requant
 from qcompile.backends.tvm.decode import (
     I32,
     I64,
@@ -38,11 +39,10 @@ from qcompile.backends.tvm.decode import (
     weight_at,
 )
 from qcompile.backends.tvm.isa import Isa
+from qcompile.backends.tvm.pad_rows import PadGeometry
 from qcompile.ir import ops
 from qcompile.ir.graph import Graph, Node
 from qcompile.ir.ops import Add, AvgPool, Clip, Conv2d, Dense, Flatten, MaxPool, Pool
-
-INT32 = (-(1 << 31), (1 << 31) - 1)
 
 
 @dataclass
@@ -114,6 +114,12 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
     dt = t.product
     if a.acc_lo is not None:  # the same clipped output from a narrower product
         value = tirx.max(tirx.min(_cast(value, I32), a.acc_hi[ch]), a.acc_lo[ch])
+    if a.base_r is not None:  # counted from the window's low end, unsigned (``clamp``)
+        m = a.mult[ch] if a.mult is not None else tirx.const(r.multiplier, I32)
+        step, m = (_cast(_cast(v, "uint32"), dt) for v in (value - a.acc_lo[ch], m))
+        u = step * m + _cast(a.base_r[ch], dt)
+        v = _cast(u >> tirx.const(r.shift, dt), I32) + a.base_q[ch]
+        return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, I32)), tirx.const(r.lo, I32)), t.out)
     v = _cast(value, dt)
     if a.mult is not None:
         v = v * _cast(a.mult[ch], dt)
@@ -213,46 +219,18 @@ def shared_key(node: Node, acc: str) -> tuple | None:
 
 def _types(te, prog: Program, node: Node, acc: str, ranges: list, narrow: bool) -> Types:
     product, args = product_dtype(node, ranges), requant_args(te, prog, node)
-    bounds = clamp_bounds(node, ranges[0]) if narrow and product == I64 and acc == I32 else None
-    if bounds is not None:
-        args.acc_lo = _arg(te, prog, node, "acc_lo", bounds[0])
-        args.acc_hi = _arg(te, prog, node, "acc_hi", bounds[1])
-        product = I32
+    if narrow and product == I64 and acc == I32:
+        bounds = clamp_bounds(node, ranges[0])
+        offset = None if bounds is not None else offset_requant(node, ranges[0])
+        if offset is not None:
+            bounds = offset.low, offset.high
+            args.base_q = _arg(te, prog, node, "base_q", offset.base_q)
+            args.base_r = _arg(te, prog, node, "base_r", offset.base_r)
+        if bounds is not None:
+            args.acc_lo = _arg(te, prog, node, "acc_lo", bounds[0])
+            args.acc_hi = _arg(te, prog, node, "acc_hi", bounds[1])
+            product = I32 if offset is None else offset.product
     return Types(acc, product, storage_dtype(node, narrow), args)
-
-
-def clamp_bounds(node: Node, x_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel int32 bounds ``[lo_c, hi_c]`` such that clamping the accumulator to them
-    first leaves the clipped output unchanged and ``acc * m + b + round`` fits int32, or
-    None. The output ``f(acc) = (acc * m + b + round) >> s`` is monotone in ``acc``: every
-    accumulator past the last one that still lands inside the clip lands outside it on the
-    same side, so one step past that last one is as good as any further one. (An expansion
-    conv on a residual sum, 21-bit accumulators times 15-bit multipliers, requantized in
-    int64: vpmuldq and int64 compares on AVX2; clamped, its products fit int32.)"""
-    r = node.requant
-    if r is None or not isinstance(node.op, Conv2d | Dense) or r.shift > 30:
-        return None
-    ranges = node.op.channel_ranges(node, [x_range])
-    ms, bs = r.multipliers, r.biases
-    lows, highs = [], []
-    for c, (alo, ahi) in enumerate(ranges):
-        m, bias = int(ms[c % ms.size]), int(bs[c % bs.size])
-        b = bias + r.rounding
-        k0 = (r.lo << r.shift) - b  # f(a) >= lo  <=>  a * m >= k0
-        k1 = ((r.hi + 1) << r.shift) - 1 - b  # f(a) <= hi  <=>  a * m <= k1
-        if m > 0:  # inside the clip for a in [ceil(k0 / m), floor(k1 / m)]
-            first, last = -(-k0 // m), k1 // m
-        else:  # m < 0: the order reverses
-            first, last = -(-k1 // m), k0 // m
-        lo, hi = max(alo, first - 1), min(ahi, last + 1)
-        hi = max(hi, lo)  # every accumulator in range lands on one side: any one will do
-        # each step of the requantization as it is evaluated: product, + bias, + rounding
-        ends = [bias, *(a * m + d for a in (lo, hi) for d in (0, bias, b))]
-        if min(ends) < INT32[0] or max(ends) > INT32[1]:
-            return None
-        lows.append(lo)
-        highs.append(hi)
-    return np.array(lows, dtype=np.int32), np.array(highs, dtype=np.int32)
 
 
 def _serial(p: Any) -> Any:
@@ -383,7 +361,8 @@ def _padded_copy(te, tirx, x, padding: tuple[int, int], name: str):
     (ph, pw), (h, w) = padding, (int(v) for v in x.shape[2:])
     inner = _pad(te, tirx, x, ph, pw, 0, name)
     shape = (x.shape[0], x.shape[1], h + 2 * ph, w + 2 * pw)
-    out = te.compute(shape, lambda n, c, i, j: inner(n, c, i, j), name=f"{name}_pad")
+    attrs = PadGeometry(padding, (1, 1)).attrs()
+    out = te.compute(shape, lambda n, c, i, j: inner(n, c, i, j), name=f"{name}_pad", attrs=attrs)
     return lambda n, c, i, j: out[n, c, i, j]
 
 
@@ -401,6 +380,7 @@ def _phase_copy(te, tirx, x, padding: tuple[int, int], stride: tuple[int, int], 
         shape,
         lambda n, c, p, r, q: inner(n, c, p // sw + sh * r, p % sw + sw * q),
         name=f"{name}_pad",
+        attrs=PadGeometry(padding, stride).attrs(),
     )
     return lambda n, c, i, j: out[n, c, i % sh * sw + j % sw, i // sh, j // sw]
 

@@ -2,8 +2,9 @@
 
 One rule per kind of block, chosen by what the block computes:
 
-- padding is already inlined into its consumer (``compute._pad``); the int64 -> int32 input
-  cast is kept as its own pass: the convolutions then read 4-byte pixels;
+- padding is already inlined into its consumer (``compute._pad``); a grouped conv's padded
+  copy of its input is replaced by whole-row shuffles (``pad_rows``); the int64 -> int32
+  input cast is kept as its own pass: the convolutions then read 4-byte pixels;
 - a GEMM's activation packing unrolls the four bytes of a pixel (``_pack_pixels``); a
   conv's runs one loop per channel group, pixel row and column of its phase planes, and on
   x86 a stride-1 conv's is replaced by whole-vector rows (``conv_pack``);
@@ -17,7 +18,8 @@ One rule per kind of block, chosen by what the block computes:
   reduction outside them, four output pixels per vector of levels (the levels were
   dequantized once per call, stored [c, kh, kw, f]);
 - a grouped or depthwise conv moves its reduction outside the output row and vectorises along
-  the row: one level serves every output pixel of the row;
+  the row: one level serves every output pixel of the row; its requantization runs in the
+  row's loop, on the row's sums while they are in a register;
 - an AVX-512 dense kernel's placeholder block is left alone, then replaced by the kernel
   (``avx512_dense.attach``: scheduled by hand already);
 - every block vectorises its innermost data-parallel loop where its extent is static and,
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qcompile.backends.tvm import conv_pack
+from qcompile.backends.tvm import conv_pack, pad_rows
 from qcompile.backends.tvm.avx512_dense import attach
 from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
@@ -58,8 +60,14 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
     par = _parallel if threads else _serial
     kernels = kernels or {}
     packs: dict[str, ConvPlan] = {}  # conv packings replaced by ``conv_pack``'s statement
+    pads: dict[str, pad_rows.PadGeometry] = {}  # padded copies replaced by ``pad_rows``'
+    done: set[str] = set()  # blocks scheduled with their producer
     for block in _blocks(sch):
-        if sch.get(block).name_hint in kernels:
+        if sch.get(block).name_hint in kernels or sch.get(block).name_hint in done:
+            continue
+        geo = pad_rows.geometry(sch.get(block))
+        if geo is not None and pad_rows.applies(_io(sch.get(block))[0]):
+            pads[sch.get(block).name_hint] = geo
             continue
         iters = sch.get(block).iter_vars
         kinds = [v.iter_type for v in iters]  # 0: data parallel, 2: reduction
@@ -77,11 +85,13 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
         elif sch.get(block).name_hint.endswith("_acc_nhwc"):
             _conv_channels_last(sch, block, par)
         elif len(kinds) == 7 and kinds[:4] == [0, 0, 0, 0]:
-            _conv(sch, block, par)
+            _conv(sch, block, par, done)
         else:
             _outer_parallel(sch, block, kinds.count(0), par)
     for name, plan in packs.items():
         _replace(sch, name, lambda blk, p=plan: conv_pack.pack_stmt(p, *_io(blk)))
+    for name, geo in pads.items():
+        _replace(sch, name, lambda blk, g=geo: pad_rows.pad_stmt(*_io(blk), g))
     vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | ConvPlan)}
     attach(sch, {k: v for k, v in kernels.items() if k not in vec})
     attach_vector(sch, vec)
@@ -196,8 +206,9 @@ def _dense(sch: Any, block: Any, par: Any) -> None:
     par(sch, block, [n2, j2])
 
 
-def _conv(sch: Any, block: Any, par: Any) -> None:
-    n, f, _, j, rc, ri, rj = sch.get_loops(block)
+def _conv(sch: Any, block: Any, par: Any, done: set[str]) -> None:
+    """``done``: gets the name of a consumer block this schedules too."""
+    n, f, i, j, rc, ri, rj = sch.get_loops(block)
     width = _extent(sch, j)
     if not width or width == 1:
         par(sch, block, [n, f])
@@ -207,12 +218,34 @@ def _conv(sch: Any, block: Any, par: Any) -> None:
     par(sch, block, [n, f])
     if width <= MAX_LANES:
         sch.vectorize(j)
+        fused = _requantize_each_row(sch, block, i)
+        if fused is not None:
+            done.add(fused)
     # the taps unrolled: one straight run of vector multiply-adds into the row's
     # accumulator, which LLVM then keeps in registers (a loop stored it after every tap)
     for loop in (ri, rj):
         if (_extent(sch, loop) or MAX_TAPS + 1) <= MAX_TAPS:
             sch.unroll(loop)
     sch.decompose_reduction(block, rc)
+
+
+def _requantize_each_row(sch: Any, block: Any, row: Any) -> str | None:
+    """Move the grouped conv's one elementwise consumer (its requantization) into the
+    output-row loop ``row``: the row's accumulator is then a buffer of one row (TVM
+    allocates a buffer where its accesses meet), which LLVM keeps in a register. Across the
+    whole outlined nest it was stored after every tap (the nest's pointers are not noalias)
+    and read back by a pass of its own. Returns the consumer's name, or None."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1:  # a shared accumulator's several requantizations stay apart
+        return None
+    (out,) = consumers
+    if [v.iter_type for v in sch.get(out).iter_vars] != [0, 0, 0, 0]:
+        return None
+    sch.reverse_compute_at(out, row)
+    inner = sch.get_loops(out)[-1]
+    if (_extent(sch, inner) or MAX_LANES + 1) <= MAX_LANES:
+        sch.vectorize(inner)
+    return sch.get(out).name_hint
 
 
 def _conv_channels_last(sch: Any, block: Any, par: Any) -> None:

@@ -67,6 +67,9 @@ class RequantArgs:
     # per-channel bounds the accumulator is clamped to first (``compute.clamp_bounds``)
     acc_lo: Any = None
     acc_hi: Any = None
+    # the unsigned form's base (``clamp.offset_requant``): acc_lo is then its anchor
+    base_q: Any = None
+    base_r: Any = None
 
 
 def requant_args(te: Any, prog: Any, node: Node) -> RequantArgs:

@@ -106,10 +106,15 @@ class GemmPlan:
         return self.slots()[-1][1] + -(-len(last.rows) // self.block_rows) * self.block_rows
 
 
-def tile_shape(isa: Isa, mac: Mac, steps: int = 0, digits: bool = False) -> tuple[int, int]:
+def tile_shape(
+    isa: Isa, mac: Mac, steps: int = 0, digits: bool = False, max_vecs: int = 4
+) -> tuple[int, int]:
     """(rows, vecs) of the register tile: accumulators, activation vectors and a broadcast
     weight within the register file; ``steps``: 4-byte steps per output (0: unknown);
-    ``digits``: the reduction runs once per byte digit (the int32 sums live across it)."""
+    ``digits``: the reduction runs once per byte digit (the int32 sums live across it);
+    ``max_vecs``: pixel vectors the layer has. Fewer than four (mobilenetv2's 4x4 layers
+    are one AVX-512 vector) take taller tiles: a 4 x 1 VNNI tile's four accumulators each
+    waited on its previous vpdpbusd (latency-bound at about 0.8 a cycle)."""
     per_acc = {"vnni": 1, "sdot": 1, "smull": 2}.get(mac.mode)
     one_flush = 0 < steps <= mac.flush
     if mac.mode == "binary" and isa.vnni:
@@ -128,7 +133,11 @@ def tile_shape(isa: Isa, mac: Mac, steps: int = 0, digits: bool = False) -> tupl
     # budget LLVM spills the accumulators lane by lane (4.6x the instructions).
     per_vec = mac.planes * (2 if mac.mode in ("smull", "smlal") else 1)
     budget = isa.regs - 4
-    for rows, vecs in ((4, 4), (4, 3), (4, 2), (2, 2), (2, 1), (1, 1)):
+    shapes = ((4, 4), (4, 3), (4, 2), (2, 2), (2, 1), (1, 1))
+    if max_vecs < 4:  # up to the same sixteen accumulators, in taller tiles: the most first
+        tall = {(r, v) for v in range(1, max_vecs + 1) for r in (16 // v, 4, 2, 1)}
+        shapes = tuple(sorted(tall, key=lambda rv: (-rv[0] * rv[1], -rv[1])))
+    for rows, vecs in shapes:
         if rows * vecs * per_acc + vecs * per_vec <= budget:
             return rows, vecs
     return 1, 1

@@ -137,16 +137,16 @@ def plan(
         mac = choose(isa, byte, (lo, hi), layout.max_kr) if digits else None
     if mac is None:
         return None
-    rows, vecs = tile_shape(isa, mac, kp // 4, digits is not None)
     # no more pixel vectors per tile than the layer has output pixels (mobilenet's 4x4
     # layers: 16 pixels, which a 64-pixel tile would compute four times over)
     oh = node.output.shape[1]
     cols = -(-(x_shape[2] + 2 * op.padding[1]) // op.stride[1])
     total = -(-oh * cols // isa.lanes)
     if isa.arch == ARM:
+        rows, vecs = tile_shape(isa, mac, kp // 4, digits is not None)
         rows, vecs = neon_tile(mac, rows, vecs, o, total)
     else:
-        vecs = max(1, min(vecs, total))
+        rows, vecs = tile_shape(isa, mac, kp // 4, digits is not None, max(1, total))
     # no more register tiles per block than the layer has rows (lenet's 6 channels)
     block = max(1, min(4, SCRATCH // (rows * layout.max_kr), -(-o // rows)))
     ow = node.output.shape[2]

@@ -152,7 +152,10 @@ def test_binary_gemm_is_exact(mcpu, x_range, kind):
     _gemm_case(mcpu, 1, kind, x_range, binary=True)
 
 
-def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary: bool) -> None:
+def _gemm_case(
+    mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary: bool, max_vecs: int = 4
+) -> tuple[int, int]:
+    """Run one GEMM case exactly; returns its tile (rows, vecs)."""
     rng = np.random.default_rng(10 + bits)
     rows, k, n = 40, 300, 37
     isa = isa_of(_target(mcpu))
@@ -165,7 +168,7 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
     mac = choose(isa, x_range, w.level_range(), k4, binary)
     assert (mac.mode == "binary") == binary
     levels_plan, levels = _levels(w, list(range(rows)))
-    R, Q = tile_shape(isa, mac, k4 // 4)
+    R, Q = tile_shape(isa, mac, k4 // 4, max_vecs=max_vecs)
     if kind == "narrow" and not isa.vnni:  # every step in one int16 flush: no int32 sums
         shape = (R, Q)
         assert shape == ((4, 2) if isa.vbytes == 32 else (4, 4))
@@ -184,6 +187,7 @@ def _gemm_case(mcpu: str, bits: int, kind: str, x_range: tuple[int, int], binary
         act[0, 0] = tiles % 256
     got = _gemm_acc(mcpu, plan, act, layout.pack(codes), levels, mac.offset, W, npad, n)
     assert np.array_equal(got, (x @ W.T).T)
+    return R, Q
 
 
 def _gemm_acc(
@@ -227,6 +231,28 @@ WIDE_RANGES = [
 def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
     """An input wider than a byte runs the GEMM once per byte digit (Horner's rule on the
     same accumulators), exact up to the int32 bound ``digits.plan`` checks."""
+    _digits_case(mcpu, x_range, count)
+
+
+@pytest.mark.parametrize("mcpu", [_runnable(c) for c in CPUS])
+@pytest.mark.parametrize("max_vecs", [1, 2])
+def test_layers_of_few_pixel_vectors_take_tall_tiles_exactly(mcpu, max_vecs):
+    """mobilenetv2's 4x4 layers are one AVX-512 vector of pixels: up to sixteen
+    accumulators in rows instead (a 4 x 1 tile was latency-bound), bytes and byte digits."""
+    tiles = [
+        _gemm_case(mcpu, 2, "affine", (0, 255), binary=False, max_vecs=max_vecs),
+        _digits_case(mcpu, *WIDE_RANGES[2], max_vecs=max_vecs),
+    ]
+    for rows, vecs in tiles:
+        assert max_vecs >= vecs
+        isa = isa_of(_target(mcpu))
+        if isa.vnni and isa.regs == 32:  # AVX-512 VNNI, an int32 register each: sixteen
+            assert rows * vecs == 16
+
+
+def _digits_case(
+    mcpu: str, x_range: tuple[int, int], count: int, max_vecs: int = 4
+) -> tuple[int, int]:
     rng = np.random.default_rng(x_range[1] % 97)
     isa = isa_of(_target(mcpu))
     rows, n = 40, 37
@@ -243,7 +269,7 @@ def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
     assert digits is not None and digits.count == count
     mac = choose(isa, (0, 255), w.level_range(), k4)
     levels_plan, levels = _levels(w, list(range(rows)))
-    R, Q = tile_shape(isa, mac)
+    R, Q = tile_shape(isa, mac, max_vecs=max_vecs)
     tp = Q * isa.lanes
     npad = -(-n // tp) * tp
     geo = Geometry(k4 // 4, (0,), npad, True)
@@ -262,6 +288,7 @@ def test_gemm_on_byte_digits_is_exact(mcpu, x_range, count):
     stored = layout.pack(w.codes())
     got = _gemm_acc(mcpu, plan, act, stored, levels, digits.top_offset, W, npad, n)
     assert np.array_equal(got, (x @ W.T).T)
+    return R, Q
 
 
 @pytest.mark.parametrize("arch", ["x86", "arm"])

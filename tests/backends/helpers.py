@@ -223,12 +223,12 @@ def grouped_geometries(kind: str) -> Graph:
     stride 1 on an odd width, stride 2, a 5x3 kernel with stride (1, 2) and padding (2, 0),
     and two channels a group at stride 2 with padding 2 (past the image's last rows)."""
     rng = np.random.default_rng(23)
-    x = TensorInfo("x", (6, 9, 11), QType(8, True), 0.05)
+    x = TensorInfo("x", (16, 9, 11), QType(8, True), 0.05)
     specs = [  # name, op, (out channels, kh, kw), out shape, bits
-        ("dw1", Conv2d((1, 1), (1, 1), groups=6), (6, 3, 3), (6, 9, 11), 4),
-        ("dw2", Conv2d((2, 2), (1, 1), groups=6), (6, 3, 3), (6, 5, 6), 2),
-        ("dw3", Conv2d((1, 2), (2, 0), groups=6), (6, 5, 3), (6, 5, 2), 3),
-        ("g2", Conv2d((2, 2), (2, 2), groups=3), (6, 3, 3), (6, 4, 2), 4),
+        ("dw1", Conv2d((1, 1), (1, 1), groups=16), (16, 3, 3), (16, 9, 11), 4),
+        ("dw2", Conv2d((2, 2), (1, 1), groups=16), (16, 3, 3), (16, 5, 6), 2),
+        ("dw3", Conv2d((1, 2), (2, 0), groups=16), (16, 5, 3), (16, 5, 2), 3),
+        ("g2", Conv2d((2, 2), (2, 2), groups=8), (16, 3, 3), (16, 4, 2), 4),
     ]
     return conv_stack("grouped", x, specs, kind, rng)
 

@@ -31,10 +31,15 @@ INT32 = (-(1 << 31), (1 << 31) - 1)
 UINT32_MAX = (1 << 32) - 1
 
 
-def window(node: Node, x_range: tuple[int, int]) -> list[tuple[int, int, int, int]] | None:
+def window(
+    node: Node, x_range: tuple[int, int], tight: bool = False
+) -> list[tuple[int, int, int, int]] | None:
     """Per channel ``(m, b, lo_c, hi_c)``: the multiplier, bias plus rounding, and the
     accumulator window outside which clamping changes no output; None where the node has
-    no such requantization."""
+    no such requantization. ``tight``: the window of accumulators inside the clip, where
+    that alone gives every output (None where it does not): with ``0 < m <= 2^s`` the
+    output steps by at most one per accumulator step, so the first accumulator inside the
+    clip lands on its low end and the last on its high end, and no clip is left to do."""
     r = node.requant
     if r is None or not isinstance(node.op, Conv2d | Dense) or r.shift > 30:
         return None
@@ -50,18 +55,25 @@ def window(node: Node, x_range: tuple[int, int]) -> list[tuple[int, int, int, in
             first, last = -(-k0 // m), k1 // m
         else:  # m < 0: the order reverses
             first, last = -(-k1 // m), k0 // m
+        if tight:
+            if not 0 < m <= 1 << r.shift or first > last or alo > last or ahi < first:
+                return None
+            out.append((m, b, max(alo, first), min(ahi, last)))
+            continue
         lo, hi = max(alo, first - 1), min(ahi, last + 1)
         out.append((m, b, lo, max(hi, lo)))  # all on one side: any one accumulator will do
     return out
 
 
-def clamp_bounds(node: Node, x_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+def clamp_bounds(
+    node: Node, x_range: tuple[int, int], tight: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-channel int32 bounds ``[lo_c, hi_c]`` such that clamping the accumulator to them
     first leaves the clipped output unchanged and ``acc * m + b + round`` fits int32, or
     None. (An expansion conv on a residual sum, 21-bit accumulators times 15-bit
     multipliers, requantized in int64: vpmuldq and int64 compares on AVX2; clamped, its
     products fit int32.)"""
-    w = window(node, x_range)
+    w = window(node, x_range, tight) if tight else window(node, x_range)
     if w is None:
         return None
     bias = node.requant.biases
@@ -85,10 +97,12 @@ class OffsetRequant:
     product: str  # "uint32" where every (acc - lo_c) * m + r fits, else "uint64"
 
 
-def offset_requant(node: Node, x_range: tuple[int, int]) -> OffsetRequant | None:
+def offset_requant(
+    node: Node, x_range: tuple[int, int], tight: bool = False
+) -> OffsetRequant | None:
     """The unsigned form of the node's requantization, or None where a multiplier is not
-    positive or the window does not fit int32."""
-    w = window(node, x_range)
+    positive or the window does not fit int32 (``tight``: ``window``'s)."""
+    w = window(node, x_range, tight)
     if w is None or node.requant.shift < 1:
         return None
     s, cols, top = node.requant.shift, [], 0

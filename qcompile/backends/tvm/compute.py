@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from qcompile.backends.tvm import vector_conv, vector_dense
+from qcompile.backends.tvm import flat_grid, vector_conv, vector_dense
 from qcompile.backends.tvm.avx512_dense import Avx512, macro, plan, stub_acc, table
 from qcompile.backends.tvm.clamp import clamp_bounds, offset_requant
 from qcompile.backends.tvm.decode import (
@@ -55,6 +55,7 @@ class Program:
     weights: list = field(default_factory=list)
     output: object = None
     kernels: dict = field(default_factory=dict)  # placeholder block name -> AVX-512 kernel
+    narrow: bool = False  # the x86 schedules (``build_program``)
 
 
 def acc_dtype(node: Node) -> str:
@@ -119,6 +120,8 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
         step, m = (_cast(_cast(v, "uint32"), dt) for v in (value - a.acc_lo[ch], m))
         u = step * m + _cast(a.base_r[ch], dt)
         v = _cast(u >> tirx.const(r.shift, dt), I32) + a.base_q[ch]
+        if a.clipped:
+            return _cast(v, t.out)
         return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, I32)), tirx.const(r.lo, I32)), t.out)
     v = _cast(value, dt)
     if a.mult is not None:
@@ -129,6 +132,8 @@ def _requant(tirx, value, node: Node, t: Types, ch=None):
         v = v + _cast(a.bias[ch], dt)
     if r.shift:
         v = (v + tirx.const(r.rounding, dt)) >> tirx.const(r.shift, dt)
+    if a.clipped:
+        return _cast(v, t.out)
     return _cast(tirx.max(tirx.min(v, tirx.const(r.hi, dt)), tirx.const(r.lo, dt)), t.out)
 
 
@@ -148,7 +153,7 @@ def build_program(
     4-bit activations; the GPU schedule keeps int32, where no GPU here could check it)."""
     from tvm import te, tirx
 
-    prog = Program()
+    prog = Program(narrow=narrow)
     n = te.var("n", "int64") if batch is None else tirx.const(batch, "int64")
     x = te.placeholder((n, *graph.input.shape), I64, name="input")
     prog.params.append(x)
@@ -220,8 +225,14 @@ def shared_key(node: Node, acc: str) -> tuple | None:
 def _types(te, prog: Program, node: Node, acc: str, ranges: list, narrow: bool) -> Types:
     product, args = product_dtype(node, ranges), requant_args(te, prog, node)
     if narrow and product == I64 and acc == I32:
-        bounds = clamp_bounds(node, ranges[0])
-        offset = None if bounds is not None else offset_requant(node, ranges[0])
+        # the tight window where it exists: the clamp alone then clips (``clamp.window``)
+        args.clipped = True
+        bounds = clamp_bounds(node, ranges[0], tight=True)
+        offset = None if bounds is not None else offset_requant(node, ranges[0], tight=True)
+        if bounds is None and offset is None:
+            args.clipped = False
+            bounds = clamp_bounds(node, ranges[0])
+            offset = None if bounds is not None else offset_requant(node, ranges[0])
         if offset is not None:
             bounds = offset.low, offset.high
             args.base_q = _arg(te, prog, node, "base_q", offset.base_q)
@@ -424,11 +435,14 @@ def _conv_acc(te, tirx, prog: Program, node: Node, x, name: str, dt: str, p, a):
         return lambda n, f, i, j: acc[n, i, j, f]
     # A grouped (depthwise) conv reads each input pixel kh * kw times along vectorised
     # output rows: padded once into its own tensor, those reads need no bounds checks.
+    levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
+    if prog.narrow and flat_grid.applies(op, node.output.shape):
+        inner = _pad(te, tirx, x, op.padding[0], op.padding[1], 0, name)
+        return flat_grid.flat_acc(te, tirx, x, op, levels, node.output.shape, dt, inner, name)
     if any(s > 1 for s in op.stride):
         padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
     elif any(op.padding):
         padded = _padded_copy(te, tirx, x, op.padding, name)
-    levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
     acc = te.compute(
         (batch, o, oh, ow),
         lambda n, f, i, j: te.sum(

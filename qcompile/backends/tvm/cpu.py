@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qcompile.backends.tvm import conv_pack, pad_rows
+from qcompile.backends.tvm import conv_pack, flat_grid, pad_rows
 from qcompile.backends.tvm.avx512_dense import attach
 from qcompile.backends.tvm.isa import ARM
 from qcompile.backends.tvm.vector_conv import SUFFIX as CONV_SUFFIX
@@ -88,6 +88,8 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
             _conv_channels_last(sch, block, par)
         elif len(kinds) == 7 and kinds[:4] == [0, 0, 0, 0]:
             _conv(sch, block, par, done)
+        elif kinds == [0, 0, 0, 2, 2, 2] and sch.get(block).name_hint.endswith("_acc"):
+            _conv_flat(sch, block, par)
         else:
             _outer_parallel(sch, block, kinds.count(0), par)
     for name, plan in packs.items():
@@ -238,6 +240,24 @@ def _conv(sch: Any, block: Any, par: Any, done: set[str]) -> None:
     for loop in (ri, rj):
         if (_extent(sch, loop) or MAX_TAPS + 1) <= MAX_TAPS:
             sch.unroll(loop)
+    sch.decompose_reduction(block, rc)
+
+
+def _conv_flat(sch: Any, block: Any, par: Any) -> None:
+    """acc[n, f, q] on a flat grid (``flat_grid``): the reduction outside vectors of
+    ``LANES`` grid points, the taps unrolled, each vector's sums in a local buffer (a
+    register) stored once."""
+    n, f, q, rc, ri, rj = sch.get_loops(block)
+    qo, qi = sch.split(q, [None, flat_grid.LANES])
+    sch.reorder(qo, rc, ri, rj, qi)
+    par(sch, block, [n, f])
+    sch.vectorize(qi)
+    for loop in (ri, rj):
+        if (_extent(sch, loop) or MAX_TAPS + 1) <= MAX_TAPS:
+            sch.unroll(loop)
+    store = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(store, qo)
+    sch.vectorize(sch.get_loops(store)[-1])
     sch.decompose_reduction(block, rc)
 
 

@@ -70,6 +70,7 @@ class RequantArgs:
     # the unsigned form's base (``clamp.offset_requant``): acc_lo is then its anchor
     base_q: Any = None
     base_r: Any = None
+    clipped: bool = False  # the clamp to a tight window left no clip to do
 
 
 def requant_args(te: Any, prog: Any, node: Node) -> RequantArgs:

@@ -22,9 +22,10 @@ MAX_WIDTH = 256  # an input row wider than this keeps the TE copy (one vector pe
 class PadGeometry:
     padding: tuple[int, int]
     stride: tuple[int, int]
+    flat: bool = False  # ``[n, c, phases, rows * cols]`` (``flat_grid``)
 
     def attrs(self) -> dict[str, list[int]]:
-        return {ANNOTATION: [*self.padding, *self.stride]}
+        return {ANNOTATION: [*self.padding, *self.stride, int(self.flat)]}
 
 
 def geometry(block: Any) -> PadGeometry | None:
@@ -32,8 +33,8 @@ def geometry(block: Any) -> PadGeometry | None:
     value = block.annotations.get(ANNOTATION)
     if value is None:
         return None
-    ph, pw, sh, sw = (int(v) for v in value)
-    return PadGeometry((ph, pw), (sh, sw))
+    ph, pw, sh, sw, flat = (int(v) for v in value)
+    return PadGeometry((ph, pw), (sh, sw), bool(flat))
 
 
 def applies(x: Any) -> bool:
@@ -44,14 +45,19 @@ def applies(x: Any) -> bool:
 def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
     """The copy as one TIR statement: ``x`` ``[n, c, h, w]``; ``out`` ``[n, c, rows,
     cols]`` (stride 1) or ``[n, c, sh * sw, rows, cols]`` (phase ``py * sw + px`` holds
-    padded pixels ``(py + sh * r, px + sw * q)``)."""
+    padded pixels ``(py + sh * r, px + sw * q)``), or with ``geo.flat`` each phase's rows
+    one after another, ``[n, c, sh * sw, rows * cols]``."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as T
 
     (ph, pw), (sh, sw) = geo.padding, geo.stride
     n, c, h, w = (x.shape[0], *(int(v) for v in x.shape[1:]))
-    rows, cols = (int(v) for v in out.shape[-2:])
-    phased = len(out.shape) == 5
+    if geo.flat:
+        cols = -(-(w + 2 * pw) // sw)
+        rows = int(out.shape[-1]) // cols
+    else:
+        rows, cols = (int(v) for v in out.shape[-2:])
+    phased = len(out.shape) == 5 or geo.flat
     zero = T.Broadcast(T.Cast(x.dtype, 0), cols)
     with IRBuilder() as ib, T.serial(0, n) as img, T.serial(0, c) as ch:
         for p in range(sh * sw if phased else 1):
@@ -61,7 +67,10 @@ def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
             index = [j if 0 <= j < w else w for j in cols_in]
             with T.serial(0, rows) as r:
                 i = (py + sh * r if phased else r) - ph
-                at = [img, ch, *([p] if phased else []), r, T.Ramp(0, 1, cols)]
+                if geo.flat:
+                    at = [img, ch, p, T.Ramp(r * cols, 1, cols)]
+                else:
+                    at = [img, ch, *([p] if phased else []), r, T.Ramp(0, 1, cols)]
                 with T.If(T.And(i >= 0, i < h)):
                     with T.Then():
                         row = x[img, ch, i, T.Ramp(0, 1, w)]

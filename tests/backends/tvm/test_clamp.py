@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from qcompile.backends.tvm.clamp import clamp_bounds, offset_requant
+from qcompile.backends.tvm.clamp import clamp_bounds, offset_requant, window
 from qcompile.ir import Conv2d, Node, QType, TensorInfo, Weights
 from tests.backends.helpers import levels, requantized
 
@@ -80,3 +80,28 @@ def test_offset_form_gives_the_same_clipped_outputs_in_unsigned_steps(seed, shif
 def test_offset_form_needs_positive_multipliers():
     node, x = _conv(0, 27, signs=True, bias=-(1 << 28), bits=16)
     assert offset_requant(node, x.qtype.range) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("shift", "bias", "bits"), [(20, None, 12), (27, -(1 << 28), 16)])
+def test_tight_windows_give_the_clipped_outputs_with_no_clip(seed, shift, bias, bits):
+    # multipliers at most 2^shift: the clamp to the accumulators inside the clip is the clip
+    node, x = _conv(seed, shift, signs=False, bias=bias, bits=bits)
+    r = node.requant
+    assert all(int(m) <= 1 << r.shift for m in r.multipliers)
+    tight = window(node, x.qtype.range, tight=True)
+    off = offset_requant(node, x.qtype.range, tight=True)
+    assert tight is not None and off is not None
+    for c, (lo, hi) in enumerate(node.op.channel_ranges(node, [x.qtype.range])):
+        acc = np.arange(lo, hi + 1, dtype=np.int64)
+        m, b, low, high = tight[c]
+        want = _reference(node, c)(acc)
+        assert np.array_equal((np.clip(acc, low, high) * m + b) >> r.shift, want), c
+        step = (np.clip(acc, off.low[c], off.high[c]) - off.low[c]) * m + int(off.base_r[c])
+        assert np.array_equal((step >> r.shift) + int(off.base_q[c]), want), c
+
+
+def test_no_tight_window_where_a_step_passes_one_output():
+    node, x = _conv(0, 6, signs=False)  # multipliers of 2^10..2^15 after a 2^6 shift
+    assert window(node, x.qtype.range, tight=True) is None
+    assert window(node, x.qtype.range) is not None

@@ -78,8 +78,6 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
                 packs[name] = plan
             else:
                 _pack_pixels(sch, block, par, plan)
-        elif 2 not in kinds and sch.get(block).name_hint.endswith("_levels"):
-            _levels(sch, block)
         elif 2 not in kinds:
             _elementwise(sch, block, par, _byte_lanes(sch.get(block).name_hint, kernels))
         elif _is_dense_two_axis(sch, block):
@@ -159,16 +157,6 @@ def _elementwise(sch: Any, block: Any, par: Any, lanes: int | None = None) -> No
         sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
     elif inner is not None and 1 < inner <= MAX_LANES:
         sch.vectorize(loops[-1])
-
-
-def _levels(sch: Any, block: Any) -> None:
-    """A conv's weights decoded once per call (``[f, c, kh, kw]``): all loops as one, in
-    vectors of 16. Vectorised along the kernel's columns (three lanes of a 3x3
-    depthwise), mobilenetv2's decodes took 3.5% of its batch-1 time."""
-    loops = sch.get_loops(block)
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    if (_extent(sch, fused) or 1) % 16 == 0:
-        sch.vectorize(sch.split(fused, [None, 16])[1])
 
 
 def _byte_lanes(name: str, kernels: dict[str, Any]) -> int | None:

@@ -1,5 +1,5 @@
 """The CPU schedule's grouped convs: whole-vector output rows requantized where they were
-summed, shorter rows summed on a flat grid (x86), the weights decoded in vectors of 16."""
+summed, shorter rows summed on a flat grid (x86)."""
 
 from __future__ import annotations
 
@@ -76,13 +76,3 @@ def test_a_shared_accumulator_keeps_its_requantizations_apart():
     sch = _schedule(run_pipeline(recomputed_convs("uniform")), "x86-64-v3")
     for conv in ("dw", "dw_again"):
         assert not _shares_row_loop(sch, conv, "dw_acc_update"), conv
-
-
-def test_grouped_weights_decode_in_vectors_of_16():
-    from tvm.tirx import ForKind
-
-    sch = _schedule(run_pipeline(grouped_geometries("uniform")), "x86-64-v3")
-    for conv in ("dw1", "dw2", "dw3", "g2"):
-        loops = [sch.get(v) for v in sch.get_loops(sch.get_sblock(f"{conv}_levels"))]
-        assert len(loops) == 2 and int(loops[1].extent) == 16, conv
-        assert loops[1].kind == ForKind.VECTORIZED, conv

@@ -67,6 +67,18 @@ SWEEPS: dict[str, set[str]] = {
         "nonuniform-x86-64-v3",
         "uniform-rpi4",
     },
+    # grouped convs' padded rows and flat grid: one level kind on each ISA family
+    "tests/backends/tvm/test_pad_rows.py::test_grouped_convs_on_padded_rows_equal_the_simulator": {
+        "uniform-x86-64-v3",
+        "nonuniform-x86-64-v4",
+        "nonuniform-rpi5",
+    },
+    "tests/backends/tvm/test_cpu.py::test_whole_row_convs_equal_the_simulator": {"x86-64-v4"},
+    # tall tiles: one and two pixel vectors, on VNNI and on AVX2
+    "tests/backends/tvm/test_vector_kernels.py::test_layers_of_few_pixel_vectors_take_tall_tiles_exactly": {  # noqa: E501
+        "1-sapphirerapids",
+        "2-x86-64-v3",
+    },
     "tests/backends/tvm/test_vector_kernels.py::test_binary_gemm_is_exact": {
         "table-x_range0-x86-64-v4",
         "affine-x_range1-sapphirerapids",

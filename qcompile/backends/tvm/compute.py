@@ -2,7 +2,9 @@
 
 Each node sums in int32 where the verifier's accumulator width (``Requant.acc_bits``) is at
 most 32 bits, else in int64, and requantizes (``clip((acc * m_c + 2^(s-1)) >> s, lo, hi)``)
-in int32 only where ``acc * m + round`` is proven to fit, else in int64; tensors between nodes
+in int32 only where ``acc * m + round`` is proven to fit, else in int64 (on x86 the
+accumulator is first clamped to the window that reaches the clip, which mostly keeps it in
+32 bits: :mod:`qcompile.backends.tvm.clamp`); tensors between nodes
 are int32 whenever their QType fits (for the x86 CPU schedules: int8 or int16 where that fits).
 The function's input and output stay int64 so every runner and harness sees one calling
 convention. Weights arrive as arguments

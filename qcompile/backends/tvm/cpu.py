@@ -3,8 +3,8 @@
 One rule per kind of block, chosen by what the block computes:
 
 - padding is already inlined into its consumer (``compute._pad``); a grouped conv's padded
-  copy of its input is replaced by whole-row shuffles (``pad_rows``); the int64 -> int32
-  input cast is kept as its own pass: the convolutions then read 4-byte pixels;
+  copy of its input is replaced by whole-row vector stores (``pad_rows``); the int64 ->
+  int32 input cast is kept as its own pass: the convolutions then read 4-byte pixels;
 - a GEMM's activation packing unrolls the four bytes of a pixel (``_pack_pixels``); a
   conv's runs one loop per channel group, pixel row and column of its phase planes, and on
   x86 a stride-1 conv's is replaced by whole-vector rows (``conv_pack``);
@@ -19,7 +19,8 @@ One rule per kind of block, chosen by what the block computes:
   dequantized once per call, stored [c, kh, kw, f]);
 - a grouped or depthwise conv moves its reduction outside the output row and vectorises along
   the row: one level serves every output pixel of the row; its requantization runs in the
-  row's loop, on the row's sums while they are in a register;
+  row's loop, on the row's sums while they are in a register; one whose rows are not whole
+  vectors (x86) sums in vectors of grid points of its flat padded input (``flat_grid``);
 - an AVX-512 dense kernel's placeholder block is left alone, then replaced by the kernel
   (``avx512_dense.attach``: scheduled by hand already);
 - every block vectorises its innermost data-parallel loop where its extent is static and,

@@ -440,7 +440,7 @@ def _conv_acc(te, tirx, prog: Program, node: Node, x, name: str, dt: str, p, a):
     levels = te.compute((o, cg, kh, kw), level, name=f"{name}_levels")
     if prog.narrow and flat_grid.applies(op, node.output.shape):
         inner = _pad(te, tirx, x, op.padding[0], op.padding[1], 0, name)
-        return flat_grid.flat_acc(te, tirx, x, op, levels, node.output.shape, dt, inner, name)
+        return flat_grid.flat_acc(te, x, op, levels, node.output.shape, dt, inner, name)
     if any(s > 1 for s in op.stride):
         padded = _phase_copy(te, tirx, x, op.padding, op.stride, name)
     elif any(op.padding):

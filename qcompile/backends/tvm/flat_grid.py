@@ -29,8 +29,9 @@ def applies(op: Any, out_shape: tuple[int, ...]) -> bool:
     return op.dilation == (1, 1) and ow % LANES != 0 and copied
 
 
-def flat_acc(te: Any, tirx: Any, x: Any, op: Any, levels: Any, out_shape: tuple, dt: str,
-             inner: Any, name: str) -> Any:  # fmt: skip
+def flat_acc(
+    te: Any, x: Any, op: Any, levels: Any, out_shape: tuple, dt: str, inner: Any, name: str
+) -> Any:
     """The conv's accumulator accessor ``at(n, f, i, j)``: ``x`` its input ``[n, c, h, w]``,
     ``levels`` its decoded weights ``[o, cg, kh, kw]``, ``inner`` the zero-padded accessor
     of ``x`` (``compute._pad``)."""
@@ -63,5 +64,4 @@ def flat_acc(te: Any, tirx: Any, x: Any, op: Any, levels: Any, out_shape: tuple,
         ),
         name=f"{name}_acc",
     )
-    del tirx
     return lambda n, f, i, j: acc[n, f, i * G + j]

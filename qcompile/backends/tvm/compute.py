@@ -228,13 +228,12 @@ def _types(te, prog: Program, node: Node, acc: str, ranges: list, narrow: bool) 
     product, args = product_dtype(node, ranges), requant_args(te, prog, node)
     if narrow and product == I64 and acc == I32:
         # the tight window where it exists: the clamp alone then clips (``clamp.window``)
-        args.clipped = True
-        bounds = clamp_bounds(node, ranges[0], tight=True)
-        offset = None if bounds is not None else offset_requant(node, ranges[0], tight=True)
-        if bounds is None and offset is None:
-            args.clipped = False
-            bounds = clamp_bounds(node, ranges[0])
-            offset = None if bounds is not None else offset_requant(node, ranges[0])
+        for tight in (True, False):
+            bounds = clamp_bounds(node, ranges[0], tight)
+            offset = None if bounds is not None else offset_requant(node, ranges[0], tight)
+            if bounds is not None or offset is not None:
+                args.clipped = tight
+                break
         if offset is not None:
             bounds = offset.low, offset.high
             args.base_q = _arg(te, prog, node, "base_q", offset.base_q)

@@ -58,16 +58,16 @@ def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
         rows = int(out.shape[-1]) // cols
     else:
         rows, cols = (int(v) for v in out.shape[-2:])
-    phased = len(out.shape) == 5 or geo.flat
+    phased = len(out.shape) == 5 or geo.flat  # a phase axis (a stride-1 copy has one phase)
     zero = T.Broadcast(T.Cast(x.dtype, 0), cols)
     with IRBuilder() as ib, T.serial(0, n) as img, T.serial(0, c) as ch:
-        for p in range(sh * sw if phased else 1):
+        for p in range(sh * sw):
             py, px = divmod(p, sw)
             # output column q is input column px + sw * q - pw; lane w of [row, zeros] is 0
-            cols_in = [px + (sw if phased else 1) * q - pw for q in range(cols)]
+            cols_in = [px + sw * q - pw for q in range(cols)]
             index = [j if 0 <= j < w else w for j in cols_in]
             with T.serial(0, rows) as r:
-                i = (py + sh * r if phased else r) - ph
+                i = py + sh * r - ph
 
                 def at(first: int, count: int, r: Any = r, p: int = p) -> list[Any]:
                     if geo.flat:
@@ -77,7 +77,7 @@ def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
                 with T.If(T.And(i >= 0, i < h)):
                     with T.Then():
                         row = x[img, ch, i, T.Ramp(0, 1, w)]
-                        if sw == 1 or not phased:
+                        if sw == 1:
                             # the columns in order: zeros, then the row over them (AVX2 has
                             # no byte permute across lanes: a shuffle went byte by byte)
                             T.buffer_store(out, zero, at(0, cols))

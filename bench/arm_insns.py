@@ -20,21 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from qcompile.ir.graph import Graph
 from qcompile.ir.qir import load as load_qir
 
 COUNTER = "/work/shared/tools/qemu-insns/count"
-
-
-def macs(graph: Graph) -> int:
-    """Multiply-accumulates per image: each weight once per output pixel."""
-    total = 0
-    for node in graph.weighted():
-        pixels = int(np.prod(node.output.shape[1:])) if len(node.output.shape) > 1 else 1
-        total += node.weights.count * pixels // max(1, getattr(node.op, "groups", 1))
-    return total
 
 
 def count(counter: str, artifact: Path, n: int) -> int:
@@ -52,7 +40,7 @@ def main() -> None:
     ap.add_argument("--targets", default="rpi4,rpi5")
     a = ap.parse_args()
     graph = load_qir(a.qir)
-    per_image_macs = macs(graph)
+    per_image_macs = graph.macs()
     rows, figures = [], {}
     with tempfile.TemporaryDirectory(prefix="qcompile-arm-insns-") as tmp:
         for target in a.targets.split(","):

@@ -180,6 +180,15 @@ class Graph:
     def weighted(self) -> Iterator[Node]:
         return (n for n in self.nodes if n.weights is not None)
 
+    def macs(self) -> int:
+        """Multiplies by a weight in one inference: each weight once per output pixel."""
+        total = 0
+        for n in self.weighted():
+            assert n.weights is not None
+            pixels = math.prod(n.output.shape[1:]) if len(n.output.shape) == 3 else 1
+            total += n.weights.count * pixels
+        return total
+
     def consumers(self, tensor: str) -> list[Node]:
         return [n for n in self.nodes if tensor in n.inputs]
 

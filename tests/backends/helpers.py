@@ -41,7 +41,11 @@ def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).normal(0, 1.3, (n, *graph.input.shape)).astype(np.float32)
     xi = quantize_input(graph, x)
     lo, hi = graph.input.qtype.range
-    xi[0], xi[1] = lo, hi  # the extremes: where a narrow accumulator would wrap
+    # the extremes: where a narrow accumulator would wrap (one image: alternating)
+    if n == 1:
+        xi[0].flat[::2], xi[0].flat[1::2] = lo, hi
+    else:
+        xi[0], xi[1] = lo, hi
     return xi
 
 

@@ -8,7 +8,6 @@ simulation uses it): ``qcompile simulate DIR`` builds ``sim/`` in a copy of the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,7 @@ IO_BITS = 32  # the Verilator binder moves each input and output in an int32
 
 def macs(graph: Graph) -> int:
     """Multiplies by a weight in one inference (each becomes its own logic here)."""
-    total = 0
-    for n in graph.weighted():
-        assert n.weights is not None
-        pixels = math.prod(n.output.shape[1:]) if len(n.output.shape) == 3 else 1
-        total += n.weights.count * pixels
-    return total
+    return graph.macs()
 
 
 def check_graph(graph: Graph, target: RtlTarget) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def per_image(func: Any, outline: bool = False) -> Any:
+def per_image(func: Any, outline: bool = False, threaded: Any = None) -> Any:
     """``func``: a scheduled PrimFunc for a batch of one (input first, output last, the
     weights between; no parallel loop inside) -> the same function over a batch ``n``, one
     image per iteration of a parallel loop. ``outline``: each loop nest but the last in a
-    function of its own (``_own_function``; the x86 targets)."""
+    function of its own (``_own_function``; the x86 targets). ``threaded``: the same
+    graph scheduled with parallel loops, taken for a batch of one (:mod:`spmd`: the image
+    on every thread)."""
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
     from tvm.script.ir_builder import IRBuilder
@@ -63,6 +65,11 @@ def per_image(func: Any, outline: bool = False) -> Any:
     f = ib.get()
     loop = f.body
     body = tirx.SeqStmt([*once, loop]) if once else loop
+    if threaded is not None:
+        from qcompile.backends.tvm.spmd import spmd_body
+
+        views = dict(zip(threaded.params, f.params, strict=True))
+        body = tirx.IfThenElse(tirx.EQ(n, tirx.const(1, "int64")), spmd_body(threaded, views), body)
     outer = SBlock([], [], [], "root", body, alloc_buffers=hoisted)
     return f.with_body(SBlockRealize([], tirx.const(True), outer))
 

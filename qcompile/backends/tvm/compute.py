@@ -146,13 +146,16 @@ def build_program(
     batch: int | None = None,
     threads: bool = True,
     narrow: bool = False,
+    spread: bool = False,
 ) -> Program:
     """``avx512``: the target's features where dense layers may use the AVX-512 kernel;
     ``isa``: its vector unit, where the other dense layers may use the vector GEMV;
     ``batch``: a static batch size (None: the function takes any); ``threads``: whether
     the kernels may share their rows out to threads; ``narrow``: tensors between nodes
     stored at their narrowest integer type (the x86 schedules: a quarter of the bytes for
-    4-bit activations; the GPU schedule keeps int32, where no GPU here could check it)."""
+    4-bit activations; the GPU schedule keeps int32, where no GPU here could check it);
+    ``spread``: every conv GEMM shares its rows out to the threads, whatever its size (one
+    parallel region around the graph, :mod:`spmd`: a share costs a barrier, not a launch)."""
     from tvm import te, tirx
 
     prog = Program(narrow=narrow)
@@ -187,6 +190,8 @@ def build_program(
             p = p if batch >= vector_dense.BATCH_MIN else vector_dense.DensePlan(p.gemv, None)
         if p is not None and not threads:
             p = _serial(p)
+        if spread and isinstance(p, vector_conv.ConvPlan):
+            p = vector_conv.spread(p)
         if isinstance(p, vector_dense.DensePlan | vector_conv.ConvPlan):
             mod = vector_dense if isinstance(p, vector_dense.DensePlan) else vector_conv
             a = vector_dense.weight_args(te, prog, node, mod.arrays(p, node))

@@ -35,10 +35,11 @@ def applies(plan: Any) -> bool:
     return g.isa.arch != ARM and plan.phases.stride == (1, 1) and g.mac.planes == 1
 
 
-def pack_stmt(plan: ConvPlan, x: Any, act: Any) -> Any:
+def pack_stmt(plan: ConvPlan, x: Any, act: Any, parallel: bool = False) -> Any:
     """The packing as one TIR statement: ``x`` the conv's input buffer ``[n, c, h, w]``,
     ``act`` the packed buffer ``[n, planes, groups * group_pixels * 4]`` (uint8; a plane
-    per byte digit of a wide input, top first)."""
+    per byte digit of a wide input, top first); ``parallel``: its channel groups shared out
+    to the threads."""
     from tvm import tirx
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as T
@@ -93,27 +94,27 @@ def pack_stmt(plan: ConvPlan, x: Any, act: Any) -> Any:
             act, T.reinterpret(f"uint8x{4 * count}", word), [img, q, T.Ramp(at, 1, 4 * count)]
         )
 
-    with IRBuilder() as ib, T.serial(0, n) as img:
+    groups = T.parallel if parallel else T.serial
+    with IRBuilder() as ib, T.serial(0, n) as img, groups(0, geo.groups) as g:
         for q in range(plan.gemm.act_planes):
-            with T.serial(0, geo.groups) as g:
-                pad = T.alloc_buffer((1,), "uint32")
-                T.buffer_store(pad, pad_word(q, g), [0])
-                with T.serial(0, rows) as r:
-                    inside = T.And(r >= pt, r < pt + h)
-                    with T.If(inside):
-                        with T.Then():
-                            for c in list(range(pl)) + list(range(pl + wd, cols)):
-                                store_word(q, img, g * gp + r * cols + c, pad[0])
-                            full, tail = divmod(wd, VEC)
-                            with T.serial(0, full) as j:
-                                pixels(q, img, g, r - pt, j * VEC, VEC)
-                            if tail:
-                                pixels(q, img, g, r - pt, full * VEC, tail)
-                        with T.Else(), T.serial(0, cols) as c:
+            pad = T.alloc_buffer((1,), "uint32")
+            T.buffer_store(pad, pad_word(q, g), [0])
+            with T.serial(0, rows) as r:
+                inside = T.And(r >= pt, r < pt + h)
+                with T.If(inside):
+                    with T.Then():
+                        for c in list(range(pl)) + list(range(pl + wd, cols)):
                             store_word(q, img, g * gp + r * cols + c, pad[0])
-                if gp > rows * cols:
-                    with T.serial(0, gp - rows * cols) as e:
-                        # a reinterpret of the constant 0 is TVM's null-pointer shortcut
-                        at = (g * gp + rows * cols + e) * 4
-                        T.buffer_store(act, T.Broadcast(T.uint8(0), 4), [img, q, T.Ramp(at, 1, 4)])
+                        full, tail = divmod(wd, VEC)
+                        with T.serial(0, full) as j:
+                            pixels(q, img, g, r - pt, j * VEC, VEC)
+                        if tail:
+                            pixels(q, img, g, r - pt, full * VEC, tail)
+                    with T.Else(), T.serial(0, cols) as c:
+                        store_word(q, img, g * gp + r * cols + c, pad[0])
+            if gp > rows * cols:
+                with T.serial(0, gp - rows * cols) as e:
+                    # a reinterpret of the constant 0 is TVM's null-pointer shortcut
+                    at = (g * gp + rows * cols + e) * 4
+                    T.buffer_store(act, T.Broadcast(T.uint8(0), 4), [img, q, T.Ramp(at, 1, 4)])
     return ib.get()

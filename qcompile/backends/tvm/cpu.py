@@ -31,6 +31,7 @@ One rule per kind of block, chosen by what the block computes:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from qcompile.backends.tvm import conv_pack, flat_grid, pad_rows
@@ -50,15 +51,22 @@ MAX_TAPS = 7  # a grouped conv's kernel rows and columns up to this long are unr
 MIN_PARALLEL_WORK = 1 << 15
 
 
-def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool = True) -> Any:
+def schedule_cpu(
+    func: Any,
+    kernels: dict[str, Any] | None = None,
+    threads: bool = True,
+    min_work: int = MIN_PARALLEL_WORK,
+) -> Any:
     """``func`` (a PrimFunc from ``te.create_prim_func``) scheduled for a CPU; ``kernels``:
     ``Program.kernels``, the AVX-512 kernels that replace their placeholder blocks;
     ``threads``: whether blocks may run their loops in parallel (not where the function
-    runs inside a parallel loop of its own: ``batch.per_image``)."""
+    runs inside a parallel loop of its own: ``batch.per_image``); ``min_work``: the fewest
+    iterations a block runs in parallel (inside one parallel region, :mod:`spmd`, a share
+    costs a barrier, not a launch)."""
     import tvm
 
     sch = tvm.s_tir.Schedule(func)
-    par = _parallel if threads else _serial
+    par = partial(_parallel, min_work=min_work) if threads else _serial
     kernels = kernels or {}
     packs: dict[str, ConvPlan] = {}  # conv packings replaced by ``conv_pack``'s statement
     pads: dict[str, pad_rows.PadGeometry] = {}  # padded copies replaced by ``pad_rows``'
@@ -92,9 +100,9 @@ def schedule_cpu(func: Any, kernels: dict[str, Any] | None = None, threads: bool
         else:
             _outer_parallel(sch, block, kinds.count(0), par)
     for name, plan in packs.items():
-        _replace(sch, name, lambda blk, p=plan: conv_pack.pack_stmt(p, *_io(blk)))
+        _replace(sch, name, lambda blk, p=plan: conv_pack.pack_stmt(p, *_io(blk), threads))
     for name, geo in pads.items():
-        _replace(sch, name, lambda blk, g=geo: pad_rows.pad_stmt(*_io(blk), g))
+        _replace(sch, name, lambda blk, g=geo: pad_rows.pad_stmt(*_io(blk), g, threads))
     vec = {k: v for k, v in kernels.items() if isinstance(v, DensePlan | ConvPlan)}
     attach(sch, {k: v for k, v in kernels.items() if k not in vec})
     attach_vector(sch, vec)
@@ -143,8 +151,8 @@ def _serial(sch: Any, block: Any, loops: list) -> None:
     """``_parallel`` where the function runs inside a parallel loop: nothing to do."""
 
 
-def _parallel(sch: Any, block: Any, loops: list) -> None:
-    if _work(sch, block) >= MIN_PARALLEL_WORK:
+def _parallel(sch: Any, block: Any, loops: list, min_work: int = MIN_PARALLEL_WORK) -> None:
+    if _work(sch, block) >= min_work:
         sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 

@@ -19,6 +19,8 @@ from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
 LIB, WEIGHTS = "model.so", "weights.npz"
+SPMD_MACS = 1 << 22
+SPMD_WORK = 64  # the fewest iterations a block shares out inside the batch-of-one region
 
 
 def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
@@ -48,7 +50,11 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels, False)
         # outlined nests on x86 (AVX2's 16 vector registers); aarch64 has 32, and its
         # instruction counts under qemu were measured with one function
-        func = per_image(func, outline=narrow)
+        threaded = None
+        if narrow and threaded_image(graph):
+            one = build_program(graph, avx512, isa, batch=1, narrow=narrow, spread=True)
+            threaded = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, SPMD_WORK)
+        func = per_image(func, outline=narrow, threaded=threaded)
     else:
         prog = build_program(graph, avx512, isa, narrow=narrow)
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels)
@@ -57,6 +63,14 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     # kernel reads an allocated buffer through a view of its memory (gemm_dot's scratch).
     ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
+
+
+def threaded_image(graph: Graph) -> bool:
+    """Whether a batch of one gets a second compiled graph, its image on every thread
+    (:mod:`spmd`): models of at least ``SPMD_MACS`` multiply-accumulates an image. A
+    smaller one is over in a few microseconds on one thread (lenet: 11 us), where a
+    barrier per layer would not pay, and its build would take twice as long."""
+    return graph.macs() >= SPMD_MACS
 
 
 def image_by_image(graph: Graph) -> bool:

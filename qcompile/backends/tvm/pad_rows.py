@@ -43,11 +43,12 @@ def applies(x: Any) -> bool:
     return int(x.shape[3]) <= MAX_WIDTH
 
 
-def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
+def pad_stmt(x: Any, out: Any, geo: PadGeometry, parallel: bool = False) -> Any:
     """The copy as one TIR statement: ``x`` ``[n, c, h, w]``; ``out`` ``[n, c, rows,
     cols]`` (stride 1) or ``[n, c, sh * sw, rows, cols]`` (phase ``py * sw + px`` holds
     padded pixels ``(py + sh * r, px + sw * q)``), or with ``geo.flat`` each phase's rows
-    one after another, ``[n, c, sh * sw, rows * cols]``."""
+    one after another, ``[n, c, sh * sw, rows * cols]``. ``parallel``: its channels
+    shared out to the threads."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as T
 
@@ -60,7 +61,8 @@ def pad_stmt(x: Any, out: Any, geo: PadGeometry) -> Any:
         rows, cols = (int(v) for v in out.shape[-2:])
     phased = len(out.shape) == 5 or geo.flat  # a phase axis (a stride-1 copy has one phase)
     zero = T.Broadcast(T.Cast(x.dtype, 0), cols)
-    with IRBuilder() as ib, T.serial(0, n) as img, T.serial(0, c) as ch:
+    channels = T.parallel if parallel else T.serial
+    with IRBuilder() as ib, T.serial(0, n) as img, channels(0, c) as ch:
         for p in range(sh * sw):
             py, px = divmod(p, sw)
             # output column q is input column px + sw * q - pw; lane w of [row, zeros] is 0

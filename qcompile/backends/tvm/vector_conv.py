@@ -166,6 +166,14 @@ def plan(
     return ConvPlan(gemm, k, phases, columns)
 
 
+def spread(p: ConvPlan) -> ConvPlan:
+    """``p`` with its row blocks (and, where there are fewer than ``SLICES``, slices of its
+    pixel tiles) in a parallel loop whatever the layer's size."""
+    g = p.gemm
+    blocks = sum(-(-len(grp.rows) // g.block_rows) for grp in g.layout.groups)
+    return replace(p, gemm=replace(g, parallel=True, split=max(1, SLICES // blocks)))
+
+
 def neon_tile(mac: Mac, rows: int, vecs: int, o: int, total: int) -> tuple[int, int]:
     """(rows, vecs) of an aarch64 register tile within ``tile_shape``'s for ``o`` output
     channels and ``total`` pixel vectors: the fewest instructions per tap, counting the

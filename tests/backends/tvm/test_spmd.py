@@ -1,0 +1,84 @@
+"""A batch of one on every thread: the graph's nests in one parallel region, a barrier
+after each, every nest split between the threads or run on thread 0."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from qcompile.backends.targets import load_target
+from qcompile.backends.tvm import export
+from qcompile.passes import run_pipeline
+from tests.backends.helpers import ZOO, conv_geometries, zoo_graph
+from tests.backends.tvm.test_tvm_vector import TARGETS, _run
+
+NM = shutil.which("nm")
+MOBILENET = next(z for z in ZOO if z[0] == "mobilenetv2")
+
+
+def _threaded(graph, target: str):
+    """The batch-of-one graph ``compile_graph`` builds for ``target``, scheduled."""
+    from tvm import te
+
+    from qcompile.backends.tvm.avx512_dense import target_features
+    from qcompile.backends.tvm.compute import build_program
+    from qcompile.backends.tvm.cpu import schedule_cpu
+    from qcompile.backends.tvm.isa import isa_of
+
+    t = load_target(target).tvm_target()
+    one = build_program(graph, target_features(t), isa_of(t), batch=1, narrow=True, spread=True)
+    return schedule_cpu(te.create_prim_func(one.params), one.kernels, True, export.SPMD_WORK)
+
+
+def test_every_nest_of_a_mobilenet_is_split_but_the_classifier_and_the_output():
+    from tvm import tirx
+
+    from qcompile.backends.tvm import spmd
+
+    graph = run_pipeline(zoo_graph(*MOBILENET))
+    func = _threaded(graph, "x86-64-v3")
+    nests = list(func.body.block.body.seq)
+    serial = [spmd._first_name(s) for s in nests if spmd.split_loop(s) is None]
+    # the classifier's GEMV and the output's cast are a few hundred values
+    assert serial == ["classifier_acc_vec", "classifier", "output_i64"]
+    body = spmd.spmd_body(func, {})
+    region = body.block.body
+    assert region.attr_key == spmd.LAUNCH
+    phases = list(region.body.seq)
+    assert len(phases) == len(nests)
+    assert all(p.attr_key == spmd.BARRIER for p in phases)
+    # a nest without a split loop runs on thread 0: two iterations, the first does the work
+    head = phases[-1].body
+    assert head.kind == tirx.ForKind.PARALLEL and head.extent.value == 2
+    assert isinstance(head.body, tirx.IfThenElse)
+
+
+@pytest.mark.skipif(NM is None, reason="needs nm (binutils)")
+@pytest.mark.parametrize("target", TARGETS[:2])
+def test_a_threaded_batch_of_one_equals_the_simulator(tmp_path, monkeypatch, target):
+    # two threads whatever the machine has: the static split then always has two shares
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    monkeypatch.setattr(export, "SPMD_MACS", 0)
+    graph = run_pipeline(conv_geometries("uniform"))
+    _run(graph, target, tmp_path / "g", (1, 2))
+    text = subprocess.run([NM, str(tmp_path / "g" / "model.so")], capture_output=True, text=True)
+    assert re.search(r"\bspmd\d+_s2_acc_gemm_compute_\b", text.stdout)
+
+
+@pytest.mark.skipif(NM is None, reason="needs nm (binutils)")
+def test_a_threaded_mobilenet_equals_the_simulator(tmp_path, monkeypatch):
+    # depthwise convs, residual sums in byte digits, shared accumulators: all split
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    monkeypatch.setattr(export, "SPMD_MACS", 0)
+    graph = run_pipeline(zoo_graph(*MOBILENET))
+    _run(graph, "x86-64-v3", tmp_path / "m", (1, 3))
+
+
+def test_only_models_large_enough_get_the_threaded_graph():
+    small = run_pipeline(conv_geometries("uniform"))
+    assert small.macs() < export.SPMD_MACS and not export.threaded_image(small)
+    resnet = run_pipeline(zoo_graph("resnet20", (3, 32, 32), {}))
+    assert resnet.macs() >= export.SPMD_MACS and export.threaded_image(resnet)

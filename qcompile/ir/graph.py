@@ -132,6 +132,13 @@ class Node:
     def kind(self) -> str:
         return self.op.kind
 
+    def macs(self) -> int:
+        """Multiplies by a weight in one inference: each weight once per output pixel."""
+        if self.weights is None:
+            return 0
+        pixels = math.prod(self.output.shape[1:]) if len(self.output.shape) == 3 else 1
+        return self.weights.count * pixels
+
 
 @dataclass(frozen=True)
 class InputQuant:
@@ -182,12 +189,7 @@ class Graph:
 
     def macs(self) -> int:
         """Multiplies by a weight in one inference: each weight once per output pixel."""
-        total = 0
-        for n in self.weighted():
-            assert n.weights is not None
-            pixels = math.prod(n.output.shape[1:]) if len(n.output.shape) == 3 else 1
-            total += n.weights.count * pixels
-        return total
+        return sum(n.macs() for n in self.nodes)
 
     def consumers(self, tensor: str) -> list[Node]:
         return [n for n in self.nodes if tensor in n.inputs]

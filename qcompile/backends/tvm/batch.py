@@ -35,9 +35,9 @@ def per_image(func: Any, outline: bool = False, threaded: Any = None) -> Any:
     # The loop nests that only decode weights (a TE conv's ``*_levels``) run once per call,
     # before the images: they read no activation.
     nests = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
-    once = [s for s in nests if _writes_levels(s)]
-    every = [s for s in nests if not _writes_levels(s)]
-    levels = {b.source.name for s in once for b in _first_block(s).writes}
+    once = [s for s in nests if writes_levels(s)]
+    every = [s for s in nests if not writes_levels(s)]
+    levels = {b.source.name for s in once for b in first_block(s).writes}
     hoisted = [b for b in root.alloc_buffers if b.name in levels]
     kept = [b for b in root.alloc_buffers if b.name not in levels]
     if outline:
@@ -81,16 +81,16 @@ def _own_function(stmt: Any, k: int) -> Any:
     third of mobilenetv2's x86-64-v3 samples); each nest alone keeps them in registers."""
     from tvm import ir, tirx
 
-    name = ir.StringImm(f"nest{k}_{_first_block(stmt).name_hint}_compute_")
+    name = ir.StringImm(f"nest{k}_{first_block(stmt).name_hint}_compute_")
     return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", name, stmt)
 
 
-def _first_block(stmt: Any) -> Any:
+def first_block(stmt: Any) -> Any:
     """The first block inside a loop nest."""
     while not hasattr(stmt, "block"):
         stmt = stmt.seq[0] if hasattr(stmt, "seq") else stmt.body
     return stmt.block
 
 
-def _writes_levels(stmt: Any) -> bool:
-    return any(b.source.name.endswith("_levels") for b in _first_block(stmt).writes)
+def writes_levels(stmt: Any) -> bool:
+    return any(b.source.name.endswith("_levels") for b in first_block(stmt).writes)

@@ -36,6 +36,7 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     from qcompile.backends.tvm.cpu import schedule_cpu
     from qcompile.backends.tvm.isa import isa_of
     from qcompile.backends.tvm.llvm_check import check_llvm_target
+    from qcompile.backends.tvm.spmd import pays
 
     check_llvm_target(target)
     tvm_target = target.tvm_target()
@@ -54,6 +55,7 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
         if narrow and threaded_image(graph):
             one = build_program(graph, avx512, isa, batch=1, narrow=narrow, spread=True)
             threaded = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, SPMD_WORK)
+            threaded = threaded if pays(graph, one.kernels, threaded) else None
         func = per_image(func, outline=narrow, threaded=threaded)
     else:
         prog = build_program(graph, avx512, isa, narrow=narrow)

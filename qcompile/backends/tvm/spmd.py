@@ -9,11 +9,16 @@ whole graph is one launch (TVM's ``pragma_parallel_launch_point``: every thread 
 body) in which each nest's outermost parallel loop is split between the threads (TVM's
 static split: thread ``t`` of ``T`` takes the ``t``-th contiguous share), and a barrier
 (``pragma_parallel_barrier_when_finish``) ends each nest, so the next reads finished
-tensors. A nest without such a loop runs on thread 0 (a parallel loop of one iteration)
-while the others wait at its barrier. Each split loop's body is a function of its own
+tensors. Nests without such a loop run on thread 0 (the first of a parallel loop's two
+iterations) while the others wait at the barrier after them; the weight decodes of the
+grouped convs, which read no activation, all run first, split, with one barrier. Each
+split loop is cut into up to ``CHUNKS`` chunks, each a function of its own
 (``compute_scope``, as ``per_image`` outlines its nests: LLVM then keeps the AVX2 GEMM's
 accumulators in registers); outlining must sit inside the split loop, since the outlined
 function cannot see the thread's index.
+
+The export builds this graph beside the image-by-image one (taken where ``n == 1``) only
+for models whose nests have the work to pay for a barrier each (``pays``).
 
 The tensors between nests are allocated outside the parallel region (the storage planner
 places a buffer at the scope that holds all its uses: the root block, for any tensor two
@@ -28,6 +33,39 @@ from typing import Any
 LAUNCH = "pragma_parallel_launch_point"
 BARRIER = "pragma_parallel_barrier_when_finish"
 CHUNKS = 8  # calls a split loop is cut into (the threads then take equal shares of them)
+# Estimated dot-product instructions per nest below which the threads' barriers cost more
+# than sharing the nests saves (same-process A/B, two threads, one image): resnet20 on
+# AVX-512 VNNI (7,971 a nest) 0.219 -> 0.251 ms; resnet20 on AVX2 (32,230) 0.339 -> 0.310,
+# mobilenetv2 on AVX2 (49,975) 1.85 -> 1.19 and on AVX-512 VNNI (12,426) faster too (see
+# BENCHMARKS.md). The bound sits between the two VNNI models, at their geometric mean.
+STEPS_PER_NEST = 10_000
+
+
+def pays(graph: Any, kernels: dict[str, Any], func: Any) -> bool:
+    """Whether ``func`` (the batch-of-one graph, scheduled with its kernels ``kernels``)
+    has enough work a nest to share each nest out (``STEPS_PER_NEST``)."""
+    from tvm import tirx
+
+    body = func.body.block.body
+    nests = len(body.seq) if isinstance(body, tirx.SeqStmt) else 1
+    return dot_steps(graph, kernels) >= STEPS_PER_NEST * nests
+
+
+def dot_steps(graph: Any, kernels: dict[str, Any]) -> int:
+    """Dot-product instructions an image's conv GEMMs run, estimated: each multiply-
+    accumulate once per activation plane (byte digits; nibbles of ``split``), ``4 * lanes``
+    of them a VNNI or sdot instruction, half that a vpmaddubsw (a vpaddw beside it)."""
+    from qcompile.backends.tvm.decode import c_name
+    from qcompile.backends.tvm.vector_conv import SUFFIX, ConvPlan
+
+    total = 0
+    for node in graph.nodes:
+        p = kernels.get(c_name(node) + SUFFIX)
+        if isinstance(p, ConvPlan):
+            g = p.gemm
+            per = g.isa.lanes * (4 if g.mac.mode in ("vnni", "sdot") else 2)
+            total += node.macs() * g.act_planes // per
+    return total
 
 
 def spmd_body(func: Any, params: dict[Any, Any]) -> Any:
@@ -37,12 +75,37 @@ def spmd_body(func: Any, params: dict[Any, Any]) -> Any:
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
 
+    from qcompile.backends.tvm.batch import first_block, writes_levels
+
     root = func.body.block
     nests = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
-    # the last nest's loop body stays inline: TVM's LLVM codegen leaves an outlined
-    # function's debug location current, and the caller's next branch failed LLVM's
-    # verifier (as in ``batch.per_image``)
-    phases = [_phase(s, k, k < len(nests) - 1) for k, s in enumerate(nests)]
+    # the weight decodes (a grouped conv's levels) read no activation: all of them first,
+    # split, one barrier after them all (mobilenetv2: 17 barriers fewer)
+    decodes = [s for s in nests if writes_levels(s)]
+    if all(split_loop(s) is not None for s in decodes):
+        nests = decodes + [s for s in nests if not writes_levels(s)]
+    else:
+        decodes = []
+    phases, run, split = [], [], []  # run: nests on thread 0; split: decodes so far
+    for k, s in enumerate(nests):
+        # the last nest's loop body stays inline: TVM's LLVM codegen leaves an outlined
+        # function's debug location current, and the caller's next branch failed LLVM's
+        # verifier (as in ``batch.per_image``)
+        name = first_block(s).name_hint
+        outline = _outliner(f"spmd{k}_{name}_compute_", k < len(nests) - 1)
+        loop = split_loop(s)
+        if loop is None:
+            run.append(outline(s))
+            continue
+        if run:
+            phases.append(_on_thread0(run))
+            run = []
+        split.append(_rebuilt(s, loop, lambda s, o=outline: _chunked(s, o)))
+        if k >= len(decodes) - 1:
+            phases.append(_barrier(split[0] if len(split) == 1 else tirx.SeqStmt(split)))
+            split = []
+    if run:
+        phases.append(_on_thread0(run))
     region = tirx.AttrStmt(
         tirx.const(0, "int32"), LAUNCH, tirx.const(1, "int32"), tirx.SeqStmt(phases)
     )
@@ -52,28 +115,35 @@ def spmd_body(func: Any, params: dict[Any, Any]) -> Any:
     return tirx.SeqStmt([*views, realize]) if views else realize
 
 
-def _phase(stmt: Any, k: int, own: bool = True) -> Any:
-    """One nest: its split loop's body outlined (or the whole nest, on thread 0), then a
-    barrier."""
+def _outliner(name: str, own: bool) -> Any:
+    """A statement -> the same as a function of its own named ``name`` (``own``), else
+    itself."""
     from tvm import ir, tirx
-
-    loop = split_loop(stmt)
-    name = ir.StringImm(f"spmd{k}_{_first_name(stmt)}_compute_")
 
     def outline(s: Any) -> Any:
         if not own:
             return s
-        return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", name, s)
+        return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", ir.StringImm(name), s)
 
-    if loop is None:
-        # two iterations, the first doing the work: a loop of one iteration is unwrapped
-        # by TVM's lowering, and every thread would then run the nest
-        z = tirx.Var("thread0", "int32")
-        first = tirx.IfThenElse(tirx.EQ(z, tirx.const(0, "int32")), outline(stmt), None)
-        stmt = tirx.For(z, 0, 2, tirx.ForKind.PARALLEL, first)
-    else:
-        stmt = _rebuilt(stmt, loop, lambda s: _chunked(s, outline))
+    return outline
+
+
+def _barrier(stmt: Any) -> Any:
+    from tvm import tirx
+
     return tirx.AttrStmt(tirx.const(0, "int32"), BARRIER, tirx.const(1, "int32"), stmt)
+
+
+def _on_thread0(stmts: list[Any]) -> Any:
+    """``stmts`` on thread 0 while the others wait at the barrier after them: a parallel
+    loop of two iterations, the first doing the work (a loop of one iteration is unwrapped
+    by TVM's lowering, and every thread would then run them)."""
+    from tvm import tirx
+
+    z = tirx.Var("thread0", "int32")
+    body = stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
+    first = tirx.IfThenElse(tirx.EQ(z, tirx.const(0, "int32")), body, None)
+    return _barrier(tirx.For(z, 0, 2, tirx.ForKind.PARALLEL, first))
 
 
 def _chunked(loop: Any, outline: Any) -> Any:
@@ -87,7 +157,7 @@ def _chunked(loop: Any, outline: Any) -> Any:
     if n is None or n == int(extent.value):
         body = outline(loop.body)
         return tirx.For(loop.loop_var, loop.min, extent, loop.kind, body)
-    dt = extent.ty.dtype if hasattr(extent, "ty") else extent.dtype
+    dt = extent.ty.dtype
     t = tirx.Var(f"{loop.loop_var.name}_chunk", dt)
     parts = tirx.const(n, dt)
     lo, hi = t * extent // parts, (t + 1) * extent // parts
@@ -152,9 +222,3 @@ def split_loop(stmt: Any) -> Any:
             s = s.body
         else:
             return None
-
-
-def _first_name(stmt: Any) -> str:
-    while not hasattr(stmt, "block"):
-        stmt = stmt.seq[0] if hasattr(stmt, "seq") else stmt.body
-    return stmt.block.name_hint

@@ -10,17 +10,22 @@ import subprocess
 import pytest
 
 from qcompile.backends.targets import load_target
-from qcompile.backends.tvm import export
+from qcompile.backends.tvm import batch, export, spmd
 from qcompile.passes import run_pipeline
 from tests.backends.helpers import ZOO, conv_geometries, zoo_graph
 from tests.backends.tvm.test_tvm_vector import TARGETS, _run
 
 NM = shutil.which("nm")
 MOBILENET = next(z for z in ZOO if z[0] == "mobilenetv2")
+# an AVX-512 VNNI CPU (no profile of ours names one: the host's depends on the machine)
+TVM_TARGETS = {
+    "sapphirerapids": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"}
+}
 
 
-def _threaded(graph, target: str):
-    """The batch-of-one graph ``compile_graph`` builds for ``target``, scheduled."""
+def _threaded(graph, target: str, kernels: bool = False):
+    """The batch-of-one graph ``compile_graph`` builds for ``target``, scheduled (and its
+    kernels)."""
     from tvm import te
 
     from qcompile.backends.tvm.avx512_dense import target_features
@@ -28,40 +33,49 @@ def _threaded(graph, target: str):
     from qcompile.backends.tvm.cpu import schedule_cpu
     from qcompile.backends.tvm.isa import isa_of
 
-    t = load_target(target).tvm_target()
+    t = TVM_TARGETS.get(target) or load_target(target).tvm_target()
     one = build_program(graph, target_features(t), isa_of(t), batch=1, narrow=True, spread=True)
-    return schedule_cpu(te.create_prim_func(one.params), one.kernels, True, export.SPMD_WORK)
+    func = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, export.SPMD_WORK)
+    return (func, one.kernels) if kernels else func
+
+
+def _always(monkeypatch) -> None:
+    """Every conv model gets the threaded graph, and two threads share it whatever the
+    machine has (the static split then always has two shares)."""
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    monkeypatch.setattr(export, "SPMD_MACS", 0)
+    monkeypatch.setattr(spmd, "STEPS_PER_NEST", 0)
 
 
 def test_every_nest_of_a_mobilenet_is_split_but_the_classifier_and_the_output():
     from tvm import tirx
 
-    from qcompile.backends.tvm import spmd
-
     graph = run_pipeline(zoo_graph(*MOBILENET))
     func = _threaded(graph, "x86-64-v3")
     nests = list(func.body.block.body.seq)
-    serial = [spmd._first_name(s) for s in nests if spmd.split_loop(s) is None]
+    serial = [batch.first_block(s).name_hint for s in nests if spmd.split_loop(s) is None]
     # the classifier's GEMV and the output's cast are a few hundred values
     assert serial == ["classifier_acc_vec", "classifier", "output_i64"]
     body = spmd.spmd_body(func, {})
     region = body.block.body
     assert region.attr_key == spmd.LAUNCH
     phases = list(region.body.seq)
-    assert len(phases) == len(nests)
     assert all(p.attr_key == spmd.BARRIER for p in phases)
-    # a nest without a split loop runs on thread 0: two iterations, the first does the work
+    # the depthwise convs' weight decodes first, together; the serial nests together
+    decodes = [s for s in nests if batch.writes_levels(s)]
+    assert len(decodes) == 17  # one per depthwise conv
+    assert len(phases) == len(nests) - (len(decodes) - 1) - (len(serial) - 1)
+    assert len(phases[0].body.seq) == len(decodes)
+    # nests without a split loop run on thread 0: two iterations, the first does the work
     head = phases[-1].body
     assert head.kind == tirx.ForKind.PARALLEL and head.extent.value == 2
-    assert isinstance(head.body, tirx.IfThenElse)
+    assert isinstance(head.body, tirx.IfThenElse) and len(head.body.then_case.seq) == 3
 
 
 @pytest.mark.skipif(NM is None, reason="needs nm (binutils)")
 @pytest.mark.parametrize("target", TARGETS[:2])
 def test_a_threaded_batch_of_one_equals_the_simulator(tmp_path, monkeypatch, target):
-    # two threads whatever the machine has: the static split then always has two shares
-    monkeypatch.setenv("TVM_NUM_THREADS", "2")
-    monkeypatch.setattr(export, "SPMD_MACS", 0)
+    _always(monkeypatch)
     graph = run_pipeline(conv_geometries("uniform"))
     _run(graph, target, tmp_path / "g", (1, 2))
     text = subprocess.run([NM, str(tmp_path / "g" / "model.so")], capture_output=True, text=True)
@@ -71,8 +85,7 @@ def test_a_threaded_batch_of_one_equals_the_simulator(tmp_path, monkeypatch, tar
 @pytest.mark.skipif(NM is None, reason="needs nm (binutils)")
 def test_a_threaded_mobilenet_equals_the_simulator(tmp_path, monkeypatch):
     # depthwise convs, residual sums in byte digits, shared accumulators: all split
-    monkeypatch.setenv("TVM_NUM_THREADS", "2")
-    monkeypatch.setattr(export, "SPMD_MACS", 0)
+    _always(monkeypatch)
     graph = run_pipeline(zoo_graph(*MOBILENET))
     _run(graph, "x86-64-v3", tmp_path / "m", (1, 3))
 
@@ -82,3 +95,16 @@ def test_only_models_large_enough_get_the_threaded_graph():
     assert small.macs() < export.SPMD_MACS and not export.threaded_image(small)
     resnet = run_pipeline(zoo_graph("resnet20", (3, 32, 32), {}))
     assert resnet.macs() >= export.SPMD_MACS and export.threaded_image(resnet)
+
+
+def test_the_threaded_graph_is_built_where_its_nests_have_the_work():
+    # resnet20 at 32x32: each nest's GEMMs take a quarter the instructions with VNNI (four
+    # bytes a lane, 512 bits) as with vpmaddubsw (two, 256 bits): too few to pay a barrier
+    graph = run_pipeline(zoo_graph("resnet20", (3, 32, 32), {}))
+    steps, pays = {}, {}
+    for target in ("x86-64-v3", "sapphirerapids"):
+        func, kernels = _threaded(graph, target, kernels=True)
+        steps[target] = spmd.dot_steps(graph, kernels)
+        pays[target] = spmd.pays(graph, kernels, func)
+    assert steps["x86-64-v3"] > 3 * steps["sapphirerapids"] > 0
+    assert pays == {"x86-64-v3": True, "sapphirerapids": False}

@@ -19,7 +19,7 @@ from qcompile.errors import QCompileError
 from qcompile.ir.graph import Graph
 
 LIB, WEIGHTS = "model.so", "weights.npz"
-SPMD_MACS = 1 << 22
+SPMD_MACS = 1 << 22  # the smallest model (MACs an image) considered for ``spmd``
 SPMD_WORK = 64  # the fewest iterations a block shares out inside the batch-of-one region
 
 
@@ -49,13 +49,13 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     if image_by_image(graph):
         prog = build_program(graph, avx512, isa, batch=1, threads=False, narrow=narrow)
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels, False)
-        # outlined nests on x86 (AVX2's 16 vector registers); aarch64 has 32, and its
-        # instruction counts under qemu were measured with one function
-        threaded = None
+        threaded = None  # the batch-of-one graph on every thread (x86, where it pays)
         if narrow and threaded_image(graph):
             one = build_program(graph, avx512, isa, batch=1, narrow=narrow, spread=True)
             threaded = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, SPMD_WORK)
             threaded = threaded if pays(graph, one.kernels, threaded) else None
+        # outlined nests on x86 (AVX2's 16 vector registers); aarch64 has 32, and its
+        # instruction counts under qemu were measured with one function
         func = per_image(func, outline=narrow, threaded=threaded)
     else:
         prog = build_program(graph, avx512, isa, narrow=narrow)
@@ -68,10 +68,11 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
 
 
 def threaded_image(graph: Graph) -> bool:
-    """Whether a batch of one gets a second compiled graph, its image on every thread
-    (:mod:`spmd`): models of at least ``SPMD_MACS`` multiply-accumulates an image. A
-    smaller one is over in a few microseconds on one thread (lenet: 11 us), where a
-    barrier per layer would not pay, and its build would take twice as long."""
+    """Whether a batch of one may get a second compiled graph, its image on every thread
+    (:mod:`spmd`, built where ``spmd.pays``): models of at least ``SPMD_MACS``
+    multiply-accumulates an image. A smaller one is over in a few microseconds on one
+    thread (lenet: 11 us), where a barrier per layer would not pay, and deciding would cost
+    its build a second schedule."""
     return graph.macs() >= SPMD_MACS
 
 

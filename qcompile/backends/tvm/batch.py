@@ -79,10 +79,14 @@ def _own_function(stmt: Any, k: int) -> Any:
     it). In one function with the whole graph, LLVM's register allocator spilled the AVX2
     GEMM's int16 accumulators lane by lane into general registers (vpinsrd / vpextrd: a
     third of mobilenetv2's x86-64-v3 samples); each nest alone keeps them in registers."""
+    return outlined(stmt, f"nest{k}_{first_block(stmt).name_hint}_compute_")
+
+
+def outlined(stmt: Any, name: str) -> Any:
+    """``stmt`` as a function of its own named ``name`` (TVM's ``compute_scope``)."""
     from tvm import ir, tirx
 
-    name = ir.StringImm(f"nest{k}_{first_block(stmt).name_hint}_compute_")
-    return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", name, stmt)
+    return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", ir.StringImm(name), stmt)
 
 
 def first_block(stmt: Any) -> Any:

@@ -75,35 +75,39 @@ def spmd_body(func: Any, params: dict[Any, Any]) -> Any:
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
 
-    from qcompile.backends.tvm.batch import first_block, writes_levels
+    from qcompile.backends.tvm.batch import first_block, outlined, writes_levels
 
     root = func.body.block
     nests = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
+    # The last nest's code stays inline: TVM's LLVM codegen leaves an outlined function's
+    # debug location current, and the caller's next branch failed LLVM's verifier (as in
+    # ``batch.per_image``).
+    last = len(nests) - 1
+
+    def name(s: Any, k: int) -> str:
+        return f"spmd{k}_{first_block(s).name_hint}_compute_"
+
+    def shared(s: Any, k: int) -> Any:
+        """Nest ``k``, its split loop cut into outlined chunks."""
+        return _rebuilt(s, split_loop(s), lambda loop: _chunked(loop, name(s, k), k < last))
+
     # the weight decodes (a grouped conv's levels) read no activation: all of them first,
     # split, one barrier after them all (mobilenetv2: 17 barriers fewer)
     decodes = [s for s in nests if writes_levels(s)]
-    if all(split_loop(s) is not None for s in decodes):
+    if decodes and all(split_loop(s) is not None for s in decodes):
         nests = decodes + [s for s in nests if not writes_levels(s)]
+        phases = [_barrier(_seq([shared(s, k) for k, s in enumerate(decodes)]))]
     else:
-        decodes = []
-    phases, run, split = [], [], []  # run: nests on thread 0; split: decodes so far
-    for k, s in enumerate(nests):
-        # the last nest's loop body stays inline: TVM's LLVM codegen leaves an outlined
-        # function's debug location current, and the caller's next branch failed LLVM's
-        # verifier (as in ``batch.per_image``)
-        name = first_block(s).name_hint
-        outline = _outliner(f"spmd{k}_{name}_compute_", k < len(nests) - 1)
-        loop = split_loop(s)
-        if loop is None:
-            run.append(outline(s))
+        decodes, phases = [], []
+    run: list[Any] = []  # consecutive nests on thread 0, one barrier after them all
+    for k, s in enumerate(nests[len(decodes) :], start=len(decodes)):
+        if split_loop(s) is None:
+            run.append(outlined(s, name(s, k)) if k < last else s)
             continue
         if run:
             phases.append(_on_thread0(run))
             run = []
-        split.append(_rebuilt(s, loop, lambda s, o=outline: _chunked(s, o)))
-        if k >= len(decodes) - 1:
-            phases.append(_barrier(split[0] if len(split) == 1 else tirx.SeqStmt(split)))
-            split = []
+        phases.append(_barrier(shared(s, k)))
     if run:
         phases.append(_on_thread0(run))
     region = tirx.AttrStmt(
@@ -115,17 +119,10 @@ def spmd_body(func: Any, params: dict[Any, Any]) -> Any:
     return tirx.SeqStmt([*views, realize]) if views else realize
 
 
-def _outliner(name: str, own: bool) -> Any:
-    """A statement -> the same as a function of its own named ``name`` (``own``), else
-    itself."""
-    from tvm import ir, tirx
+def _seq(stmts: list[Any]) -> Any:
+    from tvm import tirx
 
-    def outline(s: Any) -> Any:
-        if not own:
-            return s
-        return tirx.AttrStmt(tirx.const(0, "int32"), "compute_scope", ir.StringImm(name), s)
-
-    return outline
+    return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
 
 
 def _barrier(stmt: Any) -> Any:
@@ -141,45 +138,48 @@ def _on_thread0(stmts: list[Any]) -> Any:
     from tvm import tirx
 
     z = tirx.Var("thread0", "int32")
-    body = stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
-    first = tirx.IfThenElse(tirx.EQ(z, tirx.const(0, "int32")), body, None)
+    first = tirx.IfThenElse(tirx.EQ(z, tirx.const(0, "int32")), _seq(stmts), None)
     return _barrier(tirx.For(z, 0, 2, tirx.ForKind.PARALLEL, first))
 
 
-def _chunked(loop: Any, outline: Any) -> Any:
-    """``loop`` (parallel, from 0) as ``CHUNKS`` contiguous chunks of its iterations, each
-    chunk's serial loop one call of the outlined function (a call per iteration cost more
-    than a requantization's row)."""
+def _chunked(loop: Any, name: str, own: bool) -> Any:
+    """``loop`` (parallel, from 0) as up to ``CHUNKS`` contiguous chunks of its iterations,
+    each chunk's serial loop one call of a function named ``name`` (inline where not
+    ``own``; a call per iteration cost more than a requantization's row)."""
     from tvm import tirx
+
+    from qcompile.backends.tvm.batch import outlined
+
+    def chunk(s: Any) -> Any:
+        return outlined(s, name) if own else s
 
     extent = loop.extent
     n = min(int(extent.value), CHUNKS) if isinstance(extent, tirx.IntImm) else None
     if n is None or n == int(extent.value):
-        body = outline(loop.body)
-        return tirx.For(loop.loop_var, loop.min, extent, loop.kind, body)
+        return tirx.For(loop.loop_var, loop.min, extent, loop.kind, chunk(loop.body))
     dt = extent.ty.dtype
     t = tirx.Var(f"{loop.loop_var.name}_chunk", dt)
     parts = tirx.const(n, dt)
     lo, hi = t * extent // parts, (t + 1) * extent // parts
     serial = tirx.For(loop.loop_var, lo, hi - lo, tirx.ForKind.SERIAL, loop.body)
-    return tirx.For(t, 0, n, tirx.ForKind.PARALLEL, outline(serial))
+    return tirx.For(t, 0, n, tirx.ForKind.PARALLEL, chunk(serial))
 
 
-def _rebuilt(s: Any, loop: Any, outline: Any) -> Any:
+def _rebuilt(s: Any, loop: Any, replace: Any) -> Any:
     """``s`` (a chain of wrappers down to ``loop``) with ``loop`` replaced by
-    ``outline(loop)``."""
+    ``replace(loop)``."""
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
 
     if s.same_as(loop):
-        return outline(s)
+        return replace(s)
     if isinstance(s, tirx.For):
         return tirx.For(
             s.loop_var,
             s.min,
             s.extent,
             s.kind,
-            _rebuilt(s.body, loop, outline),
+            _rebuilt(s.body, loop, replace),
             s.thread_binding,
             s.annotations,
         )
@@ -190,14 +190,14 @@ def _rebuilt(s: Any, loop: Any, outline: Any) -> Any:
             b.reads,
             b.writes,
             b.name_hint,
-            _rebuilt(b.body, loop, outline),
+            _rebuilt(b.body, loop, replace),
             b.init,
             b.alloc_buffers,
             b.match_buffers,
             b.annotations,
         )
         return SBlockRealize(s.iter_values, s.predicate, block)
-    return tirx.AttrStmt(s.node, s.attr_key, s.value, _rebuilt(s.body, loop, outline))
+    return tirx.AttrStmt(s.node, s.attr_key, s.value, _rebuilt(s.body, loop, replace))
 
 
 def split_loop(stmt: Any) -> Any:

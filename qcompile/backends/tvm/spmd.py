@@ -2,7 +2,7 @@
 between them.
 
 ``batch.per_image`` shares a batch out image by image, so a batch of one ran on one thread
-whatever ``TVM_NUM_THREADS`` said (mobilenetv2 on two AVX2 threads: 1.85 ms an image, the
+whatever ``TVM_NUM_THREADS`` said (mobilenetv2 on two AVX2 threads: 1.76 ms an image, the
 same as on one). Each nest running its own parallel loop would pay a thread-pool launch per
 layer (tried earlier: the launches and the nests no longer outlined ate the gain). Here the
 whole graph is one launch (TVM's ``pragma_parallel_launch_point``: every thread runs the
@@ -36,7 +36,7 @@ CHUNKS = 8  # calls a split loop is cut into (the threads then take equal shares
 # Estimated dot-product instructions per nest below which the threads' barriers cost more
 # than sharing the nests saves (same-process A/B, two threads, one image): resnet20 on
 # AVX-512 VNNI (7,971 a nest) 0.219 -> 0.251 ms; resnet20 on AVX2 (32,230) 0.339 -> 0.310,
-# mobilenetv2 on AVX2 (49,975) 1.85 -> 1.19 and on AVX-512 VNNI (12,426) faster too (see
+# mobilenetv2 on AVX2 (49,975) 1.76 -> 1.19 and on AVX-512 VNNI (12,426) faster too (see
 # BENCHMARKS.md). The bound sits between the two VNNI models, at their geometric mean.
 STEPS_PER_NEST = 10_000
 

@@ -18,7 +18,7 @@ accumulators in registers); outlining must sit inside the split loop, since the 
 function cannot see the thread's index.
 
 The export builds this graph beside the image-by-image one (taken where ``n == 1``) only
-for models whose nests have the work to pay for a barrier each (``pays``).
+for models whose nests have the work to pay for being shared (``pays``).
 
 The tensors between nests are allocated outside the parallel region (the storage planner
 places a buffer at the scope that holds all its uses: the root block, for any tensor two
@@ -33,8 +33,9 @@ from typing import Any
 LAUNCH = "pragma_parallel_launch_point"
 BARRIER = "pragma_parallel_barrier_when_finish"
 CHUNKS = 8  # calls a split loop is cut into (the threads then take equal shares of them)
-# Estimated dot-product instructions per nest below which the threads' barriers cost more
-# than sharing the nests saves (same-process A/B, two threads, one image): resnet20 on
+# Estimated dot-product instructions per nest below which sharing each nest between the
+# threads costs more than it saves (a barrier, and each core reading what the other wrote;
+# the barriers alone measured ~1%) (same-process A/B, two threads, one image): resnet20 on
 # AVX-512 VNNI (7,971 a nest) 0.219 -> 0.251 ms; resnet20 on AVX2 (32,230) 0.339 -> 0.310,
 # mobilenetv2 on AVX2 (49,975) 1.76 -> 1.19 and on AVX-512 VNNI (12,426) faster too (see
 # BENCHMARKS.md). The bound sits between the two VNNI models, at their geometric mean.

@@ -47,7 +47,6 @@ from torch import nn
 from bench.report import BENCHMARKS, machine, write_section
 from qcompile.backends.registry import deploy
 from qcompile.backends.rtl.build import SolveTimeout, in_child
-from qcompile.backends.rtl.export import macs
 from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.errors import QCompileError
@@ -124,7 +123,7 @@ def run_one(
     name: str, bits: int, sim: bool, work: Path, da_limit_s: float, rtl_limit_s: float | None
 ) -> dict[str, Any]:
     graph = frozen(name, bits)
-    row: dict[str, Any] = {"model": name, "bits": bits, "macs": macs(graph)}
+    row: dict[str, Any] = {"model": name, "bits": bits, "macs": graph.macs()}
     t = time.perf_counter()
     info = deploy(graph, load_target("zcu104"), work / f"{name}{bits}_fpga")
     row["fpga_export_s"] = round(time.perf_counter() - t, 2)

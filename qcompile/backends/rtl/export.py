@@ -28,11 +28,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 IO_BITS = 32  # the Verilator binder moves each input and output in an int32
 
 
-def macs(graph: Graph) -> int:
-    """Multiplies by a weight in one inference (each becomes its own logic here)."""
-    return graph.macs()
-
-
 def check_graph(graph: Graph, target: RtlTarget) -> None:
     """Refuse, before any work, what the RTL target does not take: an op it has no lowering
     for, a model over the profile's size limit, I/O wider than the simulator's 32 bits."""
@@ -44,7 +39,7 @@ def check_graph(graph: Graph, target: RtlTarget) -> None:
             )
     if len(graph.outputs) != 1:
         raise QCompileError("the rtl target needs a graph with exactly one output")
-    n_mac = macs(graph)
+    n_mac = graph.macs()  # each multiply becomes its own logic here
     if n_mac > target.max_macs:
         raise QCompileError(
             f"{graph.name} needs {n_mac} multiplies per inference, over the rtl profile's "
@@ -90,7 +85,7 @@ def export_rtl(
         info = Manifest.of(
             graph, qir_bytes, "rtl", profile, estimate=cost(figs, target.clock_period),
             project=TOP, da4ml=version("da4ml"), ops=sorted({n.kind for n in graph.nodes}),
-            macs=macs(graph), io={"in_kif": figs["in_kif"], "out_kif": figs["out_kif"]},
+            macs=graph.macs(), io={"in_kif": figs["in_kif"], "out_kif": figs["out_kif"]},
         )  # fmt: skip
         fields = {
             "profile": target.name, "part": target.part, "clock_period": target.clock_period,

@@ -51,9 +51,8 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
         func = schedule_cpu(te.create_prim_func(prog.params), prog.kernels, False)
         threaded = None  # the batch-of-one graph on every thread (x86, where it pays)
         if narrow and threaded_image(graph):
-            one = build_program(graph, avx512, isa, batch=1, narrow=narrow, spread=True)
-            threaded = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, SPMD_WORK)
-            threaded = threaded if pays(graph, one.kernels, threaded) else None
+            threaded, kernels = threaded_graph(graph, avx512, isa)
+            threaded = threaded if pays(graph, kernels, threaded) else None
         # outlined nests on x86 (AVX2's 16 vector registers); aarch64 has 32, and its
         # instruction counts under qemu were measured with one function
         func = per_image(func, outline=narrow, threaded=threaded)
@@ -65,6 +64,19 @@ def compile_graph(graph: Graph, target: CpuTarget) -> tuple[Any, list]:
     # kernel reads an allocated buffer through a view of its memory (gemm_dot's scratch).
     ex = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(tvm_target))
     return ex, prog.weights
+
+
+def threaded_graph(graph: Graph, avx512: Any, isa: Any) -> tuple[Any, dict[str, Any]]:
+    """(the scheduled batch-of-one graph whose every layer shares its loop out to the
+    threads, its kernels): what :mod:`spmd` runs in one parallel region (x86: narrow
+    tensors)."""
+    from tvm import te
+
+    from qcompile.backends.tvm.compute import build_program
+    from qcompile.backends.tvm.cpu import schedule_cpu
+
+    one = build_program(graph, avx512, isa, batch=1, narrow=True, spread=True)
+    return schedule_cpu(te.create_prim_func(one.params), one.kernels, True, SPMD_WORK), one.kernels
 
 
 def threaded_image(graph: Graph) -> bool:

@@ -16,7 +16,6 @@ import torch
 from qcompile.backends.estimates import RtlEstimate
 from qcompile.backends.registry import deploy
 from qcompile.backends.rtl import runner as rtl_runner
-from qcompile.backends.rtl.export import macs
 from qcompile.backends.rtl.runner import RtlRunner
 from qcompile.backends.targets import load_target
 from qcompile.errors import QCompileError
@@ -89,7 +88,7 @@ def test_verilator_builds_compile_through_ccache_where_it_is_installed(monkeypat
 
 def test_size_limit_is_one_error_before_any_work(tmp_path):
     graph = jet_graph(2, "uniform")
-    assert macs(graph) == 16 * 64 + 64 * 32 + 32 * 32 + 32 * 5
+    assert graph.macs() == 16 * 64 + 64 * 32 + 32 * 32 + 32 * 5
     small = replace(TARGET, max_macs=1000)
     with pytest.raises(QCompileError, match=r"needs 4256 multiplies .* max_macs = 1000"):
         deploy(graph, small, tmp_path / "big")
@@ -118,7 +117,7 @@ def test_artifact_holds_verilog_scripts_and_cost(tmp_path):
     ]  # fmt: skip
     assert est["lut"] > 0 and est["ff"] > 0 and est["dsp"] == 0 and est["ii_cycles"] == 1
     assert est["latency_ns"] == est["latency_cycles"] * TARGET.clock_period
-    assert info["ops"] == ["dense", "flatten"] and info["macs"] == macs(graph)
+    assert info["ops"] == ["dense", "flatten"] and info["macs"] == graph.macs()
     assert (out / "src" / "qmodel.v").is_file()
     vivado = (out / "build_vivado.tcl").read_text()
     assert TARGET.part in vivado and "route_design" in vivado

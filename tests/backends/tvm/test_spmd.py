@@ -26,17 +26,12 @@ TVM_TARGETS = {
 def _threaded(graph, target: str, kernels: bool = False):
     """The batch-of-one graph ``compile_graph`` builds for ``target``, scheduled (and its
     kernels)."""
-    from tvm import te
-
     from qcompile.backends.tvm.avx512_dense import target_features
-    from qcompile.backends.tvm.compute import build_program
-    from qcompile.backends.tvm.cpu import schedule_cpu
     from qcompile.backends.tvm.isa import isa_of
 
     t = TVM_TARGETS.get(target) or load_target(target).tvm_target()
-    one = build_program(graph, target_features(t), isa_of(t), batch=1, narrow=True, spread=True)
-    func = schedule_cpu(te.create_prim_func(one.params), one.kernels, True, export.SPMD_WORK)
-    return (func, one.kernels) if kernels else func
+    func, found = export.threaded_graph(graph, target_features(t), isa_of(t))
+    return (func, found) if kernels else func
 
 
 def _always(monkeypatch) -> None:

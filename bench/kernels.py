@@ -3,8 +3,9 @@
 y = W x for a 4096x4096 weight matrix of b-bit codes (b = 1, 2, 4: int8 table levels per row;
 b = 8: uniform int8 levels), int8 inputs, int32 accumulation, through the backend's own
 ``compile_graph`` for the host profile (``$QCOMPILE_CPU_FEATURES=x86-64-v3`` builds the AVX2
-code); the baselines multiply a dense fp32 matrix. Each library runs in its own process with
-the same thread count; figures are medians of repeats. Effective weight bandwidth = bytes of
+code); the baselines multiply a dense fp32 matrix (under x86-64-v3 on an AVX-512 host, with
+their AVX2 kernels: :mod:`bench.cpu_level`). Each library runs in its own process with the
+same thread count; figures are medians of repeats. Effective weight bandwidth = bytes of
 codes read per call / time, against the streaming bandwidth (numpy copy of 512 MiB) measured
 in the same run. Prints a Markdown table and, last, one JSON object.
 
@@ -132,6 +133,9 @@ def stream_gbs(repeats: int) -> float:
 
 
 def child(spec: str, repeats: int) -> None:
+    from bench.cpu_level import check_masked
+
+    check_masked()
     kind, *rest = spec.split(":")
     if kind == "tvm":
         t = tvm_gemv(int(rest[0]), int(rest[1]), repeats)
@@ -142,13 +146,15 @@ def child(spec: str, repeats: int) -> None:
     print(json.dumps({"spec": spec, "value": t}))
 
 
-def run(spec: str, threads: int, repeats: int) -> float:
+def run(spec: str, threads: int, repeats: int, extra: dict[str, str] | None = None) -> float:
+    """``extra``: environment for this child (a float baseline's CPUID mask)."""
     env = {
         **os.environ,
         "TVM_NUM_THREADS": str(threads),
         "OMP_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        **(extra or {}),
     }
     code = (
         f"import torch; torch.set_num_threads({threads}); "
@@ -183,6 +189,7 @@ def section_name(base: str) -> str:
 
 
 def main() -> None:
+    from bench.cpu_level import baseline_env
     from bench.report import machine, write_section
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -190,12 +197,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     isa = isa_label()
+    masked, baselines_on = baseline_env()
     stream = run("stream", a.threads, a.repeats)
     rows: list[str] = []
     figures: dict[str, dict[str, float]] = {"gemv_ms": {}, "gemm64_ms": {}}
     for m in (1, 64):
         key = "gemv_ms" if m == 1 else "gemm64_ms"
-        base = {lib: run(f"{lib}:{m}", a.threads, a.repeats) for lib in FP32}
+        base = {lib: run(f"{lib}:{m}", a.threads, a.repeats, masked) for lib in FP32}
         torch_t = base["torch"]
         for lib, t in base.items():
             figures[key][lib] = round(t * 1e3, 4)
@@ -216,7 +224,8 @@ def main() -> None:
         f"## Packed low-bit kernels vs fp32 (`python -m bench.kernels`, {isa})",
         "",
         f"{N}x{N} weights, {a.threads} threads per library (each in its own process), median "
-        f"of {a.repeats} calls; {machine()}; host profile's vector unit: {isa}{simulated()}. "
+        f"of {a.repeats} calls; {machine()}; host profile's vector unit: {isa}{simulated()}; "
+        f"the fp32 baselines' kernels chosen for {baselines_on}. "
         f"Streaming bandwidth (numpy copy): {stream:.1f} GB/s.",
         "",
         "The stream figure copies 512 MiB; the packed matrices (2-16 MiB) stay in the CPU's "

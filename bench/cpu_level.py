@@ -10,7 +10,9 @@ less the AVX-512, AMX and AVX-VNNI bits; torch, oneDNN, MKL and OpenBLAS also ge
 switches. Each baseline's process checks that the mask is in force before it times anything.
 
 Where the host cannot (no CPUID faulting, not x86-64 Linux, no C compiler) the baselines run
-with the host's features and the report says so.
+with the host's features and the report says so. A library that installs its own SIGSEGV
+handler after the mask would take the trap itself and crash the baseline's process (perf
+does): the bench then fails loudly, it cannot time an unmasked baseline.
 """
 
 from __future__ import annotations

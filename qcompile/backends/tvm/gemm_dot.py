@@ -70,6 +70,9 @@ class GemmPlan:
     block: int = 1  # register tiles of rows decoded together (sharing each activation pass)
     split: int = 1  # parallel slices of the pixel tiles (each decodes its rows again)
     digits: Digits | None = None  # wide activations: one reduction per byte digit
+    # x86 convs: prefetch the next pixel tile's activations (the threaded graph's GEMMs,
+    # which read lines the other core packed; an image a thread gained nothing from it)
+    prefetch: bool = False
 
     @property
     def act_planes(self) -> int:
@@ -302,7 +305,24 @@ def _tile(
                 T.call_intrin("void", "tirx.prefetch", T.address_of(bufs["stored"][at]), 0, 3, 1)
             )
 
+    def prefetch_next_tile(c4: Any, digit: Any) -> None:
+        """``prefetch``: the cache lines of channel group ``c4`` the next pixel tile reads.
+        Each tile reads one line or a few from every channel group, many streams at once
+        for the hardware prefetcher, and a GEMM with few row blocks reads each line only
+        once or twice: in the threaded graph (:mod:`spmd`) mobilenetv2's projection GEMMs
+        (24-96 rows) read lines the other core had packed, and 40% of one's samples sat on
+        an activation load (its CPU time 2.2x the one-thread run's)."""
+        if not p.prefetch or geo.tile_major or isa.arch == ARM or img is None:
+            return
+        last = act.shape[2] - 1
+        for pl in range(planes):
+            for line in range(max(1, TP * 4 // 64)):
+                at = T.min(act_at(c4, 0, geo.taps[0]) + TP * 4 + line * 64, last)
+                byte = act[image, digit * planes + pl, at]
+                T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(byte), 0, 3, 1))
+
     def group(c4: Any, digit: int) -> None:
+        prefetch_next_tile(c4, digit)
         for t, off in enumerate(geo.taps):
             a_by_q = [
                 [

@@ -168,10 +168,12 @@ def plan(
 
 def spread(p: ConvPlan) -> ConvPlan:
     """``p`` with its row blocks (and, where there are fewer than ``SLICES``, slices of its
-    pixel tiles) in a parallel loop whatever the layer's size."""
+    pixel tiles) in a parallel loop whatever the layer's size, prefetching the activations
+    (half of them packed by the other core)."""
     g = p.gemm
     blocks = sum(-(-len(grp.rows) // g.block_rows) for grp in g.layout.groups)
-    return replace(p, gemm=replace(g, parallel=True, split=max(1, SLICES // blocks)))
+    split = max(1, SLICES // blocks)
+    return replace(p, gemm=replace(g, parallel=True, split=split, prefetch=True))
 
 
 def neon_tile(mac: Mac, rows: int, vecs: int, o: int, total: int) -> tuple[int, int]:

@@ -67,6 +67,28 @@ def test_every_nest_of_a_mobilenet_is_split_but_the_classifier_and_the_output():
     assert isinstance(head.body, tirx.IfThenElse) and len(head.body.then_case.seq) == 3
 
 
+def test_the_threaded_convs_prefetch_their_next_tile_and_the_image_graph_does_not():
+    from qcompile.backends.tvm.compute import build_program
+    from qcompile.backends.tvm.isa import isa_of
+    from qcompile.backends.tvm.vector_conv import ConvPlan
+
+    graph = run_pipeline(zoo_graph(*MOBILENET))
+    func, kernels = _threaded(graph, "x86-64-v3", kernels=True)
+    convs = [p for p in kernels.values() if isinstance(p, ConvPlan)]
+    assert convs and all(p.gemm.prefetch for p in convs)
+    # in each GEMM's channel-group loop, one prefetch per plane of the multiply mode (the
+    # byte digits of a wide input run the same loop body in a loop of their own)
+    planes = sum(p.gemm.mac.planes for p in convs)
+    assert any(p.gemm.digits for p in convs)
+    nests = func.body.block.body.seq
+    gemms = [s for s in nests if batch.first_block(s).name_hint.endswith("_acc_gemm")]
+    assert len(gemms) == len(convs)
+    assert sum(s.script().count("prefetch(") for s in gemms) == planes
+    isa = isa_of(load_target("x86-64-v3").tvm_target())
+    image = build_program(graph, None, isa, narrow=True)
+    assert not any(p.gemm.prefetch for p in image.kernels.values() if isinstance(p, ConvPlan))
+
+
 @pytest.mark.skipif(NM is None, reason="needs nm (binutils)")
 @pytest.mark.parametrize("target", TARGETS[:2])
 def test_a_threaded_batch_of_one_equals_the_simulator(tmp_path, monkeypatch, target):

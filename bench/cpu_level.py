@@ -38,13 +38,17 @@ def level() -> str | None:
     return spec if spec == LEVEL else None
 
 
-def _host_can() -> str | None:
-    """Why this host cannot mask CPUID (or need not), or None where it can."""
+def cpu_flags() -> list[str]:
     if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return []
+    return Path("/proc/cpuinfo").read_text().split()
+
+
+def cannot_mask() -> str | None:
+    """Why this host cannot hide AVX-512 from a process, or None where it can."""
+    flags = cpu_flags()
+    if not flags:
         return "not x86-64 Linux"
-    flags = Path("/proc/cpuinfo").read_text().split()
-    if "avx512f" not in flags:
-        return "no AVX-512 here"
     if "cpuid_fault" not in flags:
         return "the kernel offers no CPUID faulting"
     if not (shutil.which("cc") or shutil.which("gcc")):
@@ -68,9 +72,9 @@ def baseline_env() -> tuple[dict[str, str], str]:
     lvl = level()
     if lvl is None:
         return {}, "the host's own features"
-    why = _host_can()
-    if why == "no AVX-512 here":
-        return {}, f"the host's own features ({why})"
+    if "avx512f" not in cpu_flags():
+        return {}, "the host's own features (no AVX-512 here)"
+    why = cannot_mask()
     if why is not None:
         return {}, f"the host's own features ({why}: not masked to {lvl})"
     env = {

@@ -39,6 +39,7 @@ def level() -> str | None:
 
 
 def cpu_flags() -> list[str]:
+    """The host's CPU flags as Linux lists them (none off x86-64 Linux)."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         return []
     return Path("/proc/cpuinfo").read_text().split()

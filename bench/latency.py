@@ -165,9 +165,10 @@ def main() -> None:
     a = ap.parse_args()
     isa = isa_label()
     masked, baselines_on = baseline_env()
-    kinds = {k: masked if k != "tvm" else {} for k in LIBS}
+    # figure -> (the child that measures it, its extra environment)
+    kinds = {k: (k, masked if k != "tvm" else {}) for k in LIBS}
     if masked:
-        kinds[HOST_ORT] = {}
+        kinds[HOST_ORT] = ("onnxruntime", {})
     lat_rows, batch_rows, build_rows = [], [], []
     figures: dict[str, dict] = {"models": {}, "batch64": {}, "build_s": {}}
     with tempfile.TemporaryDirectory(prefix="qcompile-latency-") as tmp:
@@ -178,10 +179,8 @@ def main() -> None:
             for batch, rows, key in ((1, lat_rows, "models"), (BATCH, batch_rows, "batch64")):
                 reps = a.repeats if batch == 1 else max(10, a.repeats // 10)
                 ms = {
-                    k: run_child(
-                        k.removesuffix("_host"), name, root / "cpu", a.threads, reps, batch, env
-                    )
-                    for k, env in kinds.items()
+                    k: run_child(kind, name, root / "cpu", a.threads, reps, batch, env)
+                    for k, (kind, env) in kinds.items()
                 }
                 figures[key][name] = {f"{LIBS.get(k, k)}_ms": round(v, 4) for k, v in ms.items()}
                 print(name, batch, json.dumps(ms), flush=True)

@@ -10,6 +10,10 @@ import pytest
 
 from bench import cpu_level
 
+# why this host cannot or need not mask (None: it can, and has AVX-512 to hide)
+WHY_NOT = cpu_level.cannot_mask() or (None if "avx512f" in cpu_level.cpu_flags() else "no AVX-512")
+needs_mask = pytest.mark.skipif(WHY_NOT is not None, reason=f"no CPUID mask here: {WHY_NOT}")
+
 PROBE = (
     "import numpy, torch; "
     "from numpy._core._multiarray_umath import __cpu_features__ as f; "
@@ -33,11 +37,9 @@ def test_no_mask_without_the_avx2_profile(monkeypatch: pytest.MonkeyPatch) -> No
     assert cpu_level.baseline_env()[0] == {}
 
 
+@needs_mask
 def test_masked_process_sees_avx2_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QCOMPILE_CPU_FEATURES", "x86-64-v3")
-    why = cpu_level.cannot_mask() or (None if "avx512f" in cpu_level.cpu_flags() else "no AVX-512")
-    if why is not None:
-        pytest.skip(f"no CPUID mask on this host: {why}")
     env, phrase = cpu_level.baseline_env()
     assert "x86-64-v3" in phrase
     # unmasked, this host shows AVX-512 (what the mask is for)
@@ -46,11 +48,10 @@ def test_masked_process_sees_avx2_only(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (capability, avx512f, avx2, fma) == ("AVX2", "False", "True", "True")
 
 
+@needs_mask
 def test_real_segfault_still_kills(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mask's SIGSEGV handler answers CPUID only: a wild read still dies of SIGSEGV."""
     monkeypatch.setenv("QCOMPILE_CPU_FEATURES", "x86-64-v3")
-    if cpu_level.cannot_mask() is not None or "avx512f" not in cpu_level.cpu_flags():
-        pytest.skip("no CPUID mask on this host")
     env, _ = cpu_level.baseline_env()
     code = "import ctypes; ctypes.string_at(8)"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env})
